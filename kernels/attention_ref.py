@@ -1,0 +1,98 @@
+"""Plain-torch attention over a paged KV cache plus the chunk's own keys: the reference and
+the CPU path. Visibility follows models/batch.py (causal_limit, block_lo, block_hi)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class AttentionPlan:
+    """Index tensors built once per forward and shared by every layer."""
+
+    cu_seqlens: torch.Tensor  # [N+1] int32
+    causal_limit: torch.Tensor  # [T] int32
+    block_lo: torch.Tensor  # [T] int32
+    block_hi: torch.Tensor  # [T] int32
+    context_lens: torch.Tensor  # [N] int32
+    block_tables: torch.Tensor  # [N, M] int32
+    max_chunk_len: int
+    max_context_len: int
+    # reference-only: padding indices, dense mask, cache gather indices (built lazily)
+    seq_idx: torch.Tensor | None = None  # [T]
+    local_idx: torch.Tensor | None = None  # [T]
+    dense_mask: torch.Tensor | None = None  # [N, 1, Lq, Lc + Lq] bool
+    cache_slots: torch.Tensor | None = None  # [N, Lc] int64 flat slot ids
+
+    @property
+    def num_chunks(self) -> int:
+        return self.cu_seqlens.numel() - 1
+
+
+def visibility_mask(plan: AttentionPlan, block_size: int) -> None:
+    """Fill the reference-only fields of plan: padding indices, the dense mask, cache slots."""
+    device = plan.cu_seqlens.device
+    n, lq, lc = plan.num_chunks, plan.max_chunk_len, plan.max_context_len
+    starts = plan.cu_seqlens[:-1].long()
+    lens = plan.cu_seqlens.diff().long()
+    seq_idx = torch.repeat_interleave(torch.arange(n, device=device), lens)
+    local = torch.arange(seq_idx.numel(), device=device) - starts[seq_idx]
+
+    # Per padded query row: its limits (padded rows see key 0 so softmax stays finite).
+    limit = torch.zeros(n, lq, dtype=torch.long, device=device)
+    lo = torch.zeros_like(limit)
+    hi = torch.zeros_like(limit)
+    limit[seq_idx, local] = plan.causal_limit.long()
+    lo[seq_idx, local] = plan.block_lo.long()
+    hi[seq_idx, local] = plan.block_hi.long()
+    k = torch.arange(lq, device=device)
+    inside = (k[None, None, :] <= limit[:, :, None]) | (
+        (lo[:, :, None] <= k[None, None, :]) & (k[None, None, :] < hi[:, :, None]))
+    inside &= k[None, None, :] < lens[:, None, None]
+    is_real = torch.arange(lq, device=device)[None, :] < lens[:, None]
+    inside[:, :, 0] |= ~is_real
+    ctx = plan.context_lens.long()
+    cached = torch.arange(lc, device=device)[None, None, :] < ctx[:, None, None]
+    mask = torch.cat([cached.expand(n, lq, lc), inside], dim=2)
+
+    plan.seq_idx, plan.local_idx, plan.dense_mask = seq_idx, local, mask[:, None]
+    if lc:
+        j = torch.arange(lc, device=device)
+        blocks = plan.block_tables.long().gather(1, (j // block_size)[None].expand(n, lc))
+        slots = blocks.clamp(min=0) * block_size + (j % block_size)[None]
+        plan.cache_slots = torch.where(j[None] < ctx[:, None], slots, 0)
+
+
+def attention_reference(
+    q: torch.Tensor,  # [T, H, D]
+    k: torch.Tensor,  # [T, KVH, D] the chunk's new keys (already rotated)
+    v: torch.Tensor,  # [T, KVH, D]
+    k_cache: torch.Tensor | None,  # [num_blocks, block_size, KVH, D]
+    v_cache: torch.Tensor | None,
+    plan: AttentionPlan,
+    scale: float,
+) -> torch.Tensor:  # [T, H, D]
+    block_size = k_cache.shape[1] if k_cache is not None else 1
+    if plan.dense_mask is None:
+        visibility_mask(plan, block_size)
+    n, lq = plan.num_chunks, plan.max_chunk_len
+    h, d = q.shape[1:]
+    kvh = k.shape[1]
+    idx = (plan.seq_idx, plan.local_idx)
+    qp = q.new_zeros(n, lq, h, d)
+    kp = k.new_zeros(n, lq, kvh, d)
+    vp = v.new_zeros(n, lq, kvh, d)
+    qp[idx], kp[idx], vp[idx] = q, k, v
+    if plan.max_context_len:
+        flat_k = k_cache.view(-1, kvh, d)
+        flat_v = v_cache.view(-1, kvh, d)
+        kp = torch.cat([flat_k[plan.cache_slots].to(k.dtype), kp], dim=1)
+        vp = torch.cat([flat_v[plan.cache_slots].to(v.dtype), vp], dim=1)
+    # SDPA accumulates in fp32 internally for half inputs on CPU and CUDA.
+    out = F.scaled_dot_product_attention(
+        qp.transpose(1, 2), kp.transpose(1, 2), vp.transpose(1, 2),
+        attn_mask=plan.dense_mask, scale=scale, enable_gqa=kvh != h)
+    return out.transpose(1, 2)[idx]  # [T, H, D]

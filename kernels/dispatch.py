@@ -1,0 +1,90 @@
+"""The one entry point to every kernel: Triton on CUDA tensors, the torch reference on CPU.
+
+TANDEM_KERNELS=triton forces Triton (through TRITON_INTERPRET=1 on CPU), TANDEM_KERNELS=torch
+forces the references. models/ and engine/ call only these functions.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from kernels.accept_ref import accept_reference
+from kernels.attention_ref import AttentionPlan, attention_reference
+from kernels.kv_store_ref import store_kv_reference
+from kernels.norm_ref import rmsnorm_reference
+from kernels.rope_ref import rope_reference
+from kernels.sampling_ref import sample_reference
+
+_CHOICES = ("auto", "triton", "torch")
+
+
+def kernel_mode() -> str:
+    mode = os.environ.get("TANDEM_KERNELS", "auto").lower()
+    if mode not in _CHOICES:
+        raise ValueError(f"TANDEM_KERNELS={mode!r}: expected one of {', '.join(_CHOICES)}")
+    return mode
+
+
+def use_triton(x: torch.Tensor) -> bool:
+    mode = kernel_mode()
+    return mode == "triton" or (mode == "auto" and x.is_cuda)
+
+
+def prepare_attention(cu_seqlens: torch.Tensor, causal_limit: torch.Tensor,
+                      block_lo: torch.Tensor, block_hi: torch.Tensor,
+                      context_lens: torch.Tensor, block_tables: torch.Tensor,
+                      max_chunk_len: int, max_context_len: int) -> AttentionPlan:
+    return AttentionPlan(cu_seqlens, causal_limit, block_lo, block_hi, context_lens,
+                         block_tables, max_chunk_len, max_context_len)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+              k_cache: torch.Tensor | None, v_cache: torch.Tensor | None,
+              plan: AttentionPlan, scale: float) -> torch.Tensor:
+    if use_triton(q):
+        from kernels.attention_triton import attention_triton
+        return attention_triton(q, k, v, k_cache, v_cache, plan, scale)
+    return attention_reference(q, k, v, k_cache, v_cache, plan, scale)
+
+
+def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float,
+            residual: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    # Autograd runs through the reference only: the kernels are inference paths.
+    if use_triton(x) and not torch.is_grad_enabled():
+        from kernels.norm_triton import rmsnorm_triton
+        return rmsnorm_triton(x, weight, eps, residual)
+    return rmsnorm_reference(x, weight, eps, residual)
+
+
+def rope(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, theta: float
+         ) -> tuple[torch.Tensor, torch.Tensor]:
+    if use_triton(q) and not torch.is_grad_enabled():
+        from kernels.rope_triton import rope_triton
+        return rope_triton(q, k, positions, theta)
+    return rope_reference(q, k, positions, theta)
+
+
+def store_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+             slots: torch.Tensor) -> None:
+    if use_triton(k):
+        from kernels.kv_store_triton import store_kv_triton
+        return store_kv_triton(k_cache, v_cache, k, v, slots)
+    return store_kv_reference(k_cache, v_cache, k, v, slots)
+
+
+def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
+           top_p: torch.Tensor, seeds: torch.Tensor, positions: torch.Tensor
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    if use_triton(logits):
+        from kernels.sampling_triton import sample_triton
+        return sample_triton(logits, temperature, top_k, top_p, seeds, positions)
+    return sample_reference(logits, temperature, top_k, top_p, seeds, positions)
+
+
+def accept(draft: torch.Tensor, target: torch.Tensor, num_draft: torch.Tensor) -> torch.Tensor:
+    if use_triton(draft):
+        from kernels.accept_triton import accept_triton
+        return accept_triton(draft, target, num_draft)
+    return accept_reference(draft, target, num_draft)
