@@ -29,7 +29,7 @@ def save_checkpoint(model: TriModeLM, directory: str | Path,
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model.config.to_json(directory / "config.json")
-    tensors = {name: p.detach().to(dtype).contiguous() for name, p in model.named_parameters()}
+    tensors = {name: p.detach().to(dtype).cpu().contiguous() for name, p in model.named_parameters()}
     save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
 
 

@@ -7,6 +7,7 @@ this rank holds. The checkpoint loader reads exactly that slice, nothing more.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from models.parallel import SINGLE, TensorParallel
@@ -28,7 +29,7 @@ class ColumnParallelLinear(nn.Module):
                             None if size == out_features else 0, start, size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ self.weight.t()
+        return F.linear(x, self.weight)
 
 
 class RowParallelLinear(nn.Module):
@@ -42,7 +43,7 @@ class RowParallelLinear(nn.Module):
                             None if tp.world_size == 1 else 1, start, size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.tp.all_reduce(x @ self.weight.t())
+        return self.tp.all_reduce(F.linear(x, self.weight))
 
 
 class RMSNormWeight(nn.Module):

@@ -33,8 +33,8 @@ def _store(caches: list[tuple[torch.Tensor, torch.Tensor]], new_k: torch.Tensor,
            new_v: torch.Tensor, slots: torch.Tensor) -> None:
     for layer, (k_cache, v_cache) in enumerate(caches):
         kvh, d = k_cache.shape[2:]
-        k_cache.view(-1, kvh, d)[slots] = new_k[layer]
-        v_cache.view(-1, kvh, d)[slots] = new_v[layer]
+        k_cache.view(-1, kvh, d)[slots] = new_k[layer].to(k_cache.dtype)
+        v_cache.view(-1, kvh, d)[slots] = new_v[layer].to(v_cache.dtype)
 
 
 @torch.no_grad()

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from models import corpus
+from models.batch import Chunk, ChunkBatch
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.config import ModelConfig
 from models.objective import ObjectiveConfig, joint_loss
@@ -99,8 +100,9 @@ def evaluate(model: TriModeLM, heldout: torch.Tensor, block: int = 8) -> dict:
     model.eval()
     gen = torch.Generator().manual_seed(1234)
     seqs = windows(heldout, 16, 257, gen)
-    from models.batch import Chunk, ChunkBatch  # local: only evaluation needs it
-    logits = model(ChunkBatch.from_chunks([Chunk.causal(s[:-1].tolist()) for s in seqs])).logits
+    device = model.lm_head.weight.device
+    batch = ChunkBatch.from_chunks([Chunk.causal(s[:-1].tolist()) for s in seqs], device)
+    logits = model(batch).logits.float().cpu()
     nll = torch.nn.functional.cross_entropy(logits, seqs[:, 1:].reshape(-1)).item()
     agree = draft_agreement(model, windows(heldout, 32, 64, gen), block)
     model.train()
