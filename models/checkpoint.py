@@ -28,7 +28,7 @@ def save_checkpoint(model: TriModeLM, directory: str | Path,
         raise ValueError("save_checkpoint expects an unsharded (tp=1) model")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    model.config.to_json(directory / "config.json")
+    model.config.to_json(directory / "config.json", str(dtype).removeprefix("torch."))
     tensors = {name: p.detach().to(dtype).cpu().contiguous() for name, p in model.named_parameters()}
     save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
 

@@ -55,7 +55,7 @@ class ModelConfig:
 
     # --- Hugging Face config.json -------------------------------------------------------
 
-    def to_hf_dict(self) -> dict[str, Any]:
+    def to_hf_dict(self, dtype: str = "float32") -> dict[str, Any]:
         return {
             "architectures": ["MistralForCausalLM"],
             "model_type": "mistral",
@@ -77,7 +77,7 @@ class ModelConfig:
             "eos_token_id": self.eos_token_id,
             "pad_token_id": self.pad_token_id,
             "block_length": self.block_length,
-            "torch_dtype": "float32",
+            "torch_dtype": dtype,
         }
 
     @classmethod
@@ -134,8 +134,8 @@ class ModelConfig:
             raise CheckpointError(f"{path}: not valid JSON ({err})") from None
         return cls.from_hf_dict(raw, source=str(path))
 
-    def to_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_hf_dict(), indent=2) + "\n")
+    def to_json(self, path: str | Path, dtype: str = "float32") -> None:
+        Path(path).write_text(json.dumps(self.to_hf_dict(dtype), indent=2) + "\n")
 
     def replace(self, **changes: Any) -> ModelConfig:
         return ModelConfig(**{**asdict(self), **changes})
