@@ -1,0 +1,193 @@
+"""One process's engine: requests in, the step loop, outputs out.
+
+    plan = scheduler.schedule(); out = executor.step(plan); scheduler.update(plan, out)
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from engine.executor import Executor, ModelExecutor
+from engine.kv_cache import BlockPool, KVCacheManager
+from engine.modes.ar import ARMode
+from engine.modes.base import ModeContext
+from engine.modes.diffusion import DiffusionMode
+from engine.modes.spec_linear import SpecLinearMode
+from engine.modes.spec_quadratic import SpecQuadraticMode
+from engine.params import DecodeParams, Mode, SamplingParams
+from engine.policy import SchedulingPolicy
+from engine.request import Request
+from engine.scheduler import Scheduler, SchedulerConfig, StepEvents
+from engine.stop import final_text, stable_text
+from models.checkpoint import DEFAULT_MODEL_DIR, load_checkpoint
+from models.config import ModelConfig
+from models.tokenizer import TextCodec
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    num_blocks: int = 512
+    block_size: int = 16
+    max_model_len: int | None = None  # None = the model's max_position_embeddings
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+
+    def __post_init__(self) -> None:
+        if self.num_blocks < 1 or self.block_size < 1:
+            raise ValueError("num_blocks and block_size must be >= 1")
+
+
+@dataclass
+class RequestOutput:
+    request_id: str
+    new_token_ids: list[int]
+    token_ids: list[int]
+    text: str  # everything so far that is safe to show (see engine.stop.stable_text)
+    finished: bool
+    finish_reason: str | None
+    seed: int
+    num_prompt_tokens: int
+    num_forwards: int
+    modes: dict[str, int]  # forwards per mode
+    tokens_by_mode: dict[str, int]
+    accepted_by_mode: dict[str, int]
+    drafted_by_mode: dict[str, int]
+    num_preemptions: int = 0
+
+    @property
+    def tokens_per_forward(self) -> float:
+        return len(self.token_ids) / max(1, self.num_forwards)
+
+
+class LLMEngine:
+    def __init__(self, executor: Executor, model_config: ModelConfig, codec: TextCodec | None,
+                 config: EngineConfig = EngineConfig(),
+                 policy: SchedulingPolicy | None = None) -> None:
+        self.executor, self.model_config, self.codec, self.config = (
+            executor, model_config, codec, config)
+        self.max_model_len = config.max_model_len or model_config.max_position_embeddings
+        self.pool = BlockPool(config.num_blocks, config.block_size)
+        kv = KVCacheManager(self.pool)
+        ctx = ModeContext(kv, model_config.mask_token_id, model_config.eos_token_id)
+        modes = {m.mode: m for m in (ARMode(ctx), DiffusionMode(ctx), SpecLinearMode(ctx),
+                                     SpecQuadraticMode(ctx))}
+        detok = codec.decode if codec is not None else None
+        self.scheduler = Scheduler(config.scheduler, kv, modes, ctx, policy, detok)
+        self._ids = itertools.count()
+        self.num_steps = 0
+        self.last_step_s = 0.0
+
+    @classmethod
+    def from_checkpoint(cls, model_dir: str | Path = DEFAULT_MODEL_DIR,
+                        config: EngineConfig = EngineConfig(), device: str = "cpu",
+                        policy: SchedulingPolicy | None = None) -> LLMEngine:
+        model = load_checkpoint(model_dir, device=device)
+        executor = ModelExecutor(model, config.num_blocks, config.block_size)
+        return cls(executor, model.config, TextCodec.load(model_dir), config, policy)
+
+    # --- requests ----------------------------------------------------------------------------
+
+    def tokenize(self, prompt: str | Sequence[int]) -> list[int]:
+        if isinstance(prompt, str):
+            if self.codec is None:
+                raise ValueError("this engine has no tokenizer: pass token ids")
+            return self.codec.encode(prompt)
+        return list(prompt)
+
+    def add_request(self, prompt: str | Sequence[int], sampling: SamplingParams | None = None,
+                    decode: DecodeParams | None = None, request_id: str | None = None,
+                    priority: int = 0, slo: object = None) -> Request:
+        ids = self.tokenize(prompt)
+        sampling = sampling or SamplingParams()
+        if not ids:
+            raise ValueError("prompt: empty after tokenization")
+        if len(ids) + sampling.max_tokens > self.max_model_len:
+            raise ValueError(f"prompt ({len(ids)} tokens) + max_tokens ({sampling.max_tokens})"
+                             f" exceeds the model's context of {self.max_model_len}")
+        vocab = self.model_config.vocab_size
+        if any(not 0 <= t < vocab for t in ids):
+            raise ValueError(f"prompt: token ids must be in [0, {vocab})")
+        req = Request(request_id or f"req-{next(self._ids)}", ids, sampling,
+                      decode or DecodeParams(), priority=priority, slo=slo)
+        self.scheduler.policy.admit(req, self.scheduler)
+        self.scheduler.add(req)
+        return req
+
+    def abort(self, request_id: str) -> bool:
+        return self.scheduler.abort(request_id)
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_work()
+
+    # --- the step loop -------------------------------------------------------------------------
+
+    def step(self) -> list[RequestOutput]:
+        plan = self.scheduler.schedule()
+        if not plan.works:
+            if self.scheduler.running or self.scheduler.waiting:
+                raise RuntimeError("nothing could be scheduled: the KV cache is too small "
+                                   "for the waiting request")
+            return []
+        out = self.executor.step(plan)
+        events = self.scheduler.update(plan, out)
+        self.num_steps += 1
+        self.last_step_s = out.elapsed_s
+        return self._outputs(plan, events)
+
+    def _outputs(self, plan, events: StepEvents) -> list[RequestOutput]:  # noqa: ANN001
+        now = time.monotonic()
+        outs = []
+        finished = {r.id: r for r in events.finished}
+        for work in plan.works:
+            req = finished.get(work.request_id) or self.scheduler.requests.get(work.request_id)
+            if req is None or work.request_id not in events.emitted:
+                continue
+            new = events.emitted[work.request_id]
+            if new:
+                if req.stats.first_token_time is None:
+                    req.stats.first_token_time = now
+                req.stats.token_times.append(now)
+            outs.append(self.output_of(req, new))
+        return outs
+
+    def output_of(self, req: Request, new: list[int]) -> RequestOutput:
+        detok = self.codec.decode if self.codec else (lambda ids: "")
+        st = req.stats
+        text = final_text(req, detok) if req.is_finished else stable_text(req, detok)
+        return RequestOutput(
+            req.id, list(new), list(req.output_ids), text, req.is_finished, req.finish_reason,
+            req.sampling.seed, len(req.prompt_ids), st.num_forwards, dict(st.forwards_by_mode),
+            dict(st.tokens_by_mode), dict(st.accepted_by_mode), dict(st.drafted_by_mode),
+            st.num_preemptions)
+
+    def generate(self, prompts: Sequence[str | Sequence[int]],
+                 sampling: SamplingParams | Sequence[SamplingParams] | None = None,
+                 decode: DecodeParams | Sequence[DecodeParams] | None = None
+                 ) -> list[RequestOutput]:
+        """Run prompts to completion together (continuous batching) and return in order."""
+        n = len(prompts)
+        samplings = sampling if isinstance(sampling, Sequence) else [sampling] * n
+        decodes = decode if isinstance(decode, Sequence) else [decode] * n
+        reqs = [self.add_request(p, s, d) for p, s, d in zip(prompts, samplings, decodes,
+                                                              strict=True)]
+        done: dict[str, RequestOutput] = {}
+        while len(done) < n:
+            for out in self.step():
+                if out.finished:
+                    done[out.request_id] = out
+        return [done[r.id] for r in reqs]
+
+
+def default_engine(model_dir: str | Path = DEFAULT_MODEL_DIR, device: str | None = None,
+                   **config) -> LLMEngine:  # noqa: ANN003
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return LLMEngine.from_checkpoint(model_dir, EngineConfig(**config), device)
+
+
+__all__ = ["DecodeParams", "EngineConfig", "LLMEngine", "Mode", "RequestOutput",
+           "SamplingParams", "default_engine"]

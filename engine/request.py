@@ -1,0 +1,75 @@
+"""A request's life in the engine: its tokens, cache entry, mode state and statistics."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from engine.kv_cache import CacheEntry
+from engine.params import DecodeParams, Mode, SamplingParams
+
+
+class Status(str, Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass
+class RequestStats:
+    num_forwards: int = 0  # steps this request took part in, prefill included
+    num_preemptions: int = 0
+    forwards_by_mode: Counter = field(default_factory=Counter)
+    tokens_by_mode: Counter = field(default_factory=Counter)
+    drafted_by_mode: Counter = field(default_factory=Counter)
+    accepted_by_mode: Counter = field(default_factory=Counter)
+    first_token_time: float | None = None
+    token_times: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Request:
+    id: str
+    prompt_ids: list[int]
+    sampling: SamplingParams
+    decode: DecodeParams
+    arrival_time: float = field(default_factory=time.monotonic)
+    priority: int = 0
+    slo: Any = None  # policies.slo.SLO, read by SLO-aware schedulers
+    output_ids: list[int] = field(default_factory=list)
+    status: Status = Status.WAITING
+    finish_reason: str | None = None
+    stop_text_len: int | None = None  # text cut here when a stop string matched
+    cache: CacheEntry = field(default_factory=CacheEntry)
+    mode_state: Any = None  # the running mode's iteration state
+    current_mode: Mode | None = None
+    current_block: int = 0
+    stats: RequestStats = field(default_factory=RequestStats)
+
+    def __post_init__(self) -> None:
+        if not self.prompt_ids:
+            raise ValueError(f"request {self.id}: empty prompt")
+
+    @property
+    def all_ids(self) -> list[int]:
+        return self.prompt_ids + self.output_ids
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_ids) + len(self.output_ids)
+
+    @property
+    def num_pending(self) -> int:
+        """Tokens not yet in the cache; 1 (the seed) between steady-state iterations."""
+        return self.num_tokens - self.cache.num_cached
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status is Status.FINISHED
+
+    @property
+    def remaining_tokens(self) -> int:
+        return self.sampling.max_tokens - len(self.output_ids)

@@ -1,0 +1,205 @@
+"""The scheduler: decides each step who runs, in which mode, with which chunk.
+
+There is no prefill phase or decode phase: a request with more than one uncached token gets
+a causal prefill chunk (chunked to the token budget), one in steady state gets its mode's
+work. Requests of every mode share one batch. When the cache runs dry a running request is
+preempted (its blocks freed, recomputed later), never failed.
+
+The order of requests, the choice of mode and block length, the preemption victim and
+admission are policies (`SchedulingPolicy`); the first-come policy here is the default, and
+policies/ supplies the SLO-aware one behind the same interface.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from engine.kv_cache import KVCacheManager
+from engine.modes.base import Advance, DecodeMode, ModeContext, prefill_advance, prefill_work
+from engine.params import Mode
+from engine.plan import ChunkWork, StepOutput, StepPlan, WorkResult
+from engine.policy import FirstComePolicy, SchedulingPolicy
+from engine.request import Request, Status
+from engine.stop import Detokenize, append_tokens
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    max_batch_tokens: int = 2048
+    max_num_seqs: int = 64
+    max_prefill_chunk: int = 1024
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch_tokens", "max_num_seqs", "max_prefill_chunk"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"SchedulerConfig.{name} must be >= 1")
+
+
+@dataclass
+class StepEvents:
+    """What update() did, for the engine's outputs and the policy's estimators."""
+
+    advanced: dict[str, Advance] = field(default_factory=dict)
+    emitted: dict[str, list[int]] = field(default_factory=dict)
+    finished: list[Request] = field(default_factory=list)
+
+
+class Scheduler:
+    def __init__(self, config: SchedulerConfig, kv: KVCacheManager,
+                 modes: dict[Mode, DecodeMode], ctx: ModeContext,
+                 policy: SchedulingPolicy | None = None,
+                 detok: Detokenize | None = None) -> None:
+        self.config, self.kv, self.modes, self.ctx = config, kv, modes, ctx
+        self.policy = policy or FirstComePolicy()
+        self.detok = detok
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        self.requests: dict[str, Request] = {}
+
+    # --- requests in and out -------------------------------------------------------------
+
+    def add(self, req: Request) -> None:
+        if req.id in self.requests:
+            raise ValueError(f"request id {req.id!r} is already in use")
+        self.requests[req.id] = req
+        self.waiting.append(req)
+
+    def abort(self, request_id: str) -> bool:
+        req = self.requests.get(request_id)
+        if req is None or req.is_finished:
+            return False
+        req.status, req.finish_reason = Status.FINISHED, "abort"
+        self._retire(req)
+        return True
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def _retire(self, req: Request) -> None:
+        self.kv.free(req.cache)
+        req.mode_state = None
+        if req in self.running:
+            self.running.remove(req)
+        if req in self.waiting:
+            self.waiting.remove(req)
+        self.requests.pop(req.id, None)
+
+    # --- schedule --------------------------------------------------------------------------
+
+    def schedule(self) -> StepPlan:
+        budget = self.config.max_batch_tokens
+        works: list[ChunkWork] = []
+        planned: set[str] = set()
+        for req in self.policy.order(self.running):
+            if req.id in planned or req not in self.running:
+                continue  # preempted earlier in this loop
+            work = self._work_for(req, budget, planned)
+            if work is not None:
+                works.append(work)
+                planned.add(req.id)
+                budget -= work.num_tokens
+        for req in list(self.policy.order(list(self.waiting))):
+            if budget <= 0 or len(self.running) >= self.config.max_num_seqs:
+                break
+            if not self._admit(req, budget):
+                break
+            work = self._work_for(req, budget, planned)
+            if work is None:
+                break
+            works.append(work)
+            planned.add(req.id)
+            budget -= work.num_tokens
+        return StepPlan(works)
+
+    def _admit(self, req: Request, budget: int) -> bool:
+        if req.cache.block_table:
+            return True
+        self.kv.attach_prefix(req.cache, req.all_ids)
+        n = min(req.num_pending, budget, self.config.max_prefill_chunk)
+        if not self.kv.can_grow(req.cache, req.cache.num_cached + n):
+            self.kv.free(req.cache)
+            return False
+        self.waiting.remove(req)
+        self.running.append(req)
+        req.status = Status.RUNNING
+        return True
+
+    def _work_for(self, req: Request, budget: int, planned: set[str]) -> ChunkWork | None:
+        if req.num_pending > 1:  # prompt, or recomputation after preemption
+            n = min(req.num_pending, budget, self.config.max_prefill_chunk)
+            if n <= 0 or not self._make_room(req, req.cache.num_cached + n, planned):
+                return None
+            return prefill_work(req, self.ctx, n)
+        mode, block = self._mode_for(req)
+        impl = self.modes[mode]
+        if impl.work_tokens(block) > budget:
+            return None
+        if not self._make_room(req, impl.slots_needed(req, block), planned):
+            return None
+        return impl.work(req, block)
+
+    def _mode_for(self, req: Request) -> tuple[Mode, int]:
+        """Keep the running mode mid-iteration; otherwise ask the policy."""
+        current = req.current_mode
+        if current is not None and self.modes[current].is_mid_iteration(req):
+            return current, req.current_block
+        mode, block = self.policy.choose_mode(req, self)
+        if mode is not current or block != req.current_block:
+            req.mode_state = None  # drafts of another mode or length are dropped
+        req.current_mode, req.current_block = mode, block
+        return mode, block
+
+    def _make_room(self, req: Request, num_slots: int, planned: set[str]) -> bool:
+        """Grow req's cache to num_slots, preempting unplanned requests when the pool is dry."""
+        while not self.kv.can_grow(req.cache, num_slots):
+            candidates = [r for r in self.running if r is not req and r.id not in planned]
+            victim = self.policy.victim(candidates, self)
+            if victim is None:
+                return False
+            self.preempt(victim)
+        self.kv.grow(req.cache, num_slots)
+        return True
+
+    def preempt(self, req: Request) -> None:
+        self.kv.free(req.cache)
+        req.mode_state = None
+        req.status = Status.WAITING
+        req.stats.num_preemptions += 1
+        self.running.remove(req)
+        self.waiting.appendleft(req)
+
+    # --- update ----------------------------------------------------------------------------
+
+    def update(self, plan: StepPlan, out: StepOutput) -> StepEvents:
+        events = StepEvents()
+        for work, result in zip(plan.works, out.results, strict=True):
+            req = self.requests.get(work.request_id)
+            if req is None or req.is_finished:
+                continue  # aborted while the step ran
+            adv = self._advance(req, work, result)
+            kept = append_tokens(req, adv.tokens, self.ctx.eos_id, self.detok)
+            self._count(req, work, adv, kept)
+            events.advanced[req.id] = adv
+            events.emitted[req.id] = req.output_ids[len(req.output_ids) - kept:] if kept else []
+            if req.is_finished:
+                self._retire(req)
+                events.finished.append(req)
+            else:
+                self.kv.set_length(req.cache, adv.num_cached, req.all_ids)
+        self.policy.observe(plan, out, events, self)
+        return events
+
+    def _advance(self, req: Request, work: ChunkWork, result: WorkResult) -> Advance:
+        if work.kind == "prefill":
+            return prefill_advance(req, work, result)
+        return self.modes[Mode(work.mode)].update(req, work, result)
+
+    @staticmethod
+    def _count(req: Request, work: ChunkWork, adv: Advance, kept: int) -> None:
+        st = req.stats
+        st.num_forwards += 1
+        st.forwards_by_mode[work.mode] += 1
+        st.tokens_by_mode[work.mode] += kept
+        st.drafted_by_mode[work.mode] += adv.drafted
+        st.accepted_by_mode[work.mode] += adv.accepted
