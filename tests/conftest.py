@@ -1,0 +1,56 @@
+"""Session-wide test setup. TRITON_INTERPRET must be set before any kernel module is
+imported (triton reads it when @triton.jit runs), so it is set here, first."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One Ray instance for the whole session (a per-test init costs ~7 s). Four logical
+    CPUs so that a TP=2 placement group still leaves room for Serve replicas."""
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=False, object_store_memory=200 * 1024**2,
+             ignore_reinit_error=True, log_to_driver=False)
+    yield ray
+    try:
+        from ray import serve
+
+        serve.shutdown()
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """The shipped default model, loaded once (read-only: do not train it in tests)."""
+    from models.checkpoint import load_checkpoint
+
+    return load_checkpoint()
+
+
+@pytest.fixture(scope="session")
+def codec():
+    from models.checkpoint import DEFAULT_MODEL_DIR
+    from models.tokenizer import TextCodec
+
+    return TextCodec.load(DEFAULT_MODEL_DIR)
