@@ -37,6 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--minutes", type=float, default=60.0, help="wall-clock training budget")
     p.add_argument("--max-steps", type=int, default=10**9)
     p.add_argument("--vocab", type=int, default=4096)
+    p.add_argument("--max-files", type=int, default=0,
+                   help="use about this many corpus files (0 = all; for quick test runs)")
     p.add_argument("--hidden", type=int, default=192)
     p.add_argument("--layers", type=int, default=6)
     p.add_argument("--heads", type=int, default=6)
@@ -62,11 +64,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def prepare_data(data_dir: Path, vocab: int) -> tuple[TextCodec, dict[str, torch.Tensor]]:
-    """Tokenizer + token streams of both splits, cached under data_dir (safetensors)."""
+def prepare_data(data_dir: Path, vocab: int, max_files: int = 0
+                 ) -> tuple[TextCodec, dict[str, torch.Tensor]]:
+    """Tokenizer + token streams of both splits, cached under data_dir (safetensors).
+    max_files > 0 keeps every k-th file so about that many remain (quick test runs)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     tok_path, streams_path = data_dir / "tokenizer.json", data_dir / f"streams-{vocab}.safetensors"
     files = corpus.list_sources()
+    if max_files:
+        train = [f for f in files if f.split == "train"]
+        held = [f for f in files if f.split == "heldout"]
+        files = train[:: max(1, len(train) // max_files)] + held[:: max(1, len(held) // 5)]
     corpus.write_manifest(files, data_dir / "manifest.json")
     if not tok_path.exists():
         train_texts = (corpus.read_text(f.relpath) for f in files if f.split == "train")
@@ -130,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     torch.backends.cuda.matmul.allow_tf32 = True
-    codec, streams = prepare_data(args.data, args.vocab)
+    codec, streams = prepare_data(args.data, args.vocab, args.max_files)
     model = build_model(args, codec).to(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
