@@ -17,6 +17,11 @@ from models.batch import ChunkBatch
 from models.transformer import TriModeLM
 
 
+class ExecutorFailure(RuntimeError):
+    """The executor could not run a step (e.g. a shard worker died or stalled). The cache
+    contents are unknown afterwards; the engine fails the requests that were running."""
+
+
 class Executor(ABC):
     """What the scheduler's step loop drives: one process, or a group of shard workers."""
 

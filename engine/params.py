@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     AR = "ar"
     DIFFUSION = "diffusion"
     SPEC_LINEAR = "spec_linear"

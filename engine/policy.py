@@ -44,11 +44,12 @@ class SchedulingPolicy(ABC):
     def victim(self, candidates: list[Request], sched: Scheduler) -> Request | None:
         """Which running request to preempt when the cache runs dry (None: nobody)."""
 
-    def admit(self, req: Request, sched: Scheduler) -> None:
+    def admit(self, req: Request, sched: Scheduler) -> None:  # noqa: B027 - optional
         """Raise AdmissionError to refuse req."""
 
-    def observe(self, plan: StepPlan, out: StepOutput, events: StepEvents,
-                sched: Scheduler) -> None:
+    def observe(  # noqa: B027 - optional hook
+            self, plan: StepPlan, out: StepOutput, events: StepEvents, sched: Scheduler
+    ) -> None:
         """Learn from a finished step (timings, acceptance)."""
 
 

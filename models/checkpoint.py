@@ -28,8 +28,10 @@ def save_checkpoint(model: TriModeLM, directory: str | Path,
         raise ValueError("save_checkpoint expects an unsharded (tp=1) model")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    model.config.to_json(directory / "config.json", str(dtype).removeprefix("torch."))
-    tensors = {name: p.detach().to(dtype).cpu().contiguous() for name, p in model.named_parameters()}
+    dtype_name = str(dtype).removeprefix("torch.")
+    model.config.to_json(directory / "config.json", dtype_name)
+    tensors = {name: p.detach().to(dtype).cpu().contiguous()
+               for name, p in model.named_parameters()}
     save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
 
 
@@ -78,7 +80,7 @@ def load_checkpoint(directory: str | Path = DEFAULT_MODEL_DIR, tp: TensorParalle
     state: dict[str, torch.Tensor] = {}
     for path in sorted(set(files.values())):
         with _open(path) as f:
-            for name in f.keys():
+            for name in f.keys():  # noqa: SIM118 - the handle is not iterable
                 if name not in expected:
                     continue  # e.g. rotary inv_freq buffers of other exporters
                 state[name] = _read_slice(f, name, expected[name], path)

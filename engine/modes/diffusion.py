@@ -50,8 +50,9 @@ class DiffusionMode(DecodeMode):
                     and i not in state.committed_now
                     and state.revisions[i] < req.decode.max_revisions]
             extra = {"score_rows": rows, "score_tokens": [state.block[i] for i in rows]}
-        return make_work(req, self.ctx, self.mode.value, "denoise", chunk, 0, masked, [p + i for i in masked],
-                         **extra)
+        positions = [p + i for i in masked]
+        return make_work(req, self.ctx, self.mode.value, "denoise", chunk, 0, masked,
+                         positions, **extra)
 
     def update(self, req: Request, work: ChunkWork, result: WorkResult) -> Advance:
         p = req.cache.num_cached

@@ -65,8 +65,8 @@ class SpecQuadraticMode(DecodeMode):
         verify_rows = list(range(b))
         mask_rows = list(range(b, b + b * b))
         positions = [p + i + 1 for i in verify_rows] + chunk.positions[b:]
-        return make_work(req, self.ctx, self.mode.value, "quadratic", chunk, b, verify_rows + mask_rows,
-                         positions, verify_drafts=state.drafts)
+        return make_work(req, self.ctx, self.mode.value, "quadratic", chunk, b,
+                         verify_rows + mask_rows, positions, verify_drafts=state.drafts)
 
     def update(self, req: Request, work: ChunkWork, result: WorkResult) -> Advance:
         p = req.cache.num_cached
