@@ -1,0 +1,29 @@
+"""The builder Serve's YAML points at (`import_path: cluster.app:build_app`): config in,
+application out. The deployments are plain classes; their Serve options come from the config
+(placement-group bundles derived from tp)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+from ray.serve import Application
+
+from cluster.config import TandemConfig, load_config
+from cluster.ingress import OpenAIIngress
+from cluster.model_server import EngineFactory, ModelServer
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """Serve's entry point: the YAML's `args` (validated once, here) -> the application."""
+    return make_app(load_config(args))
+
+
+def make_app(config: TandemConfig, engine_factory: EngineFactory | None = None) -> Application:
+    """The OpenAI ingress bound to the model-server deployment, both sized by the config.
+    engine_factory replaces the checkpoint-loading engine (tests inject small engines)."""
+    server = serve.deployment(ModelServer, name="ModelServer").options(
+        **config.model_server_options())
+    ingress = serve.deployment(OpenAIIngress, name="OpenAIIngress").options(
+        **config.ingress.to_serve())
+    return ingress.bind(server.bind(config, engine_factory), config)

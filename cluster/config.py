@@ -1,0 +1,167 @@
+"""The deployment config: one pydantic model, validated once where YAML (or a builder's args)
+comes in, then converted to the engine's frozen dataclasses. Placement-group bundles are
+derived from tp here; nobody writes them by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from cluster.slo import SLOSpec
+from engine.engine import EngineConfig
+from engine.params import Mode
+from engine.scheduler import SchedulerConfig
+from models.checkpoint import DEFAULT_MODEL_DIR
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+class ModelSettings(_Strict):
+    """What one replica serves and how its engine is sized."""
+
+    model_dir: str = Field(str(DEFAULT_MODEL_DIR),
+                           description="Hugging Face checkpoint directory (config.json, "
+                                       "*.safetensors, tokenizer.json).")
+    served_model_name: str | None = Field(
+        None, description="Name clients pass as `model`; default: the directory's name.")
+    tp: int = Field(1, ge=1, le=64, description="Tensor-parallel shards per replica. 1 runs the "
+                    "engine in the replica's process; >= 2 drives a group of shard actors.")
+    device: Literal["cpu", "cuda"] = Field("cpu", description="Where the weights and KV live.")
+    allowed_modes: list[Mode] = Field(
+        default_factory=lambda: list(Mode),
+        description="Decoding modes clients may ask for (auto included or not).")
+    default_mode: Mode = Field(Mode.AUTO, description="Mode of a request that names none.")
+    auto_mode: Mode = Field(Mode.SPEC_QUADRATIC, description="What `auto` resolves to when no "
+                            "SLO-aware policy is installed (a concrete, lossless mode).")
+    default_slo: SLOSpec | None = Field(None, description="SLO of a request that sets none.")
+    default_max_tokens: int = Field(256, ge=1, description="max_tokens of a chat request that "
+                                    "sets none (completions default to 16, as OpenAI's do).")
+    max_batch_tokens: int = Field(2048, ge=1, description="Token budget of one engine step.")
+    max_num_seqs: int = Field(64, ge=1, description="Requests running at once per replica.")
+    num_kv_blocks: int = Field(512, ge=1, description="KV cache blocks per replica.")
+    block_size: int = Field(16, ge=1, description="Tokens per KV cache block.")
+    max_model_len: int | None = Field(None, ge=2, description="Context limit in tokens (prompt "
+                                      "+ output); default: the model's max positions.")
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads in the "
+                                      "replica (None: leave Ray's / torch's default).")
+
+    @model_validator(mode="after")
+    def _check_modes(self) -> ModelSettings:
+        if not self.allowed_modes:
+            raise ValueError("allowed_modes: at least one mode")
+        if self.default_mode not in self.allowed_modes:
+            raise ValueError(f"default_mode {self.default_mode.value!r} is not in allowed_modes")
+        if self.auto_mode is Mode.AUTO or not self.auto_mode.is_lossless:
+            raise ValueError("auto_mode must be ar, spec_linear or spec_quadratic")
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.served_model_name or Path(self.model_dir).name
+
+
+class ActorOptions(_Strict):
+    num_cpus: float = Field(0, ge=0, description="Logical CPUs the replica actor takes. 0 on a "
+                            "small CPU box, or serve.run waits forever (PLATFORM-NOTES).")
+    num_gpus: float = Field(0, ge=0, description="GPUs of the replica actor itself (tp = 1).")
+    memory: int | None = Field(None, ge=0, description="Bytes of memory to reserve.")
+    resources: dict[str, float] = Field(default_factory=dict,
+                                        description="Custom Ray resources.")
+    runtime_env: dict[str, Any] = Field(default_factory=dict,
+                                        description="Ray runtime_env (env_vars, ...).")
+
+    def to_ray(self) -> dict[str, Any]:
+        opts = self.model_dump(exclude_none=True)
+        return {k: v for k, v in opts.items() if v not in ({}, None)}
+
+
+class DeploymentSettings(_Strict):
+    """Ray Serve options of one deployment (model server or ingress)."""
+
+    num_replicas: int | None = Field(1, ge=1, description="Fixed replica count (None when "
+                                     "autoscaling_config is given).")
+    autoscaling_config: dict[str, Any] | None = Field(
+        None, description="Ray Serve autoscaling: min_replicas, max_replicas, "
+                          "target_ongoing_requests, upscale_delay_s, downscale_delay_s, ...")
+    max_ongoing_requests: int = Field(64, ge=1, description="Requests a replica takes at once.")
+    max_replicas_per_node: int | None = Field(
+        None, ge=1, description="Spread replicas over nodes (1 = one replica per node).")
+    ray_actor_options: ActorOptions = Field(default_factory=ActorOptions,
+                                            description="Resources of each replica actor.")
+
+    @model_validator(mode="after")
+    def _one_scaling(self) -> DeploymentSettings:
+        if self.autoscaling_config is not None and "num_replicas" in self.model_fields_set:
+            raise ValueError("give num_replicas or autoscaling_config, not both")
+        return self
+
+    def to_serve(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {"max_ongoing_requests": self.max_ongoing_requests,
+                                "ray_actor_options": self.ray_actor_options.to_ray()}
+        if self.autoscaling_config is not None:
+            opts["autoscaling_config"] = dict(self.autoscaling_config)
+        else:
+            opts["num_replicas"] = self.num_replicas
+        if self.max_replicas_per_node is not None:
+            opts["max_replicas_per_node"] = self.max_replicas_per_node
+        return opts
+
+
+class ShardSettings(_Strict):
+    cpus_per_rank: float = Field(1, gt=0, description="Logical CPUs reserved per shard rank.")
+    gpus_per_rank: float = Field(1, ge=0, description="GPUs per rank (device cuda only).")
+    replica_cpus: float = Field(0.01, gt=0, description="CPUs of the replica's own bundle "
+                                "(it only schedules; Ray refuses an empty bundle).")
+
+
+class TandemConfig(_Strict):
+    """Everything `cluster.app:build_app` needs; `serve run` passes it as the app's args."""
+
+    model: ModelSettings = Field(default_factory=ModelSettings,
+                                 description="The model and its engine.")
+    model_server: DeploymentSettings = Field(default_factory=DeploymentSettings,
+                                             description="The model-server deployment.")
+    ingress: DeploymentSettings = Field(
+        default_factory=lambda: DeploymentSettings(max_ongoing_requests=256),
+        description="The HTTP ingress deployment.")
+    shards: ShardSettings = Field(default_factory=ShardSettings,
+                                  description="Placement of tensor-parallel ranks (tp >= 2).")
+    api_keys: list[str] = Field(default_factory=list, description="Accepted bearer tokens for "
+                                "/v1/*; empty = no authentication.")
+
+    def engine_config(self) -> EngineConfig:
+        m = self.model
+        sched = SchedulerConfig(max_batch_tokens=m.max_batch_tokens, max_num_seqs=m.max_num_seqs,
+                                max_prefill_chunk=min(1024, m.max_batch_tokens))
+        return EngineConfig(num_blocks=m.num_kv_blocks, block_size=m.block_size,
+                            max_model_len=m.max_model_len, scheduler=sched)
+
+    def placement_bundles(self) -> list[dict[str, float]] | None:
+        """[replica bundle] + one bundle per rank, packed on one node; None at tp = 1."""
+        if self.model.tp < 2:
+            return None
+        replica = {"CPU": max(self.shards.replica_cpus,
+                              self.model_server.ray_actor_options.num_cpus)}
+        rank = {"CPU": self.shards.cpus_per_rank}
+        if self.model.device == "cuda":
+            rank["GPU"] = self.shards.gpus_per_rank
+        return [replica] + [dict(rank) for _ in range(self.model.tp)]
+
+    def model_server_options(self) -> dict[str, Any]:
+        opts = self.model_server.to_serve()
+        bundles = self.placement_bundles()
+        if bundles is not None:
+            opts["placement_group_bundles"] = bundles
+            opts["placement_group_strategy"] = "STRICT_PACK"
+        return opts
+
+
+def load_config(args: dict[str, Any] | TandemConfig | None) -> TandemConfig:
+    """The one place where untyped config (YAML args, CLI) becomes a TandemConfig."""
+    if isinstance(args, TandemConfig):
+        return args
+    return TandemConfig.model_validate(args or {})

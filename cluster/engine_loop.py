@@ -1,0 +1,222 @@
+"""The async engine loop of one model-server replica.
+
+The engine is not thread-safe, so one worker thread owns it: adds, aborts, steps and the
+logprob passes all run there, in order (a single-thread executor), while the event loop keeps
+serving Ray calls. A background task steps the engine while requests exist and fans each
+step's outputs out to per-job asyncio queues. Aborts (a client went away) are queued and
+applied before the next step, so their KV blocks are free by the time it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from cluster.job import ChoiceEvent, GenerateJob, JobError, TokenLogprob
+from cluster.logprobs import LogprobScorer, ScoreRequest
+from cluster.metrics import ServerMetrics
+from cluster.request_state import ChoiceState, JobStream
+from cluster.slo import engine_slo
+from engine.engine import LLMEngine, RequestOutput
+from engine.policy import AdmissionError
+from engine.request import Status
+
+log = logging.getLogger(__name__)
+
+
+class Refused(Exception):
+    def __init__(self, error: JobError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+@dataclass
+class StepResult:
+    outputs: list[RequestOutput] = field(default_factory=list)
+    logprobs: dict[str, list[TokenLogprob]] = field(default_factory=dict)
+    started: dict[str, float] = field(default_factory=dict)  # request id -> first step start
+    has_work: bool = False
+    end: float = 0.0
+
+
+class AsyncEngineLoop:
+    def __init__(self, engine: LLMEngine, metrics: ServerMetrics) -> None:
+        self.engine, self.metrics = engine, metrics
+        self.scorer = LogprobScorer(engine.executor, engine.codec.decode if engine.codec
+                                    else lambda ids: "")
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="tandem-engine")
+        self._choices: dict[str, ChoiceState] = {}  # open engine requests by id
+        self._aborts: list[str] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    # --- requests in and out (event-loop side) ---------------------------------------------
+
+    async def submit(self, job: GenerateJob) -> JobStream | JobError:
+        arrival = time.monotonic()
+        loop = asyncio.get_running_loop()
+        try:
+            added = await loop.run_in_executor(self._thread, self._add_job, job)
+        except Refused as err:
+            self.metrics.observe_rejected(err.error.status)
+            return err.error
+        stream = JobStream(job, arrival)
+        for spec, (rid, ids) in zip(job.choices, added, strict=True):
+            choice = ChoiceState(stream, spec.index, rid, ids, arrival)
+            stream.choices[rid] = choice
+            self._choices[rid] = choice
+        self._ensure_running()
+        self._wake.set()
+        return stream
+
+    def abort(self, stream: JobStream) -> None:
+        """Stop a job's open requests; their KV is freed before the next step."""
+        for rid, choice in stream.choices.items():
+            if not choice.is_finished and self._choices.pop(rid, None) is not None:
+                self._aborts.append(rid)
+        stream.num_open = 0
+        self._wake.set()
+
+    def _ensure_running(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    # --- the loop --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._choices and not self._aborts:
+                await self._wake.wait()
+                self._wake.clear()
+                continue
+            aborts, self._aborts = self._aborts, []
+            try:
+                result = await loop.run_in_executor(self._thread, self._step, aborts)
+            except Exception as err:  # keep serving: fail what was running, free its blocks
+                log.exception("engine step failed")
+                self._fail_all(JobError(500, f"engine step failed: {err}", None, "server_error"))
+                continue
+            self._dispatch(result)
+
+    def _step(self, aborts: list[str]) -> StepResult:
+        """Engine thread: aborts, one step, logprobs for what it emitted, gauges."""
+        eng = self.engine
+        for rid in aborts:
+            eng.abort(rid)
+        res = StepResult()
+        if eng.has_unfinished():
+            start = time.monotonic()
+            res.outputs = eng.step()
+            self._note_started(res, start)
+            res.logprobs = self._score(res.outputs)
+        res.end = time.monotonic()
+        res.has_work = eng.has_unfinished()
+        sched = eng.scheduler
+        self.metrics.observe_engine(len(sched.running), len(sched.waiting), eng.pool.num_free,
+                                    eng.pool.num_blocks)
+        return res
+
+    def _note_started(self, res: StepResult, start: float) -> None:
+        for rid, choice in list(self._choices.items()):
+            if choice.started is None:
+                req = self.engine.scheduler.requests.get(rid)
+                if req is None or req.status is not Status.WAITING:
+                    res.started[rid] = start
+
+    def _score(self, outputs: list[RequestOutput]) -> dict[str, list[TokenLogprob]]:
+        asks = []
+        for out in outputs:
+            choice = self._choices.get(out.request_id)
+            if choice is None or choice.stream.job.logprobs is None or not out.new_token_ids:
+                continue
+            ids = choice.prompt_ids + out.token_ids
+            first = len(ids) - len(out.new_token_ids)
+            asks.append((out.request_id, ScoreRequest(ids, first)))
+        scored = self.scorer.score([a for _, a in asks])
+        return {rid: s for (rid, _), s in zip(asks, scored, strict=True)}
+
+    def _dispatch(self, res: StepResult) -> None:
+        for rid, t in res.started.items():
+            choice = self._choices.get(rid)
+            if choice is not None and choice.started is None:
+                choice.started = t
+                self.metrics.observe_queue(t - choice.arrival)
+        batches: dict[int, tuple[JobStream, list[ChoiceEvent]]] = {}
+        for out in res.outputs:
+            choice = self._choices.get(out.request_id)
+            if choice is None:
+                continue  # aborted while the step ran
+            event = choice.advance(out, res.logprobs.get(out.request_id), res.end, self.metrics)
+            if out.finished:
+                del self._choices[out.request_id]
+            batches.setdefault(id(choice.stream), (choice.stream, []))[1].append(event)
+        for stream, events in batches.values():
+            stream.queue.put_nowait(events)
+        if not res.has_work and self._choices:  # requests the engine no longer knows
+            self._fail_all(JobError(500, "request lost by the engine", None, "server_error"))
+
+    def _fail_all(self, error: JobError) -> None:
+        streams = {id(c.stream): c.stream for c in self._choices.values()}
+        self._aborts.extend(self._choices)
+        self._choices.clear()
+        for stream in streams.values():
+            stream.num_open = 0
+            stream.queue.put_nowait(error)
+
+    # --- engine thread: admission ----------------------------------------------------------
+
+    def _add_job(self, job: GenerateJob) -> list[tuple[str, list[int]]]:
+        added: list[tuple[str, list[int]]] = []
+        try:
+            for spec in job.choices:
+                ids = self.engine.tokenize(spec.prompt)
+                self._check(job, ids, spec.sampling.max_tokens)
+                rid = f"{job.id}-{spec.index}"
+                self.engine.add_request(ids, spec.sampling, job.decode, request_id=rid,
+                                        priority=job.priority, slo=engine_slo(job.slo))
+                added.append((rid, ids))
+        except (Refused, ValueError, AdmissionError) as err:
+            for rid, _ in added:
+                self.engine.abort(rid)
+            raise Refused(self._as_job_error(job, err)) from None
+        return added
+
+    def _check(self, job: GenerateJob, ids: list[int], max_tokens: int) -> None:
+        field_ = job.prompt_field
+        limit = self.engine.max_model_len
+        if not ids:
+            raise Refused(JobError(400, f"{field_}: empty after tokenization", field_))
+        if len(ids) >= limit:
+            raise Refused(JobError(400, f"{field_}: {len(ids)} tokens, the model's context is "
+                                        f"{limit}", field_))
+        if len(ids) + max_tokens > limit:
+            raise Refused(JobError(400, f"max_tokens: {len(ids)} prompt tokens + {max_tokens} "
+                                        f"exceed the model's context of {limit}", "max_tokens"))
+        pool = self.engine.pool
+        block = job.decode.block_length or 8
+        need = pool.blocks_for(len(ids) + max_tokens + block * (block + 1))
+        if need > pool.num_blocks:
+            raise Refused(JobError(400, f"max_tokens: the request needs {need} KV blocks, this "
+                                        f"server has {pool.num_blocks}", "max_tokens"))
+
+    @staticmethod
+    def _as_job_error(job: GenerateJob, err: Exception) -> JobError:
+        if isinstance(err, Refused):
+            return err.error
+        if isinstance(err, AdmissionError):
+            kind = "rate_limit_error" if err.status == 429 else "service_unavailable"
+            return JobError(err.status, err.reason, None, kind)
+        msg = str(err)
+        param = msg.split(":", 1)[0] if msg.split(":", 1)[0].isidentifier() else None
+        if param == "prompt":
+            param = job.prompt_field
+        return JobError(400, msg, param)
+
+    def shutdown(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self._thread.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,150 @@
+"""The model-server deployment: one replica owns one engine (the scheduler and the KV
+bookkeeping) and its async loop, and streams each job's events back to the ingress.
+
+At tp = 1 the engine runs in the replica's own process: one forward of a small model is
+milliseconds, and a hop to a separate actor per step would cost as much as the step. At
+tp >= 2 the replica drives a group of shard actors placed in the replica's own placement
+group (bundle 0 is the replica, bundles 1..tp the ranks; see TandemConfig.placement_bundles).
+The class is plain Python (Serve wraps it in cluster/app.py) and takes an engine factory, so
+tests can run it without Ray or with a small engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from cluster.config import TandemConfig, load_config
+from cluster.engine_loop import AsyncEngineLoop
+from cluster.job import ChoiceEvent, GenerateJob, JobAccepted, JobError
+from cluster.metrics import ServerMetrics
+from cluster.metrics_board import PUSH_INTERVAL_S, BoardClient
+from engine.engine import LLMEngine
+from engine.policy import FirstComePolicy, SchedulingPolicy
+
+log = logging.getLogger(__name__)
+
+EngineFactory = Callable[[TandemConfig], LLMEngine]
+
+
+def make_policy(config: TandemConfig) -> SchedulingPolicy:
+    """The SLO-aware policy when engine/slo_policy.py exists, else first-come."""
+    fallback = FirstComePolicy(auto_mode=config.model.auto_mode)
+    try:
+        from engine import slo_policy  # written in parallel by the SLO-policy work
+    except ImportError:
+        return fallback
+    factory = getattr(slo_policy, "make_policy", None) or getattr(slo_policy, "SLOPolicy", None)
+    try:
+        return factory() if factory is not None else fallback
+    except Exception:  # an interface we do not know yet: serve first-come, say so
+        log.warning("engine.slo_policy present but not constructible; using FirstComePolicy",
+                    exc_info=True)
+        return fallback
+
+
+def build_engine(config: TandemConfig) -> LLMEngine:
+    m = config.model
+    policy = make_policy(config)
+    if m.tp == 1:
+        return LLMEngine.from_checkpoint(m.model_dir, config.engine_config(), m.device, policy)
+    import ray
+
+    from actors.engine_factory import sharded_engine  # the shard group (actors/)
+
+    kwargs: dict[str, Any] = {"device": m.device,
+                              "placement_group": ray.util.get_current_placement_group()}
+    if "bundle_offset" in inspect.signature(sharded_engine).parameters:
+        kwargs["bundle_offset"] = 1  # bundle 0 is this replica
+    engine = sharded_engine(m.model_dir, m.tp, config.engine_config(), **kwargs)
+    engine.scheduler.policy = policy
+    return engine
+
+
+def _replica_id() -> str | None:
+    try:
+        from ray import serve
+
+        return serve.get_replica_context().replica_id.unique_id
+    except Exception:  # not inside a Serve replica (unit tests)
+        return None
+
+
+class ModelServer:
+    def __init__(self, config: TandemConfig | dict[str, Any] | None = None,
+                 engine_factory: EngineFactory | None = None) -> None:
+        self.config = load_config(config)
+        if self.config.model.torch_threads:
+            import torch
+
+            torch.set_num_threads(self.config.model.torch_threads)
+        self.engine = (engine_factory or build_engine)(self.config)
+        self.prom = ServerMetrics(self.config.model.name)
+        self.loop = AsyncEngineLoop(self.engine, self.prom)
+        self.replica = _replica_id() or "local"
+        self._pusher: asyncio.Task | None = None
+
+    async def generate(self, job: GenerateJob
+                       ) -> AsyncIterator[JobAccepted | JobError | list[ChoiceEvent]]:
+        """JobAccepted or JobError first, then one list of events per engine step. When the
+        caller goes away (the generator is closed or cancelled) the job is aborted."""
+        self._start_pusher()
+        stream = await self.loop.submit(job)
+        if isinstance(stream, JobError):
+            yield stream
+            return
+        yield JobAccepted(stream.num_prompt_tokens)
+        try:
+            while stream.num_open > 0 or not stream.queue.empty():
+                item = await stream.queue.get()
+                yield item
+                if isinstance(item, JobError):
+                    return
+        finally:
+            if stream.num_open > 0:
+                self.loop.abort(stream)
+
+    async def metrics(self) -> tuple[str, str]:
+        """(replica id, Prometheus text of this replica)."""
+        self._start_pusher()
+        return self.replica, self.prom.text()
+
+    async def health(self) -> dict[str, Any]:
+        self._start_pusher()
+        pool, sched = self.engine.pool, self.engine.scheduler
+        return {"replica": self.replica, "kv_free_blocks": pool.num_free,
+                "kv_blocks": pool.num_blocks, "num_running": len(sched.running),
+                "num_waiting": len(sched.waiting)}
+
+    async def model_info(self) -> dict[str, Any]:
+        return {"id": self.config.model.name, "max_model_len": self.engine.max_model_len,
+                "tp": self.config.model.tp}
+
+    def _start_pusher(self) -> None:
+        if self._pusher is None and self.replica != "local":
+            self._pusher = asyncio.get_running_loop().create_task(self._push_metrics())
+
+    async def _push_metrics(self) -> None:
+        board = BoardClient(self.config_app_name())
+        while True:
+            with contextlib.suppress(Exception):
+                await board.put(self.replica, self.prom.text())
+            await asyncio.sleep(PUSH_INTERVAL_S)
+
+    @staticmethod
+    def config_app_name() -> str:
+        try:
+            from ray import serve
+
+            return serve.get_replica_context().app_name
+        except Exception:
+            return "default"
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.loop.shutdown()
+            self.engine.executor.shutdown()
