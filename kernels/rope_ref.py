@@ -6,11 +6,16 @@ from __future__ import annotations
 import torch
 
 
+def rope_inv_freq(head_dim: int, theta: float, device: torch.device | str) -> torch.Tensor:
+    """[head_dim // 2] fp32 inverse frequencies, as transformers computes them."""
+    exponent = torch.arange(0, head_dim, 2, dtype=torch.int64, device=device)
+    return 1.0 / (theta ** (exponent.float() / head_dim))
+
+
 def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """cos, sin: [T, head_dim] in fp32, computed as transformers does for bitwise parity."""
-    exponent = torch.arange(0, head_dim, 2, dtype=torch.int64, device=positions.device)
-    inv_freq = 1.0 / (theta ** (exponent.float() / head_dim))
+    inv_freq = rope_inv_freq(head_dim, theta, positions.device)
     freqs = positions.float()[:, None] * inv_freq[None, :]
     emb = torch.cat([freqs, freqs], dim=-1)
     return emb.cos(), emb.sin()
@@ -22,11 +27,24 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return (x.float() * cos[:, None] + rotated.float() * sin[:, None]).to(x.dtype)
 
 
+_last: tuple[torch.Tensor, int, float, torch.Tensor, torch.Tensor] | None = None
+
+
+def _cached_cos_sin(positions: torch.Tensor, head_dim: int, theta: float
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every layer of one forward passes the same positions tensor: compute cos/sin once."""
+    global _last
+    if _last is None or _last[0] is not positions or _last[1:3] != (head_dim, theta):
+        cos, sin = rope_cos_sin(positions, head_dim, theta)
+        _last = (positions, head_dim, theta, cos, sin)
+    return _last[3], _last[4]
+
+
 def rope_reference(
     q: torch.Tensor,  # [T, H, D]
     k: torch.Tensor,  # [T, KVH, D]
     positions: torch.Tensor,  # [T] int
     theta: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    cos, sin = rope_cos_sin(positions, q.shape[-1], theta)
+    cos, sin = _cached_cos_sin(positions, q.shape[-1], theta)
     return _rotate(q, cos, sin), _rotate(k, cos, sin)

@@ -1,0 +1,82 @@
+"""Rotary position embedding with explicit per-token positions (rotate-half layout).
+
+One program per token rotates all its query and key heads. The inverse frequencies come
+from the reference (rope_ref.rope_inv_freq, cached per shape): the angle pos * inv_freq is
+then the same fp32 product the reference takes, and cos/sin run in fp32 in the kernel.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels import buffers
+from kernels.rope_ref import rope_inv_freq
+
+_INV_FREQ: dict[tuple[int, float, torch.device], torch.Tensor] = {}
+
+
+@triton.jit
+def _rotate_heads(out_ptr, x_ptr, stride_xt, stride_xh, stride_ot, stride_oh, token, heads,
+                  cos, sin, half, BLOCK_H: tl.constexpr, BLOCK_HALF: tl.constexpr):
+    offs_h = tl.arange(0, BLOCK_H)
+    offs_j = tl.arange(0, BLOCK_HALF)
+    ok = (offs_h[:, None] < heads) & (offs_j[None, :] < half)
+    src = x_ptr + token * stride_xt + offs_h[:, None] * stride_xh + offs_j[None, :]
+    x1 = tl.load(src, mask=ok, other=0.0)  # [BLOCK_H, BLOCK_HALF] first half of each head
+    x2 = tl.load(src + half, mask=ok, other=0.0)
+    a, b = x1.to(tl.float32), x2.to(tl.float32)
+    dst = out_ptr + token * stride_ot + offs_h[:, None] * stride_oh + offs_j[None, :]
+    tl.store(dst, (a * cos[None, :] - b * sin[None, :]).to(x1.dtype), mask=ok)
+    tl.store(dst + half, (b * cos[None, :] + a * sin[None, :]).to(x1.dtype), mask=ok)
+
+
+@triton.jit
+def _rope_kernel(
+    q_out, k_out, q_ptr, k_ptr, pos_ptr, inv_freq_ptr,
+    stride_qt, stride_qh, stride_kt, stride_kh,
+    stride_qot, stride_qoh, stride_kot, stride_koh,
+    num_heads, num_kv_heads, half,
+    BLOCK_H: tl.constexpr, BLOCK_KVH: tl.constexpr, BLOCK_HALF: tl.constexpr,
+):
+    token = tl.program_id(0).to(tl.int64)
+    offs_j = tl.arange(0, BLOCK_HALF)
+    inv_freq = tl.load(inv_freq_ptr + offs_j, mask=offs_j < half, other=0.0)
+    angle = tl.load(pos_ptr + token).to(tl.float32) * inv_freq  # [BLOCK_HALF] fp32
+    cos, sin = tl.cos(angle), tl.sin(angle)
+    _rotate_heads(q_out, q_ptr, stride_qt, stride_qh, stride_qot, stride_qoh, token,
+                  num_heads, cos, sin, half, BLOCK_H, BLOCK_HALF)
+    _rotate_heads(k_out, k_ptr, stride_kt, stride_kh, stride_kot, stride_koh, token,
+                  num_kv_heads, cos, sin, half, BLOCK_KVH, BLOCK_HALF)
+
+
+def rope_triton(
+    q: torch.Tensor,  # [T, H, D]
+    k: torch.Tensor,  # [T, KVH, D]
+    positions: torch.Tensor,  # [T] int
+    theta: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    t, h, d = q.shape
+    if k.dim() != 3 or k.shape[0] != t or k.shape[2] != d or positions.shape != (t,):
+        raise ValueError(f"rope: q {tuple(q.shape)}, k {tuple(k.shape)}, positions "
+                         f"{tuple(positions.shape)} do not agree")
+    if d % 2:
+        raise ValueError(f"rope: head_dim must be even, got {d}")
+    q = q if q.stride(-1) == 1 else q.contiguous()
+    k = k if k.stride(-1) == 1 else k.contiguous()
+    key = (d, float(theta), q.device)
+    if key not in _INV_FREQ:
+        _INV_FREQ[key] = rope_inv_freq(d, theta, q.device).contiguous()
+    q_out = buffers.empty(tuple(q.shape), q.dtype, q.device)
+    k_out = buffers.empty(tuple(k.shape), k.dtype, k.device)
+    if t:
+        block_half = triton.next_power_of_2(d // 2)
+        _rope_kernel[(t,)](
+            q_out, k_out, q, k, positions, _INV_FREQ[key],
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1),
+            q_out.stride(0), q_out.stride(1), k_out.stride(0), k_out.stride(1),
+            h, k.shape[1], d // 2,
+            BLOCK_H=triton.next_power_of_2(h), BLOCK_KVH=triton.next_power_of_2(k.shape[1]),
+            BLOCK_HALF=block_half, num_warps=4 if h * block_half >= 1024 else 1)
+    return q_out, k_out

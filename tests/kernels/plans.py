@@ -1,0 +1,89 @@
+"""Random inputs for the kernel tests: chunk layouts of every mode, paged caches with holes.
+
+Values are random normal, never zeros; cache blocks no request uses hold NaN so that a
+kernel reading outside a request's context fails the comparison.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from kernels import dispatch
+from kernels.attention_ref import AttentionPlan
+from models.batch import Chunk, ChunkBatch
+
+
+def causal(n: int) -> tuple[list[int], list[int], list[int]]:
+    """AR prefill / decode / verify: causal_limit = q, no block."""
+    return list(range(n)), [0] * n, [0] * n
+
+
+def bidirectional(n: int) -> tuple[list[int], list[int], list[int]]:
+    """Diffusion / draft: nothing causal, one block over the whole chunk."""
+    return [-1] * n, [0] * n, [n] * n
+
+
+def quadratic(b: int) -> tuple[list[int], list[int], list[int]]:
+    """[d_0 .. d_{b-1} | b masks after d_0 | ... ]: drafts causal, sub-block i sees d_0..d_i."""
+    limit, lo, hi = list(range(b)), [0] * b, [0] * b
+    for i in range(b):
+        start = b + i * b
+        limit += [i] * b
+        lo += [start] * b
+        hi += [start + b] * b
+    return limit, lo, hi
+
+
+def scattered(n: int, gen: torch.Generator) -> tuple[list[int], list[int], list[int]]:
+    """Blocks not aligned to anything, some reaching the chunk end; every row sees key 0."""
+    limit = torch.randint(0, n, (n,), generator=gen).tolist()
+    lo = torch.randint(0, n, (n,), generator=gen).tolist()
+    width = torch.randint(0, n + 1, (n,), generator=gen).tolist()
+    hi = [min(n, a + w) for a, w in zip(lo, width, strict=True)]
+    return limit, lo, hi
+
+
+def make_batch(layouts: Sequence[tuple[list[int], list[int], list[int]]],
+               contexts: Sequence[int], page: int, num_blocks: int, gen: torch.Generator,
+               extra_cols: int = 2) -> tuple[ChunkBatch, list[list[int]]]:
+    """Chunks with the given visibility and context lengths; block tables are random
+    distinct blocks (never block 0, never shared), padded with -1 holes."""
+    perm = (torch.randperm(num_blocks - 1, generator=gen) + 1).tolist()
+    chunks, tables = [], []
+    for (limit, lo, hi), ctx in zip(layouts, contexts, strict=True):
+        need = -(-ctx // page)
+        table, perm = perm[:need], perm[need:]
+        n = len(limit)
+        chunks.append(Chunk([5] * n, list(range(ctx, ctx + n)), limit, lo, hi, ctx, table))
+        tables.append(table)
+    batch = ChunkBatch.from_chunks(chunks)
+    pad = torch.full((batch.num_chunks, extra_cols), -1, dtype=torch.int32)
+    batch.block_tables = torch.cat([batch.block_tables, pad], dim=1)
+    return batch, tables
+
+
+def plan_of(batch: ChunkBatch, device: str | torch.device) -> AttentionPlan:
+    b = batch.to(device)
+    return dispatch.prepare_attention(b.cu_seqlens, b.causal_limit, b.block_lo, b.block_hi,
+                                      b.context_lens, b.block_tables, b.max_chunk_len,
+                                      b.max_context_len)
+
+
+def make_cache(num_blocks: int, page: int, kvh: int, d: int, tables: Sequence[Sequence[int]],
+               dtype: torch.dtype, device: str | torch.device, gen: torch.Generator
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """k, v caches: random in block 0 and in the blocks of `tables`, NaN elsewhere."""
+    shape = (num_blocks, page, kvh, d)
+    k = torch.full(shape, float("nan"))
+    v = torch.full(shape, float("nan"))
+    used = [0] + [b for t in tables for b in t]
+    k[used] = torch.randn((len(used), page, kvh, d), generator=gen)
+    v[used] = torch.randn((len(used), page, kvh, d), generator=gen)
+    return k.to(device, dtype), v.to(device, dtype)
+
+
+def randn(shape: Sequence[int], dtype: torch.dtype, device: str | torch.device,
+          gen: torch.Generator) -> torch.Tensor:
+    return torch.randn(tuple(shape), generator=gen).to(device, dtype)
