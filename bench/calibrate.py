@@ -1,0 +1,122 @@
+"""Measure the SLO profile on the real engine: step time against batch tokens and requests,
+and acceptance traces of every speculative option (policies.profile describes the format).
+
+Step times are wall times of whole engine steps (schedule + forward + update), the time a
+request actually waits; each (tokens, requests) point is the median of its steps. Traces come
+from greedy decoding of held-out prompts with ignore_eos, every prompt in every option.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections import defaultdict
+
+from engine.engine import LLMEngine
+from engine.params import DecodeParams, Mode, SamplingParams
+from engine.policy import FirstComePolicy
+from policies.option import AR, CANDIDATES, DIFFUSION, LINEAR, QUADRATIC, Option
+from policies.profile import Iteration, Profile
+
+# (mode, block, concurrency) batches whose steady-state steps give the cost points.
+COST_BATCHES = ([(AR, 1, n) for n in (1, 2, 4, 8, 16, 32, 64)]
+                + [(QUADRATIC, b, 1) for b in (2, 3, 4, 6)]
+                + [(QUADRATIC, 4, n) for n in (2, 4, 8)] + [(QUADRATIC, 3, 16)]
+                + [(LINEAR, 8, n) for n in (1, 4, 16)] + [(LINEAR, 16, 1)])
+
+
+class RecordingPolicy(FirstComePolicy):
+    """First-come scheduling that also records step times and each request's iterations."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: list[tuple[int, int, float]] = []
+        self.iterations: dict[str, list[Iteration]] = defaultdict(list)
+        self._open: dict[str, int] = defaultdict(int)  # forwards in an unfinished iteration
+        self._t0: float | None = None
+
+    def order(self, requests):  # noqa: ANN001, ANN201
+        if self._t0 is None:
+            self._t0 = time.perf_counter()  # the first call of each schedule()
+        return super().order(requests)
+
+    def observe(self, plan, out, events, sched) -> None:  # noqa: ANN001
+        wall = time.perf_counter() - (self._t0 or time.perf_counter())
+        self._t0 = None
+        self.steps.append((plan.num_tokens, len(plan.works), max(wall, out.elapsed_s)))
+        for work in plan.works:
+            adv = events.advanced.get(work.request_id)
+            if adv is None or work.kind in ("prefill", "ar") or (
+                    work.kind == "draft" and work.mode == QUADRATIC):
+                continue
+            self._open[work.request_id] += 1
+            if adv.tokens:  # the iteration ended: verify, quadratic, commit (or EOS)
+                self.iterations[work.request_id].append(
+                    (self._open.pop(work.request_id), len(adv.tokens)))
+
+
+def _engine(policy: RecordingPolicy) -> LLMEngine:
+    return LLMEngine.from_checkpoint(policy=policy)
+
+
+def _run(eng: LLMEngine, prompts: list[list[int]], option: Option, max_tokens: int,
+         max_steps: int | None = None) -> list[str]:
+    ids = []
+    for i, p in enumerate(prompts):
+        block = option.block if option.mode != AR else None
+        req = eng.add_request(p, SamplingParams(max_tokens=max_tokens, ignore_eos=True, seed=i),
+                              DecodeParams(mode=Mode(option.mode), block_length=block))
+        ids.append(req.id)
+    steps = 0
+    while eng.has_unfinished() and (max_steps is None or steps < max_steps):
+        eng.step()
+        steps += 1
+    for rid in ids:
+        eng.abort(rid)
+    return ids
+
+
+def measure_cost(prompts: list[list[int]], steps_per_batch: int = 10) -> list[tuple]:
+    policy = RecordingPolicy()
+    eng = _engine(policy)
+    _run(eng, prompts[:4], Option(AR), 8)  # warm-up
+    policy.steps.clear()
+    for mode, block, n in COST_BATCHES:
+        batch = [prompts[i % len(prompts)] for i in range(n)]
+        _run(eng, batch, Option(mode, block), 200, max_steps=steps_per_batch)
+    groups: dict[tuple[int, int], list[float]] = defaultdict(list)
+    for tokens, reqs, s in policy.steps:
+        groups[(tokens, reqs)].append(s)
+    return [(t, r, statistics.median(v)) for (t, r), v in sorted(groups.items())]
+
+
+def record_traces(prompts: list[list[int]], max_tokens: int) -> dict[Option, list]:
+    traces = {}
+    for option in CANDIDATES:
+        if option.mode == AR:
+            continue
+        policy = RecordingPolicy()
+        ids = _run(_engine(policy), prompts, option, max_tokens)
+        traces[option] = [policy.iterations[i] for i in ids]
+    return traces
+
+
+def calibrate(num_prompts: int = 16, max_tokens: int = 96, threads: int = 1) -> Profile:
+    import torch
+
+    from models.heldout import load_prompts
+
+    torch.set_num_threads(threads)
+    eng = _engine(RecordingPolicy())
+    prompts = [eng.tokenize(p) for p in load_prompts(num=num_prompts)]
+    start = time.time()
+    cost = measure_cost(prompts)
+    traces = record_traces(prompts, max_tokens)
+    meta = {"measured": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": round(time.time() - start),
+            "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch_threads": threads,
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+            "model": "tandem-tiny", "num_prompts": num_prompts, "max_tokens": max_tokens,
+            "diffusion": DIFFUSION + " threshold 0.9"}
+    return Profile(cost, traces, meta)

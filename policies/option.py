@@ -1,0 +1,64 @@
+"""A decoding option: a mode and its block length, and what one forward of it costs.
+
+Modes are plain strings here (policies/ imports nothing from the engine): "ar",
+"spec_linear", "spec_quadratic", "diffusion". Work is in tokens put in the batch per
+forward, the engine's DecodeMode.work_tokens:
+  ar 1; spec_linear B (a draft pass, then a verify pass); spec_quadratic B(B+1) (a plain
+  draft pass of B first, when it starts); diffusion B (denoise passes, then a commit pass).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+AR, LINEAR, QUADRATIC, DIFFUSION = "ar", "spec_linear", "spec_quadratic", "diffusion"
+MODES = (AR, LINEAR, QUADRATIC, DIFFUSION)
+LOSSLESS = (AR, LINEAR, QUADRATIC)
+
+
+@dataclass(frozen=True, order=True)
+class Option:
+    mode: str
+    block: int = 1
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; expected one of {MODES}")
+        if self.mode == AR and self.block != 1:
+            raise ValueError("ar has block 1")
+        if self.mode != AR and not 2 <= self.block <= 64:
+            raise ValueError(f"{self.mode} block must be in [2, 64], got {self.block}")
+
+    @property
+    def work_tokens(self) -> int:
+        """Tokens one steady-state forward puts in the batch."""
+        return self.block * (self.block + 1) if self.mode == QUADRATIC else self.block
+
+    @property
+    def is_lossless(self) -> bool:
+        return self.mode != DIFFUSION
+
+    @property
+    def key(self) -> str:
+        return f"{self.mode}/{self.block}"
+
+    @staticmethod
+    def parse(key: str) -> Option:
+        mode, _, block = key.partition("/")
+        return Option(mode, int(block or 1))
+
+
+AR1 = Option(AR)
+DEFAULT_BLOCKS = {AR: 1, LINEAR: 8, QUADRATIC: 4, DIFFUSION: 8}
+# What auto chooses among (diffusion only for requests that allow lossy output).
+CANDIDATES = (AR1, Option(LINEAR, 4), Option(LINEAR, 8), Option(LINEAR, 16),
+              Option(QUADRATIC, 2), Option(QUADRATIC, 3), Option(QUADRATIC, 4),
+              Option(QUADRATIC, 6), Option(DIFFUSION, 8), Option(DIFFUSION, 16))
+
+
+def default_option(mode: str) -> Option:
+    return Option(mode, DEFAULT_BLOCKS[mode])
+
+
+def candidates(allow_lossy: bool, pool: tuple[Option, ...] = CANDIDATES) -> list[Option]:
+    return [o for o in pool if allow_lossy or o.is_lossless]

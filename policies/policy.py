@@ -1,0 +1,110 @@
+"""The SLO policy: ordering, admission, mode choice and preemption over plain numbers.
+
+One object holds the online estimates (cost model, acceptance) and answers the four
+questions the engine's scheduler asks; engine/slo_policy.py converts engine requests into
+RequestViews for it, and the simulator drives it directly. With `fixed` set it is the same
+policy with every auto request pinned to one option: the baselines of `tandem bench slo`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from policies.acceptance import AcceptanceEstimator
+from policies.admission import AdmissionConfig, AdmissionControl, Refusal
+from policies.cost_model import CostModel
+from policies.option import Option, candidates
+from policies.ordering import by_urgency
+from policies.preemption import choose_victim
+from policies.profile import Profile
+from policies.request_view import RequestView
+from policies.selector import ModeSelector, SelectorConfig
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    fixed: Option | None = None  # None: auto; else auto requests all run this option
+    selector: SelectorConfig = field(default_factory=SelectorConfig)
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
+    demote_missed: bool = True
+
+    @property
+    def name(self) -> str:
+        return "auto" if self.fixed is None else self.fixed.mode
+
+
+class SLOPolicy:
+    def __init__(self, profile: Profile, config: PolicyConfig = PolicyConfig()) -> None:
+        self.config = config
+        self.cost = CostModel(profile.cost)
+        self.acceptance = AcceptanceEstimator(profile.tokens_per_forward())
+        self.selector = ModeSelector(self.cost, self.acceptance, config.selector)
+        self.admission = AdmissionControl(self.cost, config.admission)
+
+    # --- the scheduler's questions ---------------------------------------------------------
+
+    def order(self, views: Sequence[RequestView], now: float) -> list[RequestView]:
+        return by_urgency(views, now, self.config.demote_missed)
+
+    def select(self, decoders: Sequence[RequestView], now: float, base_tokens: int = 0,
+               base_requests: int = 0, max_tokens: int | None = None) -> dict[str, Option]:
+        if self.config.fixed is not None:
+            return {v.id: self._pinned(v) for v in decoders}
+        return self.selector.select(decoders, now, base_tokens, base_requests, max_tokens)
+
+    def admit(self, v: RequestView, now: float, running: Sequence[RequestView] = (),
+              waiting: Sequence[RequestView] = ()) -> Refusal | None:
+        best = min(self.time_per_token(v, o, 1, 1) for o in self.options(v))
+        return self.admission.check(v, now, best, running, waiting,
+                                    lambda r: (r.option or self._pinned(r)).work_tokens)
+
+    def victim(self, candidates_: Sequence[RequestView], now: float) -> RequestView | None:
+        step = self.cost.predict(sum(self._work(v) for v in candidates_), len(candidates_))
+        return choose_victim(candidates_, now,
+                             lambda v: step / self.acceptance.tokens_per_forward(
+                                 v.option or self._pinned(v), v.id))
+
+    # --- learning --------------------------------------------------------------------------
+
+    def observe_step(self, num_tokens: int, num_requests: int, seconds: float) -> None:
+        self.cost.observe(num_tokens, num_requests, seconds)
+
+    def observe_request(self, request_id: str, option: Option, forwards: int,
+                        tokens: int) -> None:
+        self.acceptance.observe(request_id, option, forwards, tokens)
+
+    def finish(self, request_id: str) -> None:
+        self.acceptance.forget(request_id)
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def options(self, v: RequestView) -> list[Option]:
+        if v.fixed is not None:
+            return [v.fixed]
+        if self.config.fixed is not None:
+            return [self.config.fixed]
+        return candidates(v.allow_lossy, self.config.selector.pool)
+
+    def time_per_token(self, v: RequestView, option: Option, num_tokens: int,
+                       num_requests: int) -> float:
+        """Seconds per token for v under option in a batch of num_tokens besides it."""
+        step = self.cost.predict(num_tokens - 1 + option.work_tokens, num_requests)
+        return step / self.acceptance.tokens_per_forward(option, v.id)
+
+    def _pinned(self, v: RequestView) -> Option:
+        if v.is_mid_iteration and v.option is not None:
+            return v.option
+        return v.fixed or self.config.fixed or Option("ar")
+
+    def _work(self, v: RequestView) -> int:
+        return (v.option or self._pinned(v)).work_tokens
+
+
+def prefill_load(running_pending: list[int], waiting_pending: list[int], room: int,
+                 max_chunk: int, budget: int) -> tuple[int, int]:
+    """(tokens, requests) of the prefill chunks a step will carry beside the decoders:
+    running requests still prefilling, and waiting ones while sequence slots remain."""
+    chunks = [min(n, max_chunk) for n in running_pending]
+    chunks += [min(n, max_chunk) for n in waiting_pending[:max(0, room)]]
+    return min(sum(chunks), budget), len(chunks)

@@ -1,0 +1,58 @@
+"""What a calibration run measured on the real engine, as JSON: step times and acceptance.
+
+  cost:   [[batch tokens, batch requests, seconds], ...]  (median wall time of engine steps)
+  traces: {"spec_linear/8": [[[forwards, tokens], ...] per iteration] per prompt, ...}
+          one iteration = the forwards from one steady state to the next and the tokens they
+          emitted: AR [1, 1]; linear [2, accepted + 1]; quadratic [1, accepted + 1] (its
+          one-off draft pass is not part of it); diffusion [passes + 1, block].
+  meta:   where and how it was measured.
+The policy's priors and the simulator's ground truth both come from here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from policies.cost_model import Point
+from policies.option import Option
+
+Iteration = tuple[int, int]  # (forwards, tokens)
+
+
+@dataclass
+class Profile:
+    cost: list[Point]
+    traces: dict[Option, list[list[Iteration]]] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+    def tokens_per_forward(self) -> dict[Option, float]:
+        """Mean tokens per forward of each option over every recorded iteration."""
+        out = {}
+        for option, prompts in self.traces.items():
+            forwards = sum(f for trace in prompts for f, _ in trace)
+            tokens = sum(t for trace in prompts for _, t in trace)
+            if forwards:
+                out[option] = tokens / forwards
+        return out
+
+    def to_json(self) -> dict:
+        return {"meta": self.meta,
+                "cost": [[t, r, round(s, 6)] for t, r, s in self.cost],
+                "traces": {o.key: [[list(it) for it in trace] for trace in prompts]
+                           for o, prompts in sorted(self.traces.items())}}
+
+    @staticmethod
+    def from_json(data: dict) -> Profile:
+        cost = [(int(t), int(r), float(s)) for t, r, s in data["cost"]]
+        traces = {Option.parse(k): [[(int(f), int(t)) for f, t in trace] for trace in prompts]
+                  for k, prompts in data.get("traces", {}).items()}
+        return Profile(cost, traces, dict(data.get("meta", {})))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), separators=(",", ":")) + "\n")
+
+    @staticmethod
+    def load(path: str | Path) -> Profile:
+        return Profile.from_json(json.loads(Path(path).read_text()))

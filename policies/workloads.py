@@ -1,0 +1,95 @@
+"""Workloads for SLO benchmarks: Poisson arrivals of a mix of request classes.
+
+Lengths are drawn uniformly (integers, bounds included). SLO bounds are multiples of the
+latencies of the same request alone on an idle device with AR (the "SLO scale" of
+DistServe), so that one workload definition means the same on any machine:
+  interactive: prompt 16-48, output 16-48 tokens; TTFT <= 6x its prefill alone,
+               TPOT <= 1.5x AR's time per token alone.
+  batch:       prompt 32-48, output 48-96 tokens; end to end <= 4x its AR latency alone
+               (prefill + output x AR time per token), no TTFT/TPOT bound.
+  mixed:       each arrival is interactive or batch with probability 1/2.
+Load is the arrival rate as a fraction of a capacity measured in the same units: the
+requests per second AR sustains at a batch of `CAPACITY_BATCH` (from the cost model).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from policies.cost_model import CostModel
+from policies.slo import SLO
+
+CAPACITY_BATCH = 32
+LOADS = {"low": 0.15, "medium": 0.35, "high": 0.6}
+
+
+@dataclass(frozen=True)
+class RequestClass:
+    name: str
+    prompt_tokens: tuple[int, int]
+    output_tokens: tuple[int, int]
+    ttft_scale: float | None = None  # x prefill alone
+    tpot_scale: float | None = None  # x AR time per token alone
+    deadline_scale: float | None = None  # x AR end to end alone
+
+
+INTERACTIVE = RequestClass("interactive", (16, 48), (16, 48), ttft_scale=6.0, tpot_scale=1.5)
+BATCH = RequestClass("batch", (32, 48), (48, 96), deadline_scale=4.0)
+WORKLOADS: dict[str, tuple[tuple[RequestClass, float], ...]] = {
+    "interactive": ((INTERACTIVE, 1.0),),
+    "batch": ((BATCH, 1.0),),
+    "mixed": ((INTERACTIVE, 0.5), (BATCH, 0.5)),
+}
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    id: str
+    kind: str
+    arrival_s: float
+    num_prompt: int
+    max_tokens: int
+    slo: SLO
+    prompt_index: int  # which recorded prompt (text on the engine, trace in the simulator)
+
+
+def slo_for(cls: RequestClass, num_prompt: int, max_tokens: int, cost: CostModel) -> SLO:
+    prefill = cost.predict(num_prompt, 1)
+    tpot = cost.predict(1, 1)
+    e2e = prefill + max(0, max_tokens - 1) * tpot
+
+    def scaled(scale: float | None, base: float) -> float | None:
+        return None if scale is None else round(scale * base * 1e3, 1)
+
+    return SLO(ttft_ms=scaled(cls.ttft_scale, prefill), tpot_ms=scaled(cls.tpot_scale, tpot),
+               deadline_ms=scaled(cls.deadline_scale, e2e))
+
+
+def mean_output(workload: str) -> float:
+    mix = WORKLOADS[workload]
+    total = sum(w for _, w in mix)
+    return sum(w * sum(c.output_tokens) / 2 for c, w in mix) / total
+
+
+def capacity_rps(workload: str, cost: CostModel, batch: int = CAPACITY_BATCH) -> float:
+    """Requests per second that AR completes at a steady batch of `batch`."""
+    tokens_per_s = batch / cost.predict(batch, batch)
+    return tokens_per_s / mean_output(workload)
+
+
+def generate(workload: str, rate_rps: float, num_requests: int, cost: CostModel,
+             num_prompts: int, seed: int = 0) -> list[RequestSpec]:
+    rng = random.Random(seed)
+    mix = WORKLOADS[workload]
+    classes, weights = [c for c, _ in mix], [w for _, w in mix]
+    t, specs = 0.0, []
+    for i in range(num_requests):
+        t += rng.expovariate(rate_rps)
+        cls = rng.choices(classes, weights)[0]
+        num_prompt = rng.randint(*cls.prompt_tokens)
+        max_tokens = rng.randint(*cls.output_tokens)
+        specs.append(RequestSpec(f"{cls.name}-{i}", cls.name, t, num_prompt, max_tokens,
+                                 slo_for(cls, num_prompt, max_tokens, cost),
+                                 rng.randrange(num_prompts)))
+    return specs
