@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cluster.slo import SLOSpec
 from engine.engine import EngineConfig
@@ -37,6 +37,13 @@ class ModelSettings(_Strict):
     default_mode: Mode = Field(Mode.AUTO, description="Mode of a request that names none.")
     auto_mode: Mode = Field(Mode.SPEC_QUADRATIC, description="What `auto` resolves to when no "
                             "SLO-aware policy is installed (a concrete, lossless mode).")
+    policy: Literal["auto", "first_come", "slo"] = Field(
+        "auto", description="Scheduling policy: slo = the SLO-aware policy "
+        "(engine/slo_policy.py, needs slo_profile); first_come = arrival order, auto -> "
+        "auto_mode; auto = slo when its module and a profile are there, else first_come.")
+    slo_profile: str | None = Field(
+        None, description="Step-cost profile of this machine for the SLO policy (written by "
+        "bench/calibrate.py); default: bench/slo_profile.json when present.")
     default_slo: SLOSpec | None = Field(None, description="SLO of a request that sets none.")
     default_max_tokens: int = Field(256, ge=1, description="max_tokens of a chat request that "
                                     "sets none (completions default to 16, as OpenAI's do).")
@@ -92,6 +99,18 @@ class DeploymentSettings(_Strict):
         None, ge=1, description="Spread replicas over nodes (1 = one replica per node).")
     ray_actor_options: ActorOptions = Field(default_factory=ActorOptions,
                                             description="Resources of each replica actor.")
+
+    @field_validator("autoscaling_config")
+    @classmethod
+    def _serve_checks(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            from ray.serve.config import AutoscalingConfig
+
+            try:
+                AutoscalingConfig(**v)
+            except Exception as err:  # Serve's own validation, in its words
+                raise ValueError(f"autoscaling_config: {err}") from None
+        return v
 
     @model_validator(mode="after")
     def _one_scaling(self) -> DeploymentSettings:

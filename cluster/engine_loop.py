@@ -74,9 +74,11 @@ class AsyncEngineLoop:
 
     def abort(self, stream: JobStream) -> None:
         """Stop a job's open requests; their KV is freed before the next step."""
+        num = len(self._aborts)
         for rid, choice in stream.choices.items():
             if not choice.is_finished and self._choices.pop(rid, None) is not None:
                 self._aborts.append(rid)
+        self.metrics.observe_aborted(len(self._aborts) - num)
         stream.num_open = 0
         self._wake.set()
 

@@ -72,6 +72,8 @@ class ServerMetrics:
                                    ["model", "requested", "chosen"], registry=r)
         self.finished = Counter("tandem_requests_finished", "Finished requests by reason.",
                                 ["model", "finish_reason"], registry=r)
+        self.aborted = Counter("tandem_requests_aborted", "Requests aborted before the end "
+                               "(the client went away).", ["model"], registry=r)
         self.rejected = Counter("tandem_requests_rejected", "Requests refused before running, "
                                 "by HTTP status.", ["model", "status"], registry=r)
         self.slo_met = Counter("tandem_slo_met", "Requests that met their SLO, per SLO kind.",
@@ -102,6 +104,10 @@ class ServerMetrics:
 
     def observe_queue(self, seconds: float) -> None:
         self.queue.labels(self.model_name).observe(seconds)
+
+    def observe_aborted(self, num: int) -> None:
+        if num:
+            self.aborted.labels(self.model_name).inc(num)
 
     def observe_rejected(self, status: int) -> None:
         self.rejected.labels(self.model_name, str(status)).inc()

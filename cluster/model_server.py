@@ -16,6 +16,7 @@ import contextlib
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 from cluster.config import TandemConfig, load_config
@@ -31,20 +32,28 @@ log = logging.getLogger(__name__)
 EngineFactory = Callable[[TandemConfig], LLMEngine]
 
 
+DEFAULT_PROFILE = Path(__file__).resolve().parent.parent / "bench" / "slo_profile.json"
+
+
 def make_policy(config: TandemConfig) -> SchedulingPolicy:
-    """The SLO-aware policy when engine/slo_policy.py exists, else first-come."""
-    fallback = FirstComePolicy(auto_mode=config.model.auto_mode)
+    """The SLO-aware policy (engine/slo_policy.py, written alongside) when the config asks for
+    it or when `auto` finds it and a profile; first-come otherwise."""
+    m = config.model
+    first_come = FirstComePolicy(auto_mode=m.auto_mode)
+    if m.policy == "first_come":
+        return first_come
+    profile = Path(m.slo_profile) if m.slo_profile else DEFAULT_PROFILE
     try:
-        from engine import slo_policy  # written in parallel by the SLO-policy work
-    except ImportError:
-        return fallback
-    factory = getattr(slo_policy, "make_policy", None) or getattr(slo_policy, "SLOPolicy", None)
-    try:
-        return factory() if factory is not None else fallback
-    except Exception:  # an interface we do not know yet: serve first-come, say so
-        log.warning("engine.slo_policy present but not constructible; using FirstComePolicy",
-                    exc_info=True)
-        return fallback
+        from engine.slo_policy import SLOSchedulingPolicy
+
+        if not profile.is_file():
+            raise FileNotFoundError(f"no SLO profile at {profile}")
+        return SLOSchedulingPolicy.from_profile(str(profile))
+    except Exception:
+        if m.policy == "slo":
+            raise
+        log.info("SLO policy unavailable; serving first-come", exc_info=True)
+        return first_come
 
 
 def build_engine(config: TandemConfig) -> LLMEngine:

@@ -1,0 +1,91 @@
+"""The model server without Ray: the async engine loop, aborts freeing KV, refusals."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from cluster.config import TandemConfig, load_config
+from cluster.job import ChoiceSpec, GenerateJob, JobAccepted, JobError
+from cluster.model_server import ModelServer, make_policy
+from engine.engine import LLMEngine
+from engine.executor import ModelExecutor
+from engine.params import DecodeParams, Mode, SamplingParams
+
+PROMPT = "def parse_args("
+
+
+@pytest.fixture
+def server(tiny_model, codec) -> ModelServer:
+    def factory(config: TandemConfig) -> LLMEngine:
+        ec = config.engine_config()
+        return LLMEngine(ModelExecutor(tiny_model, ec.num_blocks, ec.block_size),
+                         tiny_model.config, codec, ec, make_policy(config))
+
+    return ModelServer(load_config({"model": {"num_kv_blocks": 64, "max_model_len": 256}}),
+                       factory)
+
+
+def job(*prompts: str, max_tokens: int = 8, seed: int = 1, logprobs: int | None = None,
+        mode: Mode = Mode.AUTO) -> GenerateJob:
+    choices = tuple(ChoiceSpec(i, p, SamplingParams(max_tokens=max_tokens, seed=seed + i,
+                                                    temperature=0.7))
+                    for i, p in enumerate(prompts))
+    return GenerateJob("job", choices, DecodeParams(mode=mode), logprobs=logprobs)
+
+
+async def collect(server: ModelServer, j: GenerateJob) -> tuple[object, dict[int, str], list]:
+    items = [item async for item in server.generate(j)]
+    texts: dict[int, str] = {}
+    events = [e for batch in items[1:] for e in batch]
+    for e in events:
+        texts[e.index] = texts.get(e.index, "") + e.text
+    return items[0], texts, events
+
+
+def test_generate_streams_the_solo_text_with_stats_and_logprobs(server: ModelServer) -> None:
+    first, texts, events = asyncio.run(collect(server, job(PROMPT, "import os", logprobs=1)))
+    assert isinstance(first, JobAccepted) and len(first.num_prompt_tokens) == 2
+    solo = [server.engine.generate([p], SamplingParams(max_tokens=8, seed=1 + i,
+                                                       temperature=0.7))[0].text
+            for i, p in enumerate([PROMPT, "import os"])]
+    assert [texts[0], texts[1]] == solo
+    finals = [e for e in events if e.finish_reason is not None]
+    assert {e.index for e in finals} == {0, 1}
+    for e in finals:
+        assert e.stats.num_completion_tokens == 8 and e.stats.num_forwards > 0
+    lps = [lp for e in events if e.index == 0 for lp in e.logprobs or []]
+    assert len(lps) == 8 and all(lp.logprob <= 0 for lp in lps)
+    assert server.engine.pool.num_free == server.engine.pool.num_blocks
+
+
+def test_closing_the_stream_aborts_and_frees_kv(server: ModelServer) -> None:
+    async def run() -> None:
+        gen = server.generate(job(PROMPT, max_tokens=200, mode=Mode.AR))
+        assert isinstance(await gen.__anext__(), JobAccepted)
+        await gen.__anext__()  # some tokens
+        assert server.engine.pool.num_free < server.engine.pool.num_blocks
+        await gen.aclose()  # what Serve does when the client goes away
+        for _ in range(100):
+            if not server.engine.has_unfinished():
+                break
+            await asyncio.sleep(0.02)
+
+    asyncio.run(run())
+    assert not server.engine.has_unfinished()
+    assert server.engine.pool.num_free == server.engine.pool.num_blocks
+    assert "tandem_requests_aborted_total" in server.prom.text()
+
+
+@pytest.mark.parametrize("prompt, max_tokens, param", [
+    ("x = 1\n" * 200, 8, "prompt"),  # longer than max_model_len = 256
+    (PROMPT, 300, "max_tokens"),
+])
+def test_refusals_name_the_field_and_the_server_keeps_serving(
+        server: ModelServer, prompt: str, max_tokens: int, param: str) -> None:
+    first, _, _ = asyncio.run(collect(server, job(prompt, max_tokens=max_tokens)))
+    assert isinstance(first, JobError) and first.status == 400 and first.param == param
+    first, texts, _ = asyncio.run(collect(server, job(PROMPT)))
+    assert isinstance(first, JobAccepted) and texts[0]
+    assert server.engine.pool.num_free == server.engine.pool.num_blocks
