@@ -1,0 +1,42 @@
+from policies.policy import SLOPolicy
+from tests.policies.helpers import synthetic_profile, view
+
+
+def test_feasible_request_is_admitted():
+    p = SLOPolicy(synthetic_profile())
+    assert p.admit(view("ok", ttft_ms=500.0, tpot_ms=50.0, num_output=0), now=0.05) is None
+
+
+def test_infeasible_tpot_is_refused_with_a_reason():
+    # The fastest option alone is ~5.6 ms per token (quadratic B=4): 2 ms cannot be met.
+    p = SLOPolicy(synthetic_profile())
+    refusal = p.admit(view("fast", tpot_ms=2.0, num_output=0, arrival_s=0.0), now=0.0)
+    assert refusal is not None and refusal.status == 503
+    assert "tpot_ms=2" in refusal.reason and "even alone" in refusal.reason
+
+
+def test_infeasible_ttft_and_deadline_are_refused():
+    p = SLOPolicy(synthetic_profile())
+    # Prefilling 1000 tokens alone takes ~208 ms.
+    r = p.admit(view("long", ttft_ms=50.0, num_output=0, num_prompt=1000, arrival_s=0.0), 0.0)
+    assert r is not None and r.status == 503 and "ttft_ms=50" in r.reason
+    # 500 tokens at >= 5.6 ms each cannot finish in one second.
+    r = p.admit(view("big", deadline_ms=1000.0, max_tokens=500, num_output=0, arrival_s=0.0),
+                0.0)
+    assert r is not None and r.status == 503 and "deadline_ms=1000" in r.reason
+
+
+def test_best_effort_is_never_refused():
+    p = SLOPolicy(synthetic_profile())
+    v = view("be", tpot_ms=2.0, num_output=0, arrival_s=0.0, best_effort=True)
+    assert p.admit(v, now=0.0) is None
+
+
+def test_overload_refuses_with_429_when_the_queue_outlasts_its_ttft():
+    p = SLOPolicy(synthetic_profile())
+    queue = [view(f"q{i}", ttft_ms=200.0, num_output=0, num_prompt=1000, arrival_s=0.0)
+             for i in range(8)]  # due before it, 8000 tokens of prefill ahead: ~1.6 s
+    v = view("new", ttft_ms=300.0, num_output=0, arrival_s=0.1)
+    refusal = p.admit(v, now=0.1, waiting=queue)
+    assert refusal is not None and refusal.status == 429 and "overloaded" in refusal.reason
+    assert p.admit(v, now=0.1) is None  # alone it is fine

@@ -1,0 +1,43 @@
+import pytest
+
+from policies.acceptance import AcceptanceEstimator
+from policies.cost_model import CostModel
+from policies.option import Option
+from tests.policies.helpers import A, B, C, step_s, synthetic_profile
+
+Q4 = Option("spec_quadratic", 4)
+
+
+def test_cost_model_recovers_the_profile_and_follows_the_machine():
+    m = CostModel(synthetic_profile().cost)
+    assert m.coef.intercept_s == pytest.approx(A, rel=1e-6)
+    assert m.coef.per_token_s == pytest.approx(B, rel=1e-6)
+    assert m.coef.per_request_s == pytest.approx(C, rel=1e-6)
+    for i in range(300):  # the machine became twice as slow
+        tokens, reqs = 1 + 7 * (i % 20), 1 + i % 8
+        m.observe(tokens, reqs, 2 * step_s(tokens, reqs))
+    assert m.predict(40, 4) == pytest.approx(2 * step_s(40, 4), rel=0.15)
+
+
+def test_cost_model_clips_outliers():
+    m = CostModel(synthetic_profile().cost)
+    m.observe(20, 1, 100.0)  # a 100 s step: a pause, not the device
+    assert m.predict(20, 1) < 2 * step_s(20, 1)
+
+
+def test_acceptance_starts_at_the_prior_and_moves_per_request():
+    est = AcceptanceEstimator({Q4: 2.2})
+    assert est.tokens_per_forward(Q4) == pytest.approx(2.2)
+    assert est.tokens_per_forward(Option("ar")) == 1.0
+    for _ in range(50):
+        est.observe("easy", Q4, 1, 5)  # this request accepts everything
+    assert est.tokens_per_forward(Q4, "easy") > 4.0
+    assert est.tokens_per_forward(Q4, "other") < est.tokens_per_forward(Q4, "easy")
+    assert est.tokens_per_forward(Q4) > 2.2  # overall moved too, less
+    est.forget("easy")
+    assert est.tokens_per_forward(Q4, "easy") == est.tokens_per_forward(Q4)
+
+
+def test_acceptance_unknown_option_uses_the_default():
+    est = AcceptanceEstimator({})
+    assert est.tokens_per_forward(Option("spec_linear", 16)) == 1.0

@@ -1,0 +1,66 @@
+from policies.option import AR, Option
+from policies.policy import PolicyConfig, SLOPolicy
+from tests.policies.helpers import synthetic_profile, view
+
+
+def policy() -> SLOPolicy:
+    return SLOPolicy(synthetic_profile())
+
+
+def test_light_load_picks_speculation():
+    # One request alone: a step of 20 tokens costs 12.3 ms for 2.2 tokens (5.6 ms/token),
+    # AR 8.5 ms/token: speculation is faster and the device is idle.
+    choice = policy().select([view("a", tpot_ms=50.0)], now=0.0)
+    assert choice["a"].mode != AR
+    # ...also for a request without any SLO (spare compute buys speed).
+    assert policy().select([view("b")], now=0.0)["b"].mode != AR
+
+
+def test_heavy_load_slack_requests_fall_back_to_ar():
+    # 48 requests with loose deadlines: extra tokens lengthen everyone's step; AR is best.
+    views = [view(f"r{i}", deadline_ms=60_000.0) for i in range(48)]
+    choice = policy().select(views, now=0.0)
+    assert {o.mode for o in choice.values()} == {AR}
+
+
+def test_heavy_load_spends_spare_compute_on_the_request_at_risk():
+    # 20 slack requests in AR make a step of 18.5 ms; one interactive request needs
+    # 12.1 ms per token (15 ms TPOT, 0.85 safety): AR misses it; linear B=8 (8 tokens a
+    # forward, 1.8 per forward: 19.9 / 1.8 = 11.1 ms) is the cheapest option that meets it
+    # (linear B=4 and quadratic B=2 are cheaper but too slow).
+    views = [view(f"r{i}", deadline_ms=60_000.0) for i in range(20)]
+    views.append(view("hot", tpot_ms=15.0, max_tokens=40))
+    choice = policy().select(views, now=0.0)
+    assert choice["hot"] == Option("spec_linear", 8)
+    assert all(choice[f"r{i}"].mode == AR for i in range(20))
+
+
+def test_rescue_never_breaks_a_request_that_meets_its_slo():
+    # The others need <= 19.7 ms steps now: every option that saves "hot" breaks them.
+    views = [view(f"r{i}", tpot_ms=24.0, max_tokens=40) for i in range(20)]
+    views.append(view("hot", tpot_ms=15.0, max_tokens=40))
+    choice = policy().select(views, now=0.0)
+    assert choice["hot"].mode == AR
+
+
+def test_fixed_and_mid_iteration_requests_keep_their_option():
+    pinned = view("p")
+    pinned.fixed = Option("spec_linear", 8)
+    mid = view("m")
+    mid.option, mid.is_mid_iteration = Option("spec_linear", 4), True
+    choice = policy().select([pinned, mid], now=0.0)
+    assert choice == {"p": Option("spec_linear", 8), "m": Option("spec_linear", 4)}
+
+
+def test_lossy_options_only_when_allowed():
+    v = view("a")
+    options = {o.mode for o in SLOPolicy(synthetic_profile()).options(v)}
+    assert "diffusion" not in options
+    v.allow_lossy = True
+    assert "diffusion" in {o.mode for o in SLOPolicy(synthetic_profile()).options(v)}
+
+
+def test_fixed_policy_pins_every_auto_request():
+    p = SLOPolicy(synthetic_profile(), PolicyConfig(fixed=Option("spec_quadratic", 4)))
+    choice = p.select([view("a"), view("b", deadline_ms=60_000.0)], now=0.0)
+    assert set(choice.values()) == {Option("spec_quadratic", 4)}

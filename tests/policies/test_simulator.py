@@ -1,0 +1,57 @@
+from policies.metrics import RequestResult, summarize
+from policies.option import Option
+from policies.policy import PolicyConfig, SLOPolicy
+from policies.simulator import SimConfig, Simulator
+from policies.slo import SLO
+from policies.workloads import capacity_rps, generate
+from tests.policies.helpers import synthetic_profile
+
+
+def run(policy_fixed=None, load=0.3, n=60, seed=0, **sim):
+    profile = synthetic_profile()
+    policy = SLOPolicy(profile, PolicyConfig(fixed=policy_fixed))
+    rate = load * capacity_rps("mixed", policy.cost)
+    specs = generate("mixed", rate, n, policy.cost, num_prompts=1, seed=seed)
+    return Simulator(profile, policy, SimConfig(seed=seed, **sim)).run(specs), specs
+
+
+def test_every_request_finishes_or_is_refused_with_a_reason():
+    results, specs = run(load=0.9)
+    assert len(results) == len(specs)
+    for r, s in zip(results, specs, strict=True):
+        if r.refused is None:
+            assert r.finish_s is not None and r.num_output == s.max_tokens
+            assert r.first_token_s is not None and r.arrival_s <= r.first_token_s <= r.finish_s
+        else:
+            assert r.status in (429, 503) and r.refused
+
+
+def test_same_seed_same_results():
+    a, _ = run(seed=3)
+    b, _ = run(seed=3)
+    assert [(r.first_token_s, r.finish_s) for r in a] == [(r.first_token_s, r.finish_s)
+                                                           for r in b]
+
+
+def test_a_small_kv_pool_preempts_and_still_finishes_everyone():
+    results, _ = run(load=0.9, num_kv_blocks=24, block_size=16)
+    assert all(r.finish_s is not None for r in results)
+
+
+def test_speculation_makes_a_lone_request_faster_than_ar():
+    auto, _ = run(load=0.01, n=5)
+    ar, _ = run(Option("ar"), load=0.01, n=5)
+    assert sum(r.finish_s - r.arrival_s for r in auto) < sum(r.finish_s - r.arrival_s
+                                                              for r in ar)
+
+
+def test_goodput_counts_requests_that_met_every_bound():
+    slo = SLO(ttft_ms=100.0, tpot_ms=10.0)
+    results = [RequestResult("good", "i", 0.0, slo, 11, 0.05, 0.15),
+               RequestResult("slow", "i", 0.0, slo, 11, 0.05, 0.5),
+               RequestResult("refused", "i", 1.0, slo, refused="no", status=503),
+               RequestResult("late-first", "i", 0.0, slo, 11, 0.2, 0.3)]
+    s = summarize(results)
+    assert (s.num_requests, s.num_good, s.num_refused) == (4, 1, 1)
+    assert s.attainment == 0.25
+    assert s.goodput == 1 / 1.0  # one good request over 0 .. 1 s
