@@ -58,10 +58,21 @@ class RequestOutput:
     accepted_by_mode: dict[str, int]
     drafted_by_mode: dict[str, int]
     num_preemptions: int = 0
+    error: str | None = None  # set when finish_reason is "error"
 
     @property
     def tokens_per_forward(self) -> float:
         return len(self.token_ids) / max(1, self.num_forwards)
+
+
+class StepFailed(RuntimeError):
+    """The executor failed a step. Every request that was running has been finished with
+    finish_reason "error" (`outputs`, one per request) and its KV blocks freed; the engine
+    stays usable (a sharded executor rebuilds its workers on the next step)."""
+
+    def __init__(self, message: str, outputs: list[RequestOutput]) -> None:
+        super().__init__(message)
+        self.outputs = outputs
 
 
 class LLMEngine:
@@ -133,11 +144,26 @@ class LLMEngine:
                 raise RuntimeError("nothing could be scheduled: the KV cache is too small "
                                    "for the waiting request")
             return []
-        out = self.executor.step(plan)
+        try:
+            out = self.executor.step(plan)
+        except Exception as err:
+            raise self._fail_running(err) from err
         events = self.scheduler.update(plan, out)
         self.num_steps += 1
         self.last_step_s = out.elapsed_s
         return self._outputs(plan, events)
+
+    def _fail_running(self, err: Exception) -> StepFailed:
+        """The cache contents are unknown after a failed step: every running request ends
+        with the error, its blocks go back, and no cached prefix is trusted any more."""
+        message = str(err) or type(err).__name__
+        outs = []
+        for req in list(self.scheduler.running):
+            self.scheduler.abort(req.id)  # frees its blocks
+            req.finish_reason, req.error = "error", message
+            outs.append(self.output_of(req, []))
+        self.pool.forget_prefixes()
+        return StepFailed(f"step failed, {len(outs)} running request(s) ended: {message}", outs)
 
     def _outputs(self, plan, events: StepEvents) -> list[RequestOutput]:  # noqa: ANN001
         now = time.monotonic()
@@ -163,7 +189,7 @@ class LLMEngine:
             req.id, list(new), list(req.output_ids), text, req.is_finished, req.finish_reason,
             req.sampling.seed, len(req.prompt_ids), st.num_forwards, dict(st.forwards_by_mode),
             dict(st.tokens_by_mode), dict(st.accepted_by_mode), dict(st.drafted_by_mode),
-            st.num_preemptions)
+            st.num_preemptions, req.error)
 
     def generate(self, prompts: Sequence[str | Sequence[int]],
                  sampling: SamplingParams | Sequence[SamplingParams] | None = None,
@@ -176,10 +202,15 @@ class LLMEngine:
         reqs = [self.add_request(p, s, d) for p, s, d in zip(prompts, samplings, decodes,
                                                               strict=True)]
         done: dict[str, RequestOutput] = {}
-        while len(done) < n:
-            for out in self.step():
-                if out.finished:
-                    done[out.request_id] = out
+        try:
+            while len(done) < n:
+                for out in self.step():
+                    if out.finished:
+                        done[out.request_id] = out
+        except StepFailed:
+            for req in reqs:  # the ones still waiting
+                self.abort(req.id)
+            raise
         return [done[r.id] for r in reqs]
 
 
@@ -190,4 +221,4 @@ def default_engine(model_dir: str | Path = DEFAULT_MODEL_DIR, device: str | None
 
 
 __all__ = ["DecodeParams", "EngineConfig", "LLMEngine", "Mode", "RequestOutput",
-           "SamplingParams", "default_engine"]
+           "SamplingParams", "StepFailed", "default_engine"]

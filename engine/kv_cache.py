@@ -77,6 +77,11 @@ class BlockPool:
 
     # --- prefix sharing ------------------------------------------------------------------
 
+    def forget_prefixes(self) -> None:
+        """Stop sharing every cached prefix (the cache tensors were lost or are suspect)."""
+        self.by_hash.clear()
+        self.hash_of = [None] * self.num_blocks
+
     @staticmethod
     def chain_hash(prev: int | None, tokens: Sequence[int]) -> int:
         return hash((prev, tuple(tokens)))

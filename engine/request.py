@@ -42,6 +42,7 @@ class Request:
     output_ids: list[int] = field(default_factory=list)
     status: Status = Status.WAITING
     finish_reason: str | None = None
+    error: str | None = None  # why, when finish_reason is "error"
     stop_text_len: int | None = None  # text cut here when a stop string matched
     cache: CacheEntry = field(default_factory=CacheEntry)
     mode_state: Any = None  # the running mode's iteration state
