@@ -1,17 +1,19 @@
 """Sampling and confidence over the vocabulary without materializing probabilities.
 
 One program per row streams the row in BLOCK_V tiles:
-  1. max, softmax normalizer Z and the range of order keys of x = logits / T;
-  2. top-k (k > 0): bisection on the order key for the k-th largest value, one counting
-     pass per step; top-p (p < 1): bisection for the smallest value whose strictly-greater
-     mass is under p (the reference's "mass before < p" rule), one summing pass per step;
-  3. one pass over the kept values: their normalizer, and argmax of x + Gumbel noise
+  1. max, softmax normalizer Z and the order keys of x = logits / T (an order key is the
+     fp32 bit pattern mapped to an unsigned integer that increases with the value);
+  2. top-k (0 < k < V) and top-p (p < 1) thresholds by radix select on the 32-bit key:
+     both are "the largest key c with F(c) >= target", F(c) = count(key >= c) >= k for
+     top-k and F(c) = mass(key >= c) >= p * Z for top-p (the latter is the reference's
+     "keep while the mass before a sorted position is < p", ties included). Each pass
+     fixes 4 bits by evaluating F at 16 candidate keys at once: 8 passes per threshold,
+     exact, so every value tied with the threshold is kept, as the reference keeps it;
+  3. one pass over the kept values: their normalizer, and the argmax of x + Gumbel noise
      (x alone for greedy rows), ties to the lowest index.
-The threshold is exact (32 steps at most on the 32-bit order key of fp32), so ties at the
-threshold are all kept, as the reference keeps them. Rows without top-k/top-p pay two
-passes; the bisection passes re-read a row from L1/L2. We chose this over a sort
-(torch.topk outside the kernel) because it keeps the whole sampler one launch with no
-[R, V] temporaries. top_p >= 1 means off (the reference's cumsum may round the last few
+Rows without top-k/top-p cost two passes. We chose this over a sort (torch.topk outside the
+kernel) to keep the sampler one launch with no [R, V] temporaries; the select passes
+re-read the row from L2. top_p >= 1 is off (the reference's fp32 cumsum can round the last
 ulps of mass to 1.0 and drop tail tokens of probability ~1e-8; we keep them).
 The Gumbel noise is the reference's lowbias32 hash of (seed, position, token id), bit for
 bit in uint32 (kernels/sampling_ref.py).
@@ -63,21 +65,26 @@ def _load_scaled(base, start, vocab, temp, BLOCK_V: tl.constexpr):
 
 
 @triton.jit
-def _count_at_least(base, vocab, temp, c, BLOCK_V: tl.constexpr):
-    n = tl.zeros([BLOCK_V], tl.int32)
-    for start in range(0, vocab, BLOCK_V):
-        offs, ok, x, key = _load_scaled(base, start, vocab, temp, BLOCK_V)
-        n += (ok & (key >= c)).to(tl.int32)
-    return tl.sum(n, axis=0)
-
-
-@triton.jit
-def _mass_above(base, vocab, temp, c, m, BLOCK_V: tl.constexpr):
-    s = tl.zeros([BLOCK_V], tl.float32)
-    for start in range(0, vocab, BLOCK_V):
-        offs, ok, x, key = _load_scaled(base, start, vocab, temp, BLOCK_V)
-        s += tl.where(ok & (key > c), tl.exp(x - m), 0.0)
-    return tl.sum(s, axis=0)
+def _radix_select(base, vocab, temp, m, target, USE_MASS: tl.constexpr, BLOCK_V: tl.constexpr):
+    """Largest order key c with F(c) >= target; F(c) sums 1 (count) or exp(x - m) (mass)
+    over the row's keys >= c. F(0) >= target must hold (all of the row)."""
+    digits = tl.arange(0, 16)
+    prefix = tl.zeros([], tl.int64)
+    for step in tl.static_range(8):
+        shift: tl.constexpr = 28 - 4 * step
+        cand = prefix + (digits.to(tl.int64) << shift)  # [16], F(cand) decreases along it
+        f = tl.zeros([16], tl.float32)
+        for start in range(0, vocab, BLOCK_V):
+            offs, ok, x, key = _load_scaled(base, start, vocab, temp, BLOCK_V)
+            if USE_MASS:  # noqa: SIM108 - a constexpr branch, compiled out
+                w = tl.where(ok, tl.exp(x - m), 0.0)
+            else:
+                w = ok.to(tl.float32)  # counts stay exact in fp32 below 2**24
+            hit = key[:, None] >= cand[None, :]  # [BLOCK_V, 16]
+            f += tl.sum(tl.where(hit, w[:, None], 0.0), axis=0)
+        j = tl.max(tl.where(f >= target, digits, 0), axis=0)
+        prefix += j.to(tl.int64) << shift
+    return prefix
 
 
 @triton.jit
@@ -93,47 +100,24 @@ def _sample_kernel(
     top_k = tl.load(top_k_ptr + row).to(tl.int64)
     top_p = tl.load(top_p_ptr + row).to(tl.float32)
 
-    # Pass 1: row max, normalizer (per lane, merged at the end) and key range.
+    # Pass 1: row max and normalizer (per lane, merged at the end).
     m_lane = tl.full([BLOCK_V], float("-inf"), tl.float32)
     z_lane = tl.zeros([BLOCK_V], tl.float32)
-    key_lo = tl.full([BLOCK_V], 4294967296, tl.int64)
-    key_hi = tl.full([BLOCK_V], -1, tl.int64)
     for start in range(0, vocab, BLOCK_V):
         offs, ok, x, key = _load_scaled(base, start, vocab, temp, BLOCK_V)
         m_new = tl.maximum(m_lane, x)
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # no -inf - -inf on -inf logits
         z_lane = z_lane * tl.exp(m_lane - m_safe) + tl.exp(x - m_safe)
         m_lane = m_new
-        key_lo = tl.minimum(key_lo, tl.where(ok, key, 4294967296))
-        key_hi = tl.maximum(key_hi, tl.where(ok, key, -1))
     m = tl.max(m_lane, axis=0)
     z = tl.sum(z_lane * tl.exp(m_lane - m), axis=0)
-    threshold = tl.min(key_lo, axis=0)  # keep everything
-    top = tl.max(key_hi, axis=0)
+    threshold = tl.zeros([], tl.int64)  # keep everything
 
     if (top_k > 0) & (top_k < vocab):
-        # Largest key c with count(key >= c) >= k: the k-th largest value.
-        lo = threshold  # count(key >= lo) = vocab >= k
-        hi = top + 1  # count(key >= hi) = 0 < k
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if _count_at_least(base, vocab, temp, mid, BLOCK_V) >= top_k:
-                lo = mid
-            else:
-                hi = mid
-        threshold = lo
+        threshold = _radix_select(base, vocab, temp, m, top_k.to(tl.float32), False, BLOCK_V)
     if top_p < 1.0:
-        # Smallest key c with mass(key > c) < p * Z: the reference's last kept value.
-        lo = threshold - 1  # keys below the current threshold are gone already
-        hi = top  # mass(key > top) = 0 < p * Z
-        pz = top_p * z
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if _mass_above(base, vocab, temp, mid, m, BLOCK_V) < pz:
-                hi = mid
-            else:
-                lo = mid
-        threshold = tl.maximum(threshold, hi)
+        p_cut = _radix_select(base, vocab, temp, m, top_p * z, True, BLOCK_V)
+        threshold = tl.maximum(threshold, p_cut)
 
     # Final pass: normalizer of the kept values, argmax of the (noisy) scores.
     row_key = _row_key(tl.load(seed_ptr + row).to(tl.int64), tl.load(pos_ptr + row))
@@ -178,9 +162,9 @@ def sample_triton(
     tokens = buffers.empty((rows,), torch.int64, logits.device)
     probs = buffers.empty((rows,), torch.float32, logits.device)
     if rows:
-        # One tile holds the rows of the vocabularies we ship (4k); larger ones stream.
-        block = min(4096, triton.next_power_of_2(vocab))
+        # The select passes hold [BLOCK_V, 16] tiles: 1024 keeps them in registers.
+        block = min(1024, triton.next_power_of_2(vocab))
         _sample_kernel[(rows,)](
             tokens, probs, logits, temperature, top_k, top_p, seeds, positions,
-            logits.stride(0), vocab, BLOCK_V=block, num_warps=8 if block >= 2048 else 4)
+            logits.stride(0), vocab, BLOCK_V=block, num_warps=8 if block >= 1024 else 4)
     return tokens, probs
