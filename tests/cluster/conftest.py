@@ -1,0 +1,61 @@
+"""Serving tests: start a Serve app once per module, on a free port, and tear it down."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from cluster.config import TandemConfig
+
+CONFIGS = Path(__file__).resolve().parents[2] / "ray_configs"
+
+
+def yaml_app(name: str) -> dict[str, Any]:
+    doc = yaml.safe_load((CONFIGS / name).read_text())
+    return doc["applications"][0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_app(config: TandemConfig, name: str) -> Iterator[str]:
+    """serve.run the app on a fresh port; yields its base URL. Needs the ray_session fixture."""
+    from ray import serve
+
+    from cluster.app import make_app
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        serve.run(make_app(config), name=name, route_prefix="/")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+
+
+def metric_values(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of /metrics, keyed by (name, sorted labels without replica)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{base_url}/metrics", timeout=30).text
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            labels = tuple(sorted((k, v) for k, v in s.labels.items() if k != "replica"))
+            out[(s.name, labels)] = out.get((s.name, labels), 0.0) + s.value
+    return out
+
+
+def total(values: dict, name: str, **labels: str) -> float:
+    want = set(labels.items())
+    return sum(v for (n, ls), v in values.items() if n == name and want <= set(ls))
