@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -65,13 +64,11 @@ def build_engine(config: TandemConfig) -> LLMEngine:
 
     from actors.engine_factory import sharded_engine  # the shard group (actors/)
 
-    kwargs: dict[str, Any] = {"device": m.device,
-                              "placement_group": ray.util.get_current_placement_group()}
-    if "bundle_offset" in inspect.signature(sharded_engine).parameters:
-        kwargs["bundle_offset"] = 1  # bundle 0 is this replica
-    engine = sharded_engine(m.model_dir, m.tp, config.engine_config(), **kwargs)
-    engine.scheduler.policy = policy
-    return engine
+    # Bundle 0 of this replica's placement group is the replica; ranks take 1..tp.
+    return sharded_engine(m.model_dir, m.tp, config.engine_config(), device=m.device,
+                          placement_group=ray.util.get_current_placement_group(),
+                          policy=policy, bundle_offset=1,
+                          num_cpus_per_rank=config.shards.cpus_per_rank)
 
 
 def _replica_id() -> str | None:

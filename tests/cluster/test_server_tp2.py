@@ -46,3 +46,11 @@ def test_tp2_greedy_completion_equals_tp1(base_url: str, tiny_model, codec) -> N
     assert "".join(c.choices[0].text for c in stream if c.choices) == want
     health = httpx.get(f"{base_url}/health").json()
     assert health["kv_free_blocks"] == health["kv_blocks"]
+
+
+def test_the_replica_reserved_its_bundles_from_tp(base_url: str, ray_session) -> None:
+    groups = [g for g in ray_session.util.placement_group_table().values()
+              if g["state"] == "CREATED"]
+    want = load_config(yaml_app("tp2.yaml")["args"]).placement_bundles()
+    assert any(list(g["bundles"].values()) == want and g["strategy"] == "STRICT_PACK"
+               for g in groups), groups
