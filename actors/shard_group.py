@@ -27,6 +27,7 @@ from engine.executor import Executor, ExecutorFailure
 from engine.plan import StepOutput, StepPlan
 
 STRATEGIES = ("STRICT_PACK", "PACK")
+_REMOTE_WORKER = ray.remote(ShardWorker)
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,11 @@ class ShardGroupExecutor(Executor):
         self.stats: list[ShardStats] = []
         self.is_broken = False
         self.on_shutdown: list[Any] = []  # callables run after the actors are gone
-        self._start()
+        try:
+            self._start()
+        except BaseException:
+            self.shutdown()  # no actors or placement group of ours left behind
+            raise
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -90,7 +95,6 @@ class ShardGroupExecutor(Executor):
         try:
             ray.get(self.pg.ready(), timeout=cfg.setup_timeout_s)
         except GetTimeoutError:
-            self.shutdown()
             raise ExecutorFailure(f"placement group {cfg.bundles()} ({cfg.strategy}) not "
                                   f"ready within {cfg.setup_timeout_s:.0f} s: not enough "
                                   "free resources in the cluster") from None
@@ -110,18 +114,27 @@ class ShardGroupExecutor(Executor):
         self.is_broken = False
 
     def _spawn(self, rank: int) -> Any:
+        """Rank's actor in its bundle, asking for what the bundle holds (a handed-in
+        placement group decides the CPUs per rank; a GPU rank takes one GPU)."""
         cfg = self.config
         on_gpu = cfg.device == "cuda"
-        threads = 0 if on_gpu else max(1, int(cfg.num_cpus_per_rank))
-        return ray.remote(ShardWorker).options(
-            num_cpus=0 if on_gpu else cfg.num_cpus_per_rank,
+        index = self.bundle_offset + rank
+        specs = self.pg.bundle_specs
+        if index >= len(specs):
+            raise ValueError(f"rank {rank} needs bundle {index}; the placement group has "
+                             f"{len(specs)} (bundle_offset={self.bundle_offset})")
+        cpus = specs[index].get("CPU", 0.0 if on_gpu else cfg.num_cpus_per_rank)
+        if on_gpu and specs[index].get("GPU", 0) < 1:
+            raise ValueError(f"bundle {index} {specs[index]} has no GPU for rank {rank}")
+        return _REMOTE_WORKER.options(
+            num_cpus=0 if on_gpu else cpus,
             num_gpus=1 if on_gpu else 0,
             max_concurrency=2,  # step() on one thread, progress() answers on the other
             max_restarts=0,
             scheduling_strategy=PlacementGroupSchedulingStrategy(
                 self.pg, placement_group_bundle_index=self.bundle_offset + rank),
         ).remote(str(cfg.model_dir), rank, cfg.tp, cfg.num_blocks, cfg.block_size,
-                 cfg.device, cfg.dtype, threads)
+                 cfg.device, cfg.dtype, 0 if on_gpu else max(1, int(cpus)))
 
     def rebuild(self) -> None:
         """Kill every rank and start fresh ones in the same placement group (the KV cache
@@ -162,19 +175,20 @@ class ShardGroupExecutor(Executor):
     def _get(self, refs: list, timeout_s: float, what: str) -> list:
         """Results of one call per rank, or ShardFailure naming the rank that failed."""
         deadline = time.monotonic() + timeout_s
-        pending = list(refs)
+        pending, results = list(refs), [None] * len(refs)
         while pending:
             left = deadline - time.monotonic()
             ready, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, left))
             if not ready:
                 self.is_broken = True
                 raise self._stalled(refs, pending, what, timeout_s)
+            rank = refs.index(ready[0])
             try:
-                ray.get(ready[0])
+                results[rank] = ray.get(ready[0])
             except RayError as err:
                 self.is_broken = True
-                raise self._failed(refs, refs.index(ready[0]), err, what) from None
-        return ray.get(refs)
+                raise self._failed(refs, rank, err, what) from None
+        return results
 
     def _failed(self, refs: list, rank: int, err: RayError, what: str) -> ShardFailure:
         """A rank's call raised. When it is a rank whose peer died (its collective broke),

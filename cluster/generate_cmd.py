@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine.engine import EngineConfig, LLMEngine
+from engine.engine import EngineConfig, LLMEngine, StepFailed
 from engine.params import DecodeParams, Mode, SamplingParams
 from models.checkpoint import DEFAULT_MODEL_DIR
 from models.errors import CheckpointError
@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as err:
         print(f"tandem generate: {err}", file=sys.stderr)
         sys.exit(2)
+    except StepFailed as err:  # e.g. a shard worker died: the rank is named
+        print(f"tandem generate: {err}", file=sys.stderr)
+        sys.exit(1)
     finally:
         engine.executor.shutdown()
     if args.json:

@@ -12,6 +12,7 @@ import time
 import pytest
 import ray
 import torch
+from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 
 from actors.engine_factory import sharded_engine
 from actors.shard_group import ShardGroupConfig, ShardGroupExecutor
@@ -45,11 +46,17 @@ def reference(tiny_model, codec) -> LLMEngine:
 
 @pytest.fixture(scope="module")
 def gqa_group(ray_session, tmp_path_factory: pytest.TempPathFactory):
+    """Placed the way a Serve replica places it: in a placement group handed in, bundle 0
+    for the replica itself, the ranks in bundles 1 and 2 (half a CPU each)."""
     path = random_checkpoint(tmp_path_factory.mktemp("gqa-8-2"), GQA_8_2)
+    pg = placement_group([{"CPU": 0.5}] * 3, strategy="STRICT_PACK")
     group = ShardGroupExecutor(ShardGroupConfig(str(path), 2, num_blocks=16,
-                                                step_timeout_s=3.0))
+                                                step_timeout_s=3.0),
+                               placement_group=pg, bundle_offset=1)
     yield path, group
     group.shutdown()
+    assert placement_group_table(pg)["state"] == "CREATED"  # handed in: not ours to remove
+    remove_placement_group(pg)
 
 
 def _full_logits(model) -> torch.Tensor:  # noqa: ANN001
