@@ -95,12 +95,12 @@ class SLOSchedulingPolicy(SchedulingPolicy):
     def _choose_all(self, sched: Scheduler) -> dict[str, Option]:
         cfg = sched.config
         decoders = [r for r in sched.running if r.num_pending <= 1]
-        tokens, requests = prefill_load(
+        tokens = prefill_load(
             [r.num_pending for r in sched.running if r.num_pending > 1],
             [r.num_pending for r in sched.waiting], cfg.max_num_seqs - len(sched.running),
             cfg.max_prefill_chunk, cfg.max_batch_tokens)
         return self.policy.select([view_of(r, sched) for r in decoders], self.clock(),
-                                  tokens, requests, cfg.max_batch_tokens - tokens)
+                                  cfg.max_batch_tokens - tokens)
 
 
 def option_of(mode: Mode, block: int | None) -> Option:

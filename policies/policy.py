@@ -47,11 +47,12 @@ class SLOPolicy:
     def order(self, views: Sequence[RequestView], now: float) -> list[RequestView]:
         return by_urgency(views, now, self.config.demote_missed)
 
-    def select(self, decoders: Sequence[RequestView], now: float, base_tokens: int = 0,
-               base_requests: int = 0, max_tokens: int | None = None) -> dict[str, Option]:
+    def select(self, decoders: Sequence[RequestView], now: float,
+               max_tokens: int | None = None) -> dict[str, Option]:
+        """An option for every decoder; max_tokens: the budget left after prefill chunks."""
         if self.config.fixed is not None:
             return {v.id: self._pinned(v) for v in decoders}
-        return self.selector.select(decoders, now, base_tokens, base_requests, max_tokens)
+        return self.selector.select(decoders, now, max_tokens)
 
     def admit(self, v: RequestView, now: float, running: Sequence[RequestView] = (),
               waiting: Sequence[RequestView] = ()) -> Refusal | None:
@@ -102,9 +103,9 @@ class SLOPolicy:
 
 
 def prefill_load(running_pending: list[int], waiting_pending: list[int], room: int,
-                 max_chunk: int, budget: int) -> tuple[int, int]:
-    """(tokens, requests) of the prefill chunks a step will carry beside the decoders:
-    running requests still prefilling, and waiting ones while sequence slots remain."""
+                 max_chunk: int, budget: int) -> int:
+    """Tokens of the prefill chunks a step will carry beside the decoders: running
+    requests still prefilling, and waiting ones while sequence slots remain."""
     chunks = [min(n, max_chunk) for n in running_pending]
     chunks += [min(n, max_chunk) for n in waiting_pending[:max(0, room)]]
-    return min(sum(chunks), budget), len(chunks)
+    return min(sum(chunks), budget)

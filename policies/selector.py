@@ -6,15 +6,20 @@ request in auto, chosen for the whole batch at once because they share one step 
 
 1. Start every free auto request at AR: the least device work per token.
 2. Rescue, tightest first: a request whose time per token misses what its SLO needs gets
-   the cheapest option that meets it, provided the longer step still meets every request
-   of equal or higher priority that met before. A request no option can save even alone
-   is lost: it stays at AR and nobody protects it.
-3. Spare compute buys speed, tightest first: a request moves to the option that most
-   raises the batch's tokens per second, if no request that meets its SLO stops meeting
-   it. Under light load that is speculation (the step is overhead-bound, extra tokens are
-   nearly free); under heavy load it is AR (extra tokens lengthen everyone's step).
-A request keeps its current option unless another is better by `switch_gain` (switching
-drops drafts). Requests mid-iteration or with a fixed mode keep theirs and count as load.
+   the cheapest option that meets it, provided every request of equal or higher priority
+   that met before still meets; a request that the longer step would break may itself be
+   rescued in turn (two interactive requests can often both be saved, but neither alone
+   without breaking the other). A request no option saves even alone is lost: it stays at
+   AR and nobody protects it.
+3. Spare compute buys speed, tightest first: a request moves to the option that raises the
+   batch's tokens per second by at least `min_gain`, if no request that meets its SLO
+   stops meeting it. Under light load that is speculation (the step is overhead-bound,
+   extra tokens are nearly free); under heavy load it is AR (extra tokens lengthen
+   everyone's step).
+Decisions are made for the steady-state batch of decoders: prefill chunks come and go
+within a step or two and only limit the token budget (the safety margin absorbs them). A
+request keeps its current option unless another is better by `switch_gain` (switching drops
+drafts). Requests mid-iteration or with a fixed mode keep theirs and count as load.
 """
 
 from __future__ import annotations
@@ -25,16 +30,18 @@ from dataclasses import dataclass
 
 from policies.acceptance import AcceptanceEstimator
 from policies.cost_model import CostModel
-from policies.option import AR1, CANDIDATES, Option, candidates
+from policies.option import AR1, CANDIDATES, QUADRATIC, Option, candidates
 from policies.request_view import RequestView
 
 INF = math.inf
+QUAD_HORIZON = 8.0
 
 
 @dataclass(frozen=True)
 class SelectorConfig:
     safety: float = 0.85  # plan to use at most this share of the time left
-    switch_gain: float = 0.03
+    switch_gain: float = 0.03  # keep the current option unless another is this much better
+    min_gain: float = 0.10  # spare compute buys speed only for this much more throughput
     pool: tuple[Option, ...] = CANDIDATES
 
 
@@ -52,19 +59,18 @@ class ModeSelector:
                  config: SelectorConfig = SelectorConfig()) -> None:
         self.cost, self.acceptance, self.config = cost, acceptance, config
 
-    def select(self, decoders: Sequence[RequestView], now: float, base_tokens: int = 0,
-               base_requests: int = 0, max_tokens: int | None = None) -> dict[str, Option]:
-        """decoders: requests that decode this step. base_*: the rest of the batch
-        (prefill chunks). Returns an option for every decoder."""
+    def select(self, decoders: Sequence[RequestView], now: float,
+               max_tokens: int | None = None) -> dict[str, Option]:
+        """An option for every decoder; their work must fit in max_tokens."""
         slots = [self._slot(v, now) for v in decoders]
-        self._num_requests = base_requests + len(slots)
+        self._slots, self._num_requests = slots, len(slots)
         self._max_tokens = max_tokens if max_tokens is not None else 1 << 30
-        self._tokens = base_tokens + sum(s.option.work_tokens for s in slots)
+        self._tokens = sum(s.option.work_tokens for s in slots)
         by_urgency = sorted((s for s in slots if s.is_free), key=self._urgency(now))
         for s in by_urgency:
-            self._rescue(s, slots)
+            self._rescue(s, depth=1)
         for s in by_urgency:
-            self._speed_up(s, slots)
+            self._speed_up(s)
         return {s.view.id: s.option for s in slots}
 
     # --- per request -----------------------------------------------------------------------
@@ -82,7 +88,13 @@ class ModeSelector:
         return candidates(v.allow_lossy, self.config.pool)
 
     def _rate(self, v: RequestView, option: Option) -> float:
-        return self.acceptance.tokens_per_forward(option, v.id)
+        rate = self.acceptance.tokens_per_forward(option, v.id)
+        if option.mode == QUADRATIC and v.option != option:
+            # Entering quadratic speculation costs a plain draft pass that emits nothing:
+            # spread it over the forwards it would stay (at most `QUAD_HORIZON`).
+            stay = max(1.0, min(QUAD_HORIZON, v.remaining / rate))
+            rate *= stay / (stay + 1)
+        return rate
 
     def _best_alone(self, v: RequestView) -> float:
         return min(self.cost.predict(o.work_tokens, 1) / self._rate(v, o)
@@ -94,59 +106,81 @@ class ModeSelector:
             return (-s.view.priority, spare if not math.isnan(s.need) else INF)
         return key
 
+    # --- the batch -------------------------------------------------------------------------
+
+    def _step(self, tokens: int | None = None) -> float:
+        return self.cost.predict(self._tokens if tokens is None else tokens, self._num_requests)
+
     @staticmethod
     def _meets(s: _Slot, step_s: float, rate: float | None = None) -> bool:
         return step_s / (rate or s.rate) <= s.need  # False for lost (nan) requests
-
-    # --- the two passes --------------------------------------------------------------------
-
-    def _step_with(self, s: _Slot, option: Option) -> float | None:
-        tokens = self._tokens - s.option.work_tokens + option.work_tokens
-        if tokens > self._max_tokens:
-            return None
-        return self.cost.predict(tokens, self._num_requests)
-
-    def _cap(self, slots: list[_Slot], me: _Slot, min_priority: float) -> float:
-        """The longest step that still meets every other request that meets now."""
-        step_s = self.cost.predict(self._tokens, self._num_requests)
-        caps = [o.need * o.rate for o in slots
-                if o is not me and o.view.priority >= min_priority and self._meets(o, step_s)]
-        return min(caps, default=INF)
 
     def _switch(self, s: _Slot, option: Option) -> None:
         self._tokens += option.work_tokens - s.option.work_tokens
         s.option, s.rate = option, self._rate(s.view, option)
 
-    def _rescue(self, s: _Slot, slots: list[_Slot]) -> None:
-        step_s = self.cost.predict(self._tokens, self._num_requests)
-        if math.isnan(s.need) or self._meets(s, step_s):
-            return
-        cap = self._cap(slots, s, s.view.priority)
+    def _by_work(self, s: _Slot) -> list[Option]:
         current = [s.view.option] if s.view.option in self._options(s.view) else []
-        by_work = current + sorted(self._options(s.view), key=lambda o: o.work_tokens)
-        for option in by_work:
-            new_step = self._step_with(s, option)
-            if (new_step is not None and new_step <= cap
-                    and self._meets(s, new_step, self._rate(s.view, option))):
-                self._switch(s, option)
-                return
+        return current + sorted(self._options(s.view), key=lambda o: o.work_tokens)
 
-    def _speed_up(self, s: _Slot, slots: list[_Slot]) -> None:
-        step_s = self.cost.predict(self._tokens, self._num_requests)
-        met = self._meets(s, step_s)
-        cap = self._cap(slots, s, -INF)
-        total = sum(o.rate for o in slots)
-        best, best_value = s.option, total / step_s
+    # --- the two passes --------------------------------------------------------------------
+
+    def _rescue(self, s: _Slot, depth: int) -> bool:
+        """Give s the cheapest option that meets it without breaking anyone; True if met."""
+        step = self._step()
+        if math.isnan(s.need) or self._meets(s, step):
+            return not math.isnan(s.need)
+        guarded = [o for o in self._slots
+                   if o is not s and o.view.priority >= s.view.priority and self._meets(o, step)]
+        saved = [(o, o.option) for o in self._slots]
+        for option in self._by_work(s):
+            tokens = self._tokens - s.option.work_tokens + option.work_tokens
+            if tokens > self._max_tokens or not self._meets(s, self._step(tokens),
+                                                            self._rate(s.view, option)):
+                continue
+            self._switch(s, option)
+            broken = [o for o in guarded if not self._meets(o, self._step())]
+            if depth > 0 and all(o.is_free for o in broken):
+                for o in broken:
+                    self._rescue(o, depth - 1)
+                broken = [o for o in guarded + [s] if not self._meets(o, self._step())]
+            if not broken:
+                return True
+            for o, opt in saved:  # undo this attempt
+                self._switch(o, opt)
+        self._fastest(s, guarded)  # cannot be met now: at least lose as little as possible
+        return False
+
+    def _fastest(self, s: _Slot, guarded: list[_Slot]) -> None:
+        """The option with the shortest time per token for s that breaks nobody guarded."""
+        cap = min((o.need * o.rate for o in guarded), default=INF)
+        best, best_tpt = s.option, self._step() / s.rate
+        for option in self._options(s.view):
+            tokens = self._tokens - s.option.work_tokens + option.work_tokens
+            step = self._step(tokens)
+            tpt = step / self._rate(s.view, option)
+            if tokens <= self._max_tokens and step <= cap and tpt < best_tpt:
+                best, best_tpt = option, tpt
+        self._switch(s, best)
+
+    def _speed_up(self, s: _Slot) -> None:
+        step = self._step()
+        met = self._meets(s, step)
+        caps = [o.need * o.rate for o in self._slots if o is not s and self._meets(o, step)]
+        cap = min(caps, default=INF)
+        total = sum(o.rate for o in self._slots)
+        best, best_value = s.option, total / step * (1 + self.config.min_gain)
         if s.option == s.view.option:
             best_value *= 1 + self.config.switch_gain  # stay unless clearly better
         for option in self._options(s.view):
-            new_step = self._step_with(s, option)
-            rate = self._rate(s.view, option)
-            if new_step is None or new_step > cap or (met and not self._meets(s, new_step, rate)):
+            tokens = self._tokens - s.option.work_tokens + option.work_tokens
+            new_step, rate = self._step(tokens), self._rate(s.view, option)
+            if (tokens > self._max_tokens or new_step > cap
+                    or (met and not self._meets(s, new_step, rate))):
                 continue
             value = (total - s.rate + rate) / new_step
             if option == s.view.option:
-                value *= 1 + self.config.switch_gain
+                value *= 1 + self.config.switch_gain + self.config.min_gain
             if value > best_value * (1 + 1e-9):
                 best, best_value = option, value
         if best != s.option:

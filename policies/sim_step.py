@@ -72,11 +72,11 @@ def _ordered(sim: Simulator, rs: list[SimRequest]) -> list[SimRequest]:
 def _choose_options(sim: Simulator) -> dict[str, Option]:
     cfg = sim.config
     decoders = [r for r in sim.running if r.num_pending <= 1]
-    tokens, requests = prefill_load(
+    tokens = prefill_load(
         [r.num_pending for r in sim.running if r.num_pending > 1],
         [r.num_pending for r in sim.waiting], cfg.max_num_seqs - len(sim.running),
         cfg.max_prefill_chunk, cfg.max_batch_tokens)
-    return sim.policy.select([r.view() for r in decoders], sim.now, tokens, requests,
+    return sim.policy.select([r.view() for r in decoders], sim.now,
                              cfg.max_batch_tokens - tokens)
 
 

@@ -6,6 +6,7 @@ from policies.option import Option
 from tests.policies.helpers import A, B, C, step_s, synthetic_profile
 
 Q4 = Option("spec_quadratic", 4)
+L8 = Option("spec_linear", 8)
 
 
 def test_cost_model_recovers_the_profile_and_follows_the_machine():
@@ -26,16 +27,31 @@ def test_cost_model_clips_outliers():
 
 
 def test_acceptance_starts_at_the_prior_and_moves_per_request():
-    est = AcceptanceEstimator({Q4: 2.2})
+    est = AcceptanceEstimator({Q4: 2.2, L8: 1.8})
     assert est.tokens_per_forward(Q4) == pytest.approx(2.2)
     assert est.tokens_per_forward(Option("ar")) == 1.0
     for _ in range(50):
-        est.observe("easy", Q4, 1, 5)  # this request accepts everything
-    assert est.tokens_per_forward(Q4, "easy") > 4.0
-    assert est.tokens_per_forward(Q4, "other") < est.tokens_per_forward(Q4, "easy")
-    assert est.tokens_per_forward(Q4) > 2.2  # overall moved too, less
+        est.observe("easy", Q4, 1, 4)  # this request accepts most drafts
+        est.observe("hard", Q4, 1, 1)  # this one none
+    assert est.tokens_per_forward(Q4, "easy") > 3.5
+    assert est.tokens_per_forward(Q4, "hard") < 1.3
+    assert est.tokens_per_forward(Q4, "new") == est.tokens_per_forward(Q4)
+    # What they showed under quadratic carries over to linear, which neither ran.
+    assert est.tokens_per_forward(L8, "easy") > 1.3 * est.tokens_per_forward(L8)
+    assert est.tokens_per_forward(L8, "hard") < 0.7 * est.tokens_per_forward(L8)
     est.forget("easy")
     assert est.tokens_per_forward(Q4, "easy") == est.tokens_per_forward(Q4)
+
+
+def test_acceptance_counts_whole_iterations():
+    est = AcceptanceEstimator({L8: 1.8})
+    for _ in range(30):  # a draft pass that emits nothing, then a verify pass emitting 4
+        est.observe("r", L8, 1, 0)
+        assert est.tokens_per_forward(L8, "r") == pytest.approx(
+            est.tokens_per_forward(L8) * est.factor("r"))
+        est.observe("r", L8, 1, 4)
+    assert est.tokens_per_forward(L8) == pytest.approx(2.0, rel=0.1)
+    assert est.factor("r") > 1.0
 
 
 def test_acceptance_unknown_option_uses_the_default():

@@ -1,0 +1,156 @@
+"""`tandem bench slo`: SLO attainment and goodput of auto against each fixed mode.
+
+Every policy runs the same workloads (policies/workloads.py: Poisson arrivals, the request
+classes and length distributions are stated there) at each load level, in the simulator
+(driven by the profile measured from the real engine, bench/slo_profile.json) and, at small
+scale, on the real engine. The fixed-mode policies share auto's ordering, admission and
+preemption: only the mode choice differs. Goodput = requests per second that completed and
+met every bound of their SLO (`vllm bench serve --goodput`); attainment = the share of all
+requests that did (refused ones included, as failures).
+
+  tandem bench slo                  # sim (all workloads) + engine (mixed), table
+  tandem bench slo --json           # {"runs": [{"where", "workload", "load", "policy", ...}]}
+  tandem bench slo --calibrate      # re-measure the profile on this machine first
+  tandem bench slo --where sim --plot bench/slo_attainment.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from policies.metrics import summarize
+from policies.option import AR, DIFFUSION, LINEAR, QUADRATIC, Option, default_option
+from policies.policy import PolicyConfig, SLOPolicy
+from policies.profile import Profile
+from policies.simulator import SimConfig, Simulator
+from policies.workloads import LOADS, WORKLOADS, capacity_rps, generate
+
+PROFILE = Path(__file__).with_name("slo_profile.json")
+PLOT = Path(__file__).with_name("slo_attainment.png")
+POLICIES: dict[str, Option | None] = {
+    "auto": None, AR: default_option(AR), LINEAR: default_option(LINEAR),
+    QUADRATIC: default_option(QUADRATIC), DIFFUSION: default_option(DIFFUSION)}
+LOSSLESS_FIXED = (AR, LINEAR, QUADRATIC)  # what auto must match (diffusion is lossy)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="tandem bench slo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--profile", type=Path, default=PROFILE)
+    p.add_argument("--calibrate", action="store_true", help="re-measure the profile first")
+    p.add_argument("--where", default="sim,engine", help="sim, engine or both")
+    p.add_argument("--workloads", default=",".join(WORKLOADS))
+    p.add_argument("--engine-workloads", default="mixed")
+    p.add_argument("--loads", default=",".join(LOADS))
+    p.add_argument("--policies", default=",".join(POLICIES))
+    p.add_argument("--engine-policies", default="auto,ar,spec_linear,spec_quadratic")
+    p.add_argument("--sim-requests", type=int, default=300)
+    p.add_argument("--sim-seeds", type=int, default=2)
+    p.add_argument("--engine-requests", type=int, default=30)
+    p.add_argument("--threads", type=int, default=1, help="torch threads for the engine")
+    p.add_argument("--plot", type=Path, default=None, help=f"write a PNG (e.g. {PLOT})")
+    return p.parse_args(argv)
+
+
+def _split(text: str) -> list[str]:
+    return [x for x in text.split(",") if x]
+
+
+def _row(where: str, workload: str, load: str, policy: str, results: list, rate: float
+         ) -> dict:
+    s = summarize(results)
+    row = {"where": where, "workload": workload, "load": load, "policy": policy,
+           "attainment": round(s.attainment, 4), "goodput": round(s.goodput, 4),
+           "rate_rps": round(rate, 3), "num_requests": s.num_requests,
+           "num_refused": s.num_refused}
+    for kind in ("interactive", "batch"):
+        k = summarize(results, kind)
+        if k.num_requests:
+            row[f"attainment_{kind}"] = round(k.attainment, 4)
+    return row
+
+
+def sim_runs(profile: Profile, args: argparse.Namespace) -> list[dict]:
+    runs = []
+    cost = SLOPolicy(profile).cost
+    for workload in _split(args.workloads):
+        for load in _split(args.loads):
+            rate = LOADS[load] * capacity_rps(workload, cost)
+            for name in _split(args.policies):
+                per_seed = []
+                for seed in range(args.sim_seeds):
+                    specs = generate(workload, rate, args.sim_requests, cost,
+                                     _num_prompts(profile), seed)
+                    policy = SLOPolicy(profile, PolicyConfig(fixed=POLICIES[name]))
+                    sim = Simulator(profile, policy, SimConfig(seed=seed))
+                    per_seed.append(_row("sim", workload, load, name, sim.run(specs), rate))
+                runs.append(_mean(per_seed))
+    return runs
+
+
+def engine_runs(profile: Profile, args: argparse.Namespace) -> list[dict]:
+    import torch
+
+    from bench.slo_engine import EngineBench
+
+    torch.set_num_threads(args.threads)
+    bench, runs = EngineBench(), []
+    cost = SLOPolicy(profile).cost
+    for workload in _split(args.engine_workloads):
+        for load in _split(args.loads):
+            rate = LOADS[load] * capacity_rps(workload, cost)
+            specs = generate(workload, rate, args.engine_requests, cost,
+                             len(bench.prompts), seed=100)
+            for name in _split(args.engine_policies):
+                results = bench.run(specs, profile, PolicyConfig(fixed=POLICIES[name]))
+                runs.append(_row("engine", workload, load, name, results, rate))
+                print(f"  engine {workload}/{load}/{name}: attainment "
+                      f"{runs[-1]['attainment']:.2f}", file=sys.stderr, flush=True)
+    return runs
+
+
+def _num_prompts(profile: Profile) -> int:
+    return max((len(p) for p in profile.traces.values()), default=1)
+
+
+def _mean(rows: list[dict]) -> dict:
+    out = dict(rows[0])
+    for key, value in rows[0].items():
+        if isinstance(value, float) and key != "rate_rps":
+            out[key] = round(statistics.fmean(r[key] for r in rows), 4)
+    out["num_requests"] = sum(r["num_requests"] for r in rows)
+    out["num_refused"] = sum(r["num_refused"] for r in rows)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    from bench.slo_report import checks, table
+
+    args = parse_args(argv)
+    if args.calibrate:
+        from bench.calibrate import calibrate
+
+        print("calibrating on the real engine ...", file=sys.stderr, flush=True)
+        calibrate(threads=args.threads).save(args.profile)
+    profile = Profile.load(args.profile)
+    where = _split(args.where)
+    runs = (sim_runs(profile, args) if "sim" in where else [])
+    runs += (engine_runs(profile, args) if "engine" in where else [])
+    if args.plot:
+        from bench.slo_plot import plot
+
+        plot(runs, args.plot)
+    if args.json:
+        print(json.dumps({"runs": runs, "checks": checks(runs, LOSSLESS_FIXED),
+                          "profile": profile.meta}))
+    else:
+        print(table(runs, LOSSLESS_FIXED))
+
+
+if __name__ == "__main__":
+    main()
