@@ -20,7 +20,7 @@ from cluster.logprobs import LogprobScorer, ScoreRequest
 from cluster.metrics import ServerMetrics
 from cluster.request_state import ChoiceState, JobStream
 from cluster.slo import engine_slo
-from engine.engine import LLMEngine, RequestOutput
+from engine.engine import LLMEngine, RequestOutput, StepFailed
 from engine.policy import AdmissionError
 from engine.request import Status
 
@@ -112,7 +112,11 @@ class AsyncEngineLoop:
         res = StepResult()
         if eng.has_unfinished():
             start = time.monotonic()
-            res.outputs = eng.step()
+            try:
+                res.outputs = eng.step()
+            except StepFailed as err:  # the running requests end with "error"; others wait
+                log.error("engine step failed: %s", err)
+                res.outputs = err.outputs
             self._note_started(res, start)
             res.logprobs = self._score(res.outputs)
         res.end = time.monotonic()
@@ -148,16 +152,26 @@ class AsyncEngineLoop:
                 choice.started = t
                 self.metrics.observe_queue(t - choice.arrival)
         batches: dict[int, tuple[JobStream, list[ChoiceEvent]]] = {}
+        failed: dict[int, tuple[JobStream, str]] = {}
         for out in res.outputs:
             choice = self._choices.get(out.request_id)
             if choice is None:
                 continue  # aborted while the step ran
+            if out.finish_reason == "error":
+                del self._choices[out.request_id]
+                choice.is_finished = True
+                failed[id(choice.stream)] = (choice.stream, out.error or "step failed")
+                continue
             event = choice.advance(out, res.logprobs.get(out.request_id), res.end, self.metrics)
             if out.finished:
                 del self._choices[out.request_id]
             batches.setdefault(id(choice.stream), (choice.stream, []))[1].append(event)
         for stream, events in batches.values():
             stream.queue.put_nowait(events)
+        for stream, message in failed.values():  # its other choices stop too
+            self.abort(stream)
+            stream.queue.put_nowait(JobError(500, f"engine step failed: {message}", None,
+                                             "server_error"))
         if not res.has_work and self._choices:  # requests the engine no longer knows
             self._fail_all(JobError(500, "request lost by the engine", None, "server_error"))
 

@@ -89,3 +89,33 @@ def test_refusals_name_the_field_and_the_server_keeps_serving(
     first, texts, _ = asyncio.run(collect(server, job(PROMPT)))
     assert isinstance(first, JobAccepted) and texts[0]
     assert server.engine.pool.num_free == server.engine.pool.num_blocks
+
+
+def test_a_failed_step_ends_the_job_with_a_500_and_the_server_recovers(
+        tiny_model, codec) -> None:
+    class FlakyExecutor(ModelExecutor):
+        num_steps = 0
+
+        def step(self, plan):  # noqa: ANN001, ANN202
+            FlakyExecutor.num_steps += 1
+            if FlakyExecutor.num_steps == 3:
+                raise RuntimeError("rank 1 died")
+            return super().step(plan)
+
+    def factory(config: TandemConfig) -> LLMEngine:
+        ec = config.engine_config()
+        return LLMEngine(FlakyExecutor(tiny_model, ec.num_blocks, ec.block_size),
+                         tiny_model.config, codec, ec)
+
+    server = ModelServer(load_config({"model": {"num_kv_blocks": 64}}), factory)
+    _, _, events = asyncio.run(collect_all(server, job(PROMPT, max_tokens=20, mode=Mode.AR)))
+    assert isinstance(events[-1], JobError) and events[-1].status == 500
+    assert "rank 1 died" in events[-1].message
+    first, texts, _ = asyncio.run(collect(server, job(PROMPT)))
+    assert isinstance(first, JobAccepted) and texts[0]
+    assert server.engine.pool.num_free == server.engine.pool.num_blocks
+
+
+async def collect_all(server: ModelServer, j: GenerateJob) -> tuple[object, None, list]:
+    items = [item async for item in server.generate(j)]
+    return items[0], None, items[1:]
