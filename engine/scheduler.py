@@ -56,6 +56,7 @@ class Scheduler:
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self.requests: dict[str, Request] = {}
+        self.num_preemptions = 0
 
     # --- requests in and out -------------------------------------------------------------
 
@@ -166,6 +167,7 @@ class Scheduler:
         req.mode_state = None
         req.status = Status.WAITING
         req.stats.num_preemptions += 1
+        self.num_preemptions += 1
         self.running.remove(req)
         self.waiting.appendleft(req)
 

@@ -82,10 +82,13 @@ def attention_reference(
     h, d = q.shape[1:]
     kvh = k.shape[1]
     idx = (plan.seq_idx, plan.local_idx)
-    qp = q.new_zeros(n, lq, h, d)
-    kp = k.new_zeros(n, lq, kvh, d)
-    vp = v.new_zeros(n, lq, kvh, d)
-    qp[idx], kp[idx], vp[idx] = q, k, v
+    if n == 1:  # nothing to pad
+        qp, kp, vp = q[None], k[None], v[None]
+    else:
+        qp = q.new_zeros(n, lq, h, d)
+        kp = k.new_zeros(n, lq, kvh, d)
+        vp = v.new_zeros(n, lq, kvh, d)
+        qp[idx], kp[idx], vp[idx] = q, k, v
     if plan.max_context_len:
         flat_k = k_cache.view(-1, kvh, d)
         flat_v = v_cache.view(-1, kvh, d)
@@ -95,4 +98,5 @@ def attention_reference(
     out = F.scaled_dot_product_attention(
         qp.transpose(1, 2), kp.transpose(1, 2), vp.transpose(1, 2),
         attn_mask=plan.dense_mask, scale=scale, enable_gqa=kvh != h)
-    return out.transpose(1, 2)[idx]  # [T, H, D]
+    out = out.transpose(1, 2)  # [N, Lq, H, D]
+    return out[0] if n == 1 else out[idx]  # [T, H, D]

@@ -78,9 +78,13 @@ def sample_reference(
     x = logits.float()
     greedy = temperature <= 0
     t = torch.where(greedy, 1.0, temperature.float())[:, None]
-    x = filter_logits(x / t, top_k, top_p)
-    noise = gumbel_noise(seeds, positions, x.shape[-1])
-    scores = torch.where(greedy[:, None], x, x + noise)
+    x = x / t
+    if bool(((top_k > 0) | (top_p < 1.0)).any()):
+        x = filter_logits(x, top_k, top_p)
+    scores = x
+    if not bool(greedy.all()):  # noise only matters off the greedy rows
+        noise = gumbel_noise(seeds, positions, x.shape[-1])
+        scores = torch.where(greedy[:, None], x, x + noise)
     tokens = scores.argmax(dim=-1)
     prob = x.softmax(dim=-1).gather(1, tokens[:, None])[:, 0]
     return tokens, prob
