@@ -12,7 +12,10 @@ def store_kv_reference(
     v: torch.Tensor,
     slots: torch.Tensor,  # [T] int64 flat slot ids (block * block_size + offset); -1 = skip
 ) -> None:
-    keep = slots >= 0
     kvh, d = k_cache.shape[2], k_cache.shape[3]
-    k_cache.view(-1, kvh, d)[slots[keep]] = k[keep].to(k_cache.dtype)
-    v_cache.view(-1, kvh, d)[slots[keep]] = v[keep].to(v_cache.dtype)
+    if bool((slots < 0).any()):
+        keep = slots >= 0
+        slots, k, v = slots[keep], k[keep], v[keep]
+    slots = slots.long()
+    k_cache.view(-1, kvh, d).index_copy_(0, slots, k.to(k_cache.dtype))
+    v_cache.view(-1, kvh, d).index_copy_(0, slots, v.to(v_cache.dtype))
