@@ -36,17 +36,6 @@ def _find_chunk(cu_ptr, tile, num_chunks, BLOCK_Q: tl.constexpr):
 
 
 @triton.jit
-def _softmax_step(s, v, m_i, l_i, acc, DOT_PRECISION: tl.constexpr):
-    """Fold one tile of log2-scaled scores s [M, N] and values v [N, D] into the state."""
-    m_new = tl.maximum(m_i, tl.max(s, axis=1))
-    alpha = tl.math.exp2(m_i - m_new)
-    p = tl.math.exp2(s - m_new[:, None])  # masked scores are -inf: p = 0
-    l_i = l_i * alpha + tl.sum(p, axis=1)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
-    return m_new, l_i, acc
-
-
-@triton.jit
 def _attention_kernel(
     out_ptr, part_acc_ptr, part_ml_ptr,
     q_ptr, k_ptr, v_ptr, k_cache_ptr, v_cache_ptr,
@@ -103,36 +92,49 @@ def _attention_kernel(
     m_i = tl.full([BLOCK_M], -1.0e30, tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    if HAS_CACHE:
-        cache_hi = tl.minimum(seg_hi, ctx)
-        table = table_ptr + chunk.to(tl.int64) * stride_table
-        for start in range(seg_lo, cache_hi, TILE_N):
-            offs_n = start + tl.arange(0, TILE_N)
-            n_ok = offs_n < cache_hi
-            page = tl.load(table + offs_n // PAGE, mask=n_ok, other=0)
-            # A hole (-1) inside the context reads page 0, as the reference does.
-            slot = (tl.maximum(page, 0).to(tl.int64) * stride_cb + (offs_n % PAGE) * stride_cs
-                    + kv_head * stride_ch)  # [TILE_N]
-            k = tl.load(k_cache_ptr + slot[None, :] + offs_d[:, None],
+    table = table_ptr + chunk.to(tl.int64) * stride_table
+    # Two key sources, unrolled at compile time (each loop pipelines on its own): the cached
+    # keys through the block table, then the chunk's new keys, masked by visibility.
+    for source in tl.static_range(2):
+        if source == 0:
+            lo_key = seg_lo
+            hi_key = tl.minimum(seg_hi, ctx)  # empty without a cache (ctx = 0)
+        else:
+            lo_key = tl.maximum(seg_lo, ctx)
+            hi_key = seg_hi
+        for start in range(lo_key, hi_key, TILE_N):
+            offs_n = start + tl.arange(0, TILE_N)  # [TILE_N] key index, cache first
+            n_ok = offs_n < hi_key
+            if source == 0:
+                page = tl.load(table + offs_n // PAGE, mask=n_ok, other=0)
+                # A hole (-1) inside the context reads page 0, as the reference does.
+                k_off = (tl.maximum(page, 0).to(tl.int64) * stride_cb
+                         + (offs_n % PAGE) * stride_cs + kv_head * stride_ch)
+                v_off = k_off
+                k_base, v_base = k_cache_ptr, v_cache_ptr
+                visible = n_ok[None, :]
+            else:
+                kk = offs_n - ctx  # chunk-relative key index
+                key_tok = (chunk_start + kk).to(tl.int64)
+                k_off = key_tok * stride_kt + kv_head * stride_kh
+                v_off = key_tok * stride_vt + kv_head * stride_vh
+                k_base, v_base = k_ptr, v_ptr
+                visible = n_ok[None, :] & ((kk[None, :] <= limit[:, None]) | (
+                    (blo[:, None] <= kk[None, :]) & (kk[None, :] < bhi[:, None])))
+            k = tl.load(k_base + k_off[None, :] + offs_d[:, None],
                         mask=n_ok[None, :] & d_ok[:, None], other=0.0)  # [BLOCK_D, TILE_N]
-            v = tl.load(v_cache_ptr + slot[:, None] + offs_d[None, :],
+            v = tl.load(v_base + v_off[:, None] + offs_d[None, :],
                         mask=n_ok[:, None] & d_ok[None, :], other=0.0)  # [TILE_N, BLOCK_D]
             s = tl.dot(q, k.to(q.dtype), input_precision=DOT_PRECISION) * qk_scale
-            s = tl.where(n_ok[None, :], s, float("-inf"))
-            m_i, l_i, acc = _softmax_step(s, v.to(q.dtype), m_i, l_i, acc, DOT_PRECISION)
-    for start in range(tl.maximum(seg_lo, ctx), seg_hi, TILE_N):
-        kk = start - ctx + tl.arange(0, TILE_N)  # chunk-relative key index
-        n_ok = kk < seg_hi - ctx
-        key_tok = (chunk_start + kk).to(tl.int64)
-        k = tl.load(k_ptr + key_tok[None, :] * stride_kt + kv_head * stride_kh + offs_d[:, None],
-                    mask=n_ok[None, :] & d_ok[:, None], other=0.0)  # [BLOCK_D, TILE_N]
-        v = tl.load(v_ptr + key_tok[:, None] * stride_vt + kv_head * stride_vh + offs_d[None, :],
-                    mask=n_ok[:, None] & d_ok[None, :], other=0.0)  # [TILE_N, BLOCK_D]
-        s = tl.dot(q, k.to(q.dtype), input_precision=DOT_PRECISION) * qk_scale
-        seen = (kk[None, :] <= limit[:, None]) | (
-            (blo[:, None] <= kk[None, :]) & (kk[None, :] < bhi[:, None]))
-        s = tl.where(seen & n_ok[None, :], s, float("-inf"))
-        m_i, l_i, acc = _softmax_step(s, v.to(q.dtype), m_i, l_i, acc, DOT_PRECISION)
+            s = tl.where(visible, s, float("-inf"))  # [BLOCK_M, TILE_N], log2 units
+            # Online softmax: rescale what was summed so far to the new row maximum.
+            m_new = tl.maximum(m_i, tl.max(s, axis=1))
+            alpha = tl.math.exp2(m_i - m_new)
+            p = tl.math.exp2(s - m_new[:, None])  # masked scores are -inf: p = 0
+            l_i = l_i * alpha + tl.sum(p, axis=1)
+            acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype),
+                                                input_precision=DOT_PRECISION)
+            m_i = m_new
 
     if NUM_SPLITS == 1:
         out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]

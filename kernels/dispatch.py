@@ -32,6 +32,19 @@ def use_triton(x: torch.Tensor) -> bool:
     return mode == "triton" or (mode == "auto" and x.is_cuda)
 
 
+_interpreter_checked = False
+
+
+def _prepare_triton() -> None:
+    """Without a GPU, Triton runs only in its interpreter, which triton reads when a kernel
+    module is imported: default TRITON_INTERPRET=1 before the first one is."""
+    global _interpreter_checked
+    if not _interpreter_checked:
+        if not torch.cuda.is_available():
+            os.environ.setdefault("TRITON_INTERPRET", "1")
+        _interpreter_checked = True
+
+
 def prepare_attention(cu_seqlens: torch.Tensor, causal_limit: torch.Tensor,
                       block_lo: torch.Tensor, block_hi: torch.Tensor,
                       context_lens: torch.Tensor, block_tables: torch.Tensor,
@@ -44,6 +57,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
               k_cache: torch.Tensor | None, v_cache: torch.Tensor | None,
               plan: AttentionPlan, scale: float) -> torch.Tensor:
     if use_triton(q):
+        _prepare_triton()
         from kernels.attention_triton import attention_triton
         return attention_triton(q, k, v, k_cache, v_cache, plan, scale)
     return attention_reference(q, k, v, k_cache, v_cache, plan, scale)
@@ -53,6 +67,7 @@ def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float,
             residual: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     # Autograd runs through the reference only: the kernels are inference paths.
     if use_triton(x) and not torch.is_grad_enabled():
+        _prepare_triton()
         from kernels.norm_triton import rmsnorm_triton
         return rmsnorm_triton(x, weight, eps, residual)
     return rmsnorm_reference(x, weight, eps, residual)
@@ -61,6 +76,7 @@ def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float,
 def rope(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, theta: float
          ) -> tuple[torch.Tensor, torch.Tensor]:
     if use_triton(q) and not torch.is_grad_enabled():
+        _prepare_triton()
         from kernels.rope_triton import rope_triton
         return rope_triton(q, k, positions, theta)
     return rope_reference(q, k, positions, theta)
@@ -69,6 +85,7 @@ def rope(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, theta: float
 def store_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
              slots: torch.Tensor) -> None:
     if use_triton(k):
+        _prepare_triton()
         from kernels.kv_store_triton import store_kv_triton
         return store_kv_triton(k_cache, v_cache, k, v, slots)
     return store_kv_reference(k_cache, v_cache, k, v, slots)
@@ -78,6 +95,7 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
            top_p: torch.Tensor, seeds: torch.Tensor, positions: torch.Tensor
            ) -> tuple[torch.Tensor, torch.Tensor]:
     if use_triton(logits):
+        _prepare_triton()
         from kernels.sampling_triton import sample_triton
         return sample_triton(logits, temperature, top_k, top_p, seeds, positions)
     return sample_reference(logits, temperature, top_k, top_p, seeds, positions)
@@ -85,6 +103,7 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
 
 def accept(draft: torch.Tensor, target: torch.Tensor, num_draft: torch.Tensor) -> torch.Tensor:
     if use_triton(draft):
+        _prepare_triton()
         from kernels.accept_triton import accept_triton
         return accept_triton(draft, target, num_draft)
     return accept_reference(draft, target, num_draft)

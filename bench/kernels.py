@@ -1,0 +1,152 @@
+"""Per kernel: max error against its reference and time against the best torch baseline.
+
+    python -m bench.kernels                  # CUDA: fp16, full shapes, triton.testing.do_bench
+    python -m bench.kernels --dry-run        # CPU: the interpreter on tiny shapes, same paths
+
+speedup = best torch time / Triton time (>= 0.9 is the target for attention on decode and
+denoise shapes). err = max |triton - reference| / max |reference| (<= 1e-3 in fp16);
+sampling counts a different token as a failure (err = inf), acceptance likewise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+
+from bench.kernel_cases import DRY, FULL, Case, all_cases
+
+ERR_LIMIT = 1e-3
+SPEED_TARGET = 0.9
+
+
+@dataclass
+class Row:
+    kernel: str
+    shape: str
+    layout: str
+    err: float
+    triton_us: float
+    torch_us: float
+    baseline: str
+    speedup: float
+    note: str = ""
+
+    @property
+    def verdict(self) -> str:
+        bad = []
+        if not self.err <= ERR_LIMIT:
+            bad.append("ERR")
+        if (self.kernel == "attention" and self.layout.split()[0] in ("decode", "denoise")
+                and not self.speedup >= SPEED_TARGET):
+            bad.append("SLOW")
+        return " ".join(bad) or "ok"
+
+
+def timer(cuda: bool) -> Callable[[Callable], float]:
+    """Microseconds per call: do_bench's median on CUDA (L2 flushed between calls), one
+    warm call's wall time on CPU (the dry run checks code paths, not speed)."""
+    if cuda:
+        from triton.testing import do_bench
+
+        return lambda fn: 1e3 * do_bench(fn, warmup=10, rep=40, return_mode="median")
+
+    def wall(fn: Callable) -> float:
+        fn()
+        start = time.perf_counter()
+        fn()
+        return 1e6 * (time.perf_counter() - start)
+
+    return wall
+
+
+def flex_attention() -> Callable | None:
+    """Compiled FlexAttention where this torch has it (a baseline for attention)."""
+    try:
+        from torch.nn.attention.flex_attention import flex_attention as flex
+
+        return torch.compile(flex, dynamic=False)
+    except Exception:  # noqa: BLE001 - an optional baseline
+        return None
+
+
+def run_case(case: Case, time_us: Callable[[Callable], float], deadline: float) -> Row:
+    note = []
+    out, ref = case.triton(), case.reference()
+    err = case.compare(out, ref) if case.compare else float("nan")
+    t_triton = time_us(case.triton)
+    best, best_name = math.inf, "-"
+    for name, fn in case.baselines.items():
+        if name == "flex" and time.monotonic() > deadline:
+            note.append("flex skipped (time)")
+            continue
+        try:
+            t = time_us(fn)
+        except Exception as exc:  # noqa: BLE001 - a baseline that fails is reported, not fatal
+            note.append(f"{name}: {exc.__class__.__name__}")
+            continue
+        if t < best:
+            best, best_name = t, name
+    return Row(case.kernel, case.shape, case.layout, err, t_triton, best, best_name,
+               best / t_triton if t_triton > 0 else math.nan, "; ".join(note))
+
+
+def table(rows: list[Row]) -> str:
+    head = (f"{'kernel':10s} {'shape':5s} {'layout':28s} {'max_rel_err':>11s} "
+            f"{'triton_us':>10s} {'torch_us':>9s} {'baseline':12s} {'speedup':>7s}  verdict")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r.kernel:10s} {r.shape:5s} {r.layout:28s} {r.err:11.2e} "
+                     f"{r.triton_us:10.1f} {r.torch_us:9.1f} {r.baseline:12s} "
+                     f"{r.speedup:7.2f}  {r.verdict}" + (f"  ({r.note})" if r.note else ""))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dry-run", action="store_true", help="CPU, interpreter, tiny shapes")
+    ap.add_argument("--no-flex", action="store_true", help="skip the FlexAttention baseline")
+    ap.add_argument("--budget-s", type=float, default=150.0,
+                    help="after this many seconds, skip the remaining (compiled) flex runs")
+    ap.add_argument("--json", help="also write the rows here")
+    ap.add_argument("--table", help="also write the table here")
+    args = ap.parse_args(argv)
+    cuda = torch.cuda.is_available() and not args.dry_run
+    if not cuda and not args.dry_run:
+        print("bench.kernels: no CUDA device; use --dry-run on CPU", file=sys.stderr)
+        return 2
+    dev = torch.device("cuda" if cuda else "cpu")
+    torch.manual_seed(0)
+    flex = None if (args.no_flex or not cuda) else flex_attention()
+    deadline = time.monotonic() + args.budget_s
+    rows, failed = [], 0
+    for case in all_cases(dev, torch.float16, FULL if cuda else DRY, flex):
+        try:
+            row = run_case(case, timer(cuda), deadline)
+        except Exception as exc:  # noqa: BLE001 - keep going: the table shows what broke
+            failed += 1
+            row = Row(case.kernel, case.shape, case.layout, math.inf, math.nan, math.nan, "-",
+                      math.nan, f"FAILED {exc!r}"[:200])
+        rows.append(row)
+        print(f"{row.kernel:10s} {row.shape:5s} {row.layout:28s} err={row.err:.2e} "
+              f"triton={row.triton_us:.1f}us torch={row.torch_us:.1f}us ({row.baseline}) "
+              f"speedup={row.speedup:.2f} {row.note}", flush=True)
+    text = table(rows)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([asdict(r) | {"verdict": r.verdict} for r in rows], f, indent=1)
+    if args.table:
+        with open(args.table, "w") as f:
+            f.write(text + "\n")
+    print(text)
+    return 1 if failed or any(r.verdict != "ok" for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

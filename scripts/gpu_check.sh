@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# One prepared run on a CUDA machine (issue 4): kernel tests on CUDA with Triton forced,
+# per-kernel error and time against the best torch baseline (fp16), `bench.modes` on CUDA
+# when that module exists, and a short table last. Installs nothing. Aim: < 5 minutes.
+#
+#   bash scripts/gpu_check.sh          # on the GPU machine
+#   bash scripts/gpu_check.sh --cpu    # dry run here: same steps, interpreter, tiny shapes
+#
+# Logs and the JSON rows go to $OUT (the device runner's folder) or /tmp/tandem_gpu_check.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+MODE=cuda
+[[ "${1:-}" == "--cpu" ]] && MODE=cpu
+LOGS=${OUT:-/tmp/tandem_gpu_check}
+mkdir -p "$LOGS"
+export TANDEM_KERNELS=triton TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+export TRITON_DEFAULT_FP_FUSION=${TRITON_DEFAULT_FP_FUSION:-1}
+if [[ $MODE == cuda ]]; then
+    export TRITON_INTERPRET=0  # tests/conftest.py only sets it when unset
+    TEST_ARGS=(tests/kernels)
+    BENCH_ARGS=()
+    MODES_DEVICE=cuda
+else
+    export TRITON_INTERPRET=1
+    TEST_ARGS=(tests/kernels/test_attention.py::test_split_keys tests/kernels/test_store_accept.py)
+    BENCH_ARGS=(--dry-run)
+    MODES_DEVICE=cpu
+fi
+START=$SECONDS
+stamp() { echo "== [$((SECONDS - START))s] $*"; }
+
+stamp "device"
+$PY - <<'PY' 2>&1 | tee "$LOGS/device.txt"
+import torch, triton
+name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device (CPU)"
+print(f"{name} | torch {torch.__version__} | triton {triton.__version__} | "
+      f"CUDA {torch.version.cuda}")
+PY
+if [[ $MODE == cuda ]] && ! $PY -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
+    echo "gpu_check: torch sees no CUDA device; run with --cpu for the dry run" >&2
+    exit 2
+fi
+
+stamp "kernel tests (TANDEM_KERNELS=triton, TRITON_INTERPRET=$TRITON_INTERPRET)"
+timeout 300 $PY -m pytest -q -p no:cacheprovider "${TEST_ARGS[@]}" > "$LOGS/tests.log" 2>&1
+TESTS_RC=$?
+tail -n 30 "$LOGS/tests.log"
+TESTS_LINE=$(grep -E "passed|failed|error" "$LOGS/tests.log" | tail -n 1)
+[[ $TESTS_RC == 124 ]] && TESTS_LINE="TIMED OUT after 300 s; $TESTS_LINE"
+
+stamp "kernel timings (fp16, best torch baseline)"
+timeout 240 $PY -m bench.kernels "${BENCH_ARGS[@]}" --json "$LOGS/kernels.json" \
+    --table "$LOGS/kernels_table.txt" > "$LOGS/kernels.log" 2>&1
+BENCH_RC=$?
+grep -E "err=|FAILED|Error" "$LOGS/kernels.log" | head -n 40
+
+stamp "bench.modes"
+if $PY -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('bench.modes') is None)"
+then
+    if [[ $MODE == cuda ]]; then
+        timeout 150 $PY -m bench.modes --device "$MODES_DEVICE" > "$LOGS/modes.log" 2>&1
+        MODES_RC=$?
+    else  # the dry run only checks that the command parses
+        $PY -m bench.modes --help > "$LOGS/modes.log" 2>&1
+        MODES_RC=$?
+    fi
+    tail -n 25 "$LOGS/modes.log"
+else
+    echo "bench/modes.py is not in this checkout: skipped" | tee "$LOGS/modes.log"
+    MODES_RC=skipped
+fi
+
+stamp "summary"
+echo "device:        $(cat "$LOGS/device.txt")"
+echo "kernel tests:  rc=$TESTS_RC  $TESTS_LINE"
+echo "bench.modes:   rc=$MODES_RC  (log: $LOGS/modes.log)"
+echo "kernel bench:  rc=$BENCH_RC  (err <= 1e-3 fp16; attention decode/denoise speedup >= 0.9)"
+if [[ -s "$LOGS/kernels_table.txt" ]]; then
+    cat "$LOGS/kernels_table.txt"
+else
+    echo "(no table: see $LOGS/kernels.log)"; tail -n 15 "$LOGS/kernels.log"
+fi
+[[ $TESTS_RC == 0 && $BENCH_RC == 0 && ($MODES_RC == 0 || $MODES_RC == skipped) ]]
