@@ -60,6 +60,12 @@ class Case:
     compare: Callable[[Any, Any], float] | None = None  # error of triton vs reference
 
 
+def _fp32(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The reference runs on the same (half) inputs upcast: the error measured is the
+    kernel's own, not the sum of two half-precision roundings."""
+    return tuple(x.float() for x in xs)
+
+
 def rel_err(a: torch.Tensor | tuple, b: torch.Tensor | tuple) -> float:
     """max |a - b| / max |b| over the outputs (one number per case)."""
     if isinstance(a, tuple):
@@ -114,7 +120,7 @@ def _attention(m: ModelShape, s: Sizes, layout: str, dev: torch.device, dtype: t
         base["flex"] = lambda: flex(qd, kd, vd, scale=scale, enable_gqa=True)
     return Case("attention", m.name, f"{layout} b{b} ctx{ctx} n{n}",
                 lambda: attention_triton(q, k, v, kc, vc, plan, scale),
-                lambda: attention_ref.attention_reference(q, k, v, kc, vc, plan, scale),
+                lambda: attention_ref.attention_reference(*_fp32(q, k, v, kc, vc), plan, scale),
                 base, rel_err)
 
 
@@ -131,6 +137,7 @@ def _rmsnorm(m: ModelShape, s: Sizes, dev: torch.device, dtype: torch.dtype) -> 
 
     return Case("rmsnorm", m.name, f"T{t} D{m.hidden}",
                 lambda: rmsnorm_triton(x, w, 1e-5, r),
+                # Same dtype: the reference's roundings (x + r, normed) are its semantics.
                 lambda: rmsnorm_reference(x, w, 1e-5, r),
                 {"reference": lambda: rmsnorm_reference(x, w, 1e-5, r),
                  "F.rms_norm": fused_torch}, rel_err)
@@ -144,7 +151,7 @@ def _rope(m: ModelShape, s: Sizes, dev: torch.device, dtype: torch.dtype) -> Cas
     k = torch.randn(t, m.num_kv_heads, m.head_dim, device=dev, dtype=dtype)
     pos = torch.randint(0, s.context, (t,), device=dev)
     return Case("rope", m.name, f"T{t}", lambda: rope_triton(q, k, pos, 1e6),
-                lambda: rope_reference(q, k, pos, 1e6),
+                lambda: rope_reference(*_fp32(q, k), pos, 1e6),
                 {"reference": lambda: rope_reference(q, k, pos, 1e6)}, rel_err)
 
 

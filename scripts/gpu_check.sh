@@ -10,9 +10,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-PY=${PYTHON:-python3}
 MODE=cuda
 [[ "${1:-}" == "--cpu" ]] && MODE=cpu
+PY=${PYTHON:-python3}
+[[ $MODE == cpu && -z "${PYTHON:-}" && -x .venv/bin/python ]] && PY=.venv/bin/python
 LOGS=${OUT:-/tmp/tandem_gpu_check}
 mkdir -p "$LOGS"
 export TANDEM_KERNELS=triton TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
@@ -32,19 +33,24 @@ START=$SECONDS
 stamp() { echo "== [$((SECONDS - START))s] $*"; }
 
 stamp "device"
-$PY - <<'PY' 2>&1 | tee "$LOGS/device.txt"
+if ! $PY - > "$LOGS/device.txt" 2>&1 <<'PY'
 import torch, triton
 name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device (CPU)"
 print(f"{name} | torch {torch.__version__} | triton {triton.__version__} | "
       f"CUDA {torch.version.cuda}")
 PY
+then
+    cat "$LOGS/device.txt"; echo "gpu_check: $PY cannot import torch and triton" >&2
+    exit 2
+fi
+cat "$LOGS/device.txt"
 if [[ $MODE == cuda ]] && ! $PY -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
     echo "gpu_check: torch sees no CUDA device; run with --cpu for the dry run" >&2
     exit 2
 fi
 
 stamp "kernel tests (TANDEM_KERNELS=triton, TRITON_INTERPRET=$TRITON_INTERPRET)"
-timeout 300 $PY -m pytest -q -p no:cacheprovider "${TEST_ARGS[@]}" > "$LOGS/tests.log" 2>&1
+timeout 300 $PY -m pytest -rfE -p no:cacheprovider "${TEST_ARGS[@]}" > "$LOGS/tests.log" 2>&1
 TESTS_RC=$?
 tail -n 30 "$LOGS/tests.log"
 TESTS_LINE=$(grep -E "passed|failed|error" "$LOGS/tests.log" | tail -n 1)
@@ -60,7 +66,10 @@ stamp "bench.modes"
 if $PY -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('bench.modes') is None)"
 then
     if [[ $MODE == cuda ]]; then
-        timeout 150 $PY -m bench.modes --device "$MODES_DEVICE" > "$LOGS/modes.log" 2>&1
+        # Fewer, shorter prompts than its defaults keep the whole check under 5 minutes.
+        read -r -a MODES_ARGS <<< "${BENCH_MODES_ARGS:---prompts 4 --max-tokens 64}"
+        timeout 180 $PY -m bench.modes --device "$MODES_DEVICE" "${MODES_ARGS[@]}" \
+            > "$LOGS/modes.log" 2>&1
         MODES_RC=$?
     else  # the dry run only checks that the command parses
         $PY -m bench.modes --help > "$LOGS/modes.log" 2>&1

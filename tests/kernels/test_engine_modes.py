@@ -30,6 +30,7 @@ def _tokens(backend: str, monkeypatch: pytest.MonkeyPatch, max_tokens: int,
     return [r.token_ids for r in engine.generate(PROMPTS, sampling, decode)]
 
 
+@pytest.mark.slow
 def test_modes_same_tokens_with_triton(monkeypatch: pytest.MonkeyPatch) -> None:
     small = not torch.cuda.is_available()  # the interpreter costs ~1 ms per program
     max_tokens, block = (6, 3) if small else (16, 8)
