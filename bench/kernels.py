@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dry-run", action="store_true", help="CPU, interpreter, tiny shapes")
     ap.add_argument("--no-flex", action="store_true", help="skip the FlexAttention baseline")
-    ap.add_argument("--budget-s", type=float, default=150.0,
+    ap.add_argument("--budget-s", type=float, default=60.0,
                     help="after this many seconds, skip the remaining (compiled) flex runs")
     ap.add_argument("--json", help="also write the rows here")
     ap.add_argument("--table", help="also write the table here")
@@ -142,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
             row = Row(case.kernel, case.shape, case.layout, math.inf, math.nan, math.nan, "-",
                       math.nan, f"FAILED {exc!r}"[:200])
         rows.append(row)
+        if args.table:  # rewritten after every case: a killed run still leaves a table
+            with open(args.table, "w") as f:
+                f.write(table(rows) + "\n")
         print(f"{row.kernel:10s} {row.shape:5s} {row.layout:28s} err={row.err:.2e} "
               f"triton={row.triton_us:.1f}us torch={row.torch_us:.1f}us ({row.baseline}) "
               f"speedup={row.speedup:.2f} {row.note}", flush=True)
@@ -149,9 +152,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump([asdict(r) | {"verdict": r.verdict} for r in rows], f, indent=1)
-    if args.table:
-        with open(args.table, "w") as f:
-            f.write(text + "\n")
     print(text)
     return 1 if failed or any(r.verdict != "ok" for r in rows) else 0
 

@@ -78,7 +78,7 @@ def _attention_kernel(
     # Chunk keys at or past chunk_hi are seen by no row of this tile.
     chunk_hi = tl.minimum(tl.max(tl.maximum(limit + 1, bhi), axis=0), chunk_len)
 
-    ctx = 0
+    ctx = chunk_len * 0  # a tensor either way, for tl.minimum / tl.maximum below
     if HAS_CACHE:
         ctx = tl.load(ctx_ptr + chunk)
     # Key range of this program in [0, ctx + chunk_hi): cached keys first, then the chunk's.

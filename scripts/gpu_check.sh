@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One prepared run on a CUDA machine (issue 4): kernel tests on CUDA with Triton forced,
 # per-kernel error and time against the best torch baseline (fp16), `bench.modes` on CUDA
-# when that module exists, and a short table last. Installs nothing. Aim: < 5 minutes.
+# when that module exists, and a short table last. Installs nothing. Every step has a
+# timeout inside GPU_CHECK_TOTAL_S (450 s); a typical run should take 4-5 minutes.
 #
 #   bash scripts/gpu_check.sh          # on the GPU machine
 #   bash scripts/gpu_check.sh --cpu    # dry run here: same steps, interpreter, tiny shapes
@@ -30,7 +31,10 @@ else
     MODES_DEVICE=cpu
 fi
 START=$SECONDS
+TOTAL_S=${GPU_CHECK_TOTAL_S:-450}  # every step's timeout fits in what is left of this
 stamp() { echo "== [$((SECONDS - START))s] $*"; }
+left() { echo $(( TOTAL_S - (SECONDS - START) )); }
+cap() { local want=$1 reserve=$2 l; l=$(( $(left) - reserve )); (( l < want )) && want=$l; (( want < 10 )) && want=10; echo "$want"; }
 
 stamp "device"
 if ! $PY - > "$LOGS/device.txt" 2>&1 <<'PY'
@@ -50,15 +54,17 @@ if [[ $MODE == cuda ]] && ! $PY -c "import torch, sys; sys.exit(not torch.cuda.i
 fi
 
 stamp "kernel tests (TANDEM_KERNELS=triton, TRITON_INTERPRET=$TRITON_INTERPRET)"
-timeout 300 $PY -m pytest -rfE -p no:cacheprovider "${TEST_ARGS[@]}" > "$LOGS/tests.log" 2>&1
+TESTS_TIMEOUT=$(cap 240 170)
+timeout "$TESTS_TIMEOUT" $PY -m pytest -rfE -p no:cacheprovider "${TEST_ARGS[@]}" > "$LOGS/tests.log" 2>&1
 TESTS_RC=$?
 tail -n 30 "$LOGS/tests.log"
 TESTS_LINE=$(grep -E "passed|failed|error" "$LOGS/tests.log" | tail -n 1)
-[[ $TESTS_RC == 124 ]] && TESTS_LINE="TIMED OUT after 300 s; $TESTS_LINE"
+[[ $TESTS_RC == 124 ]] && TESTS_LINE="TIMED OUT after $TESTS_TIMEOUT s; $TESTS_LINE"
 
 stamp "kernel timings (fp16, best torch baseline)"
-timeout 240 $PY -m bench.kernels "${BENCH_ARGS[@]}" --json "$LOGS/kernels.json" \
-    --table "$LOGS/kernels_table.txt" > "$LOGS/kernels.log" 2>&1
+BENCH_TIMEOUT=$(cap 150 60)
+timeout "$BENCH_TIMEOUT" $PY -m bench.kernels "${BENCH_ARGS[@]}" --budget-s $(( BENCH_TIMEOUT - 90 )) \
+    --json "$LOGS/kernels.json" --table "$LOGS/kernels_table.txt" > "$LOGS/kernels.log" 2>&1
 BENCH_RC=$?
 grep -E "err=|FAILED|Error" "$LOGS/kernels.log" | head -n 40
 
@@ -68,14 +74,15 @@ then
     if [[ $MODE == cuda ]]; then
         # Fewer, shorter prompts than its defaults keep the whole check under 5 minutes.
         read -r -a MODES_ARGS <<< "${BENCH_MODES_ARGS:---prompts 4 --max-tokens 64}"
-        timeout 180 $PY -m bench.modes --device "$MODES_DEVICE" "${MODES_ARGS[@]}" \
+        timeout "$(cap 120 5)" $PY -m bench.modes --device "$MODES_DEVICE" "${MODES_ARGS[@]}" \
             > "$LOGS/modes.log" 2>&1
         MODES_RC=$?
+        tail -n 25 "$LOGS/modes.log"
     else  # the dry run only checks that the command parses
         $PY -m bench.modes --help > "$LOGS/modes.log" 2>&1
         MODES_RC=$?
+        echo "bench.modes --help: rc=$MODES_RC"
     fi
-    tail -n 25 "$LOGS/modes.log"
 else
     echo "bench/modes.py is not in this checkout: skipped" | tee "$LOGS/modes.log"
     MODES_RC=skipped
