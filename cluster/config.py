@@ -53,6 +53,10 @@ class ModelSettings(_Strict):
     block_size: int = Field(16, ge=1, description="Tokens per KV cache block.")
     max_model_len: int | None = Field(None, ge=2, description="Context limit in tokens (prompt "
                                       "+ output); default: the model's max positions.")
+    stream_interval_ms: float = Field(
+        0.0, ge=0, le=1000, description="Send a stream's tokens at most this often (tokens "
+        "in between are coalesced into one chunk); 0 = every step. Trades inter-chunk latency "
+        "for less proxy/ingress work per token.")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads in the "
                                       "replica (None: leave Ray's / torch's default).")
 

@@ -167,11 +167,10 @@ class AsyncEngineLoop:
                 del self._choices[out.request_id]
             batches.setdefault(id(choice.stream), (choice.stream, []))[1].append(event)
         for stream, events in batches.values():
-            stream.queue.put_nowait(events)
+            stream.put(events)
         for stream, message in failed.values():  # its other choices stop too
             self.abort(stream)
-            stream.queue.put_nowait(JobError(500, f"engine step failed: {message}", None,
-                                             "server_error"))
+            stream.put(JobError(500, f"engine step failed: {message}", None, "server_error"))
         if not res.has_work and self._choices:  # requests the engine no longer knows
             self._fail_all(JobError(500, "request lost by the engine", None, "server_error"))
 
@@ -181,7 +180,7 @@ class AsyncEngineLoop:
         self._choices.clear()
         for stream in streams.values():
             stream.num_open = 0
-            stream.queue.put_nowait(error)
+            stream.put(error)
 
     # --- engine thread: admission ----------------------------------------------------------
 

@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cluster import job_builder
 from cluster.config import TandemConfig, load_config
-from cluster.job import GenerateJob, JobAccepted, JobError
+from cluster.job import ChoiceEvent, GenerateJob, JobAccepted, JobError
 from cluster.job_builder import BadRequest
 from cluster.metrics_board import BoardClient, merge
 from cluster.openai_protocol import (
@@ -168,7 +168,7 @@ class OpenAIIngress:
             async for item in gen:
                 if isinstance(item, JobError):
                     raise _refusal(item)
-                builder.add(item)
+                builder.add([ChoiceEvent.from_wire(e) for e in item])
             done = True
         finally:
             if not done:  # this handler was cancelled (client gone): abort the job
@@ -185,8 +185,10 @@ class OpenAIIngress:
                 if isinstance(item, JobError):
                     yield _sse(error_body(item.message, item.type, item.param))
                     break
-                for chunk in builder.add(item):
-                    yield _sse(chunk)
+                events = [ChoiceEvent.from_wire(e) for e in item]
+                payload = "".join(_sse(chunk) for chunk in builder.add(events))
+                if payload:  # one write per item, however many chunks it makes
+                    yield payload
             done = True
             if include_usage:
                 yield _sse(builder.usage_chunk())

@@ -1,9 +1,12 @@
 """What the ingress hands the model server (a GenerateJob) and what streams back (JobAccepted
-or JobError first, then lists of ChoiceEvent). Plain picklable dataclasses: they cross Ray."""
+or JobError first, then lists of ChoiceEvent). Plain picklable dataclasses: they cross Ray.
+Events cross as tuples of plain values (`to_wire`): Ray serializes those with msgpack,
+without pickling, which is most of the model server's per-token cost under load."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
+from typing import Any
 
 from cluster.slo import SLOSpec
 from engine.params import DecodeParams, SamplingParams
@@ -76,3 +79,15 @@ class ChoiceEvent:
     logprobs: list[TokenLogprob] | None = None
     finish_reason: str | None = None
     stats: ChoiceStats | None = None  # set on the last event of the choice
+
+    def to_wire(self) -> tuple[Any, ...]:
+        stats = astuple(self.stats) if self.stats is not None else None
+        lps = [astuple(lp) for lp in self.logprobs] if self.logprobs is not None else None
+        return (self.index, self.text, self.token_ids, lps, self.finish_reason, stats)
+
+    @staticmethod
+    def from_wire(t: tuple[Any, ...] | list[Any]) -> ChoiceEvent:
+        index, text, token_ids, lps, finish_reason, stats = t
+        return ChoiceEvent(index, text, list(token_ids),
+                           [TokenLogprob(*lp) for lp in lps] if lps is not None else None,
+                           finish_reason, ChoiceStats(*stats) if stats is not None else None)

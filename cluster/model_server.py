@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 from cluster.config import TandemConfig, load_config
 from cluster.engine_loop import AsyncEngineLoop
-from cluster.job import ChoiceEvent, GenerateJob, JobAccepted, JobError
+from cluster.job import GenerateJob, JobAccepted, JobError
 from cluster.metrics import ServerMetrics
 from cluster.metrics_board import PUSH_INTERVAL_S, BoardClient
 from engine.engine import LLMEngine
@@ -94,22 +95,30 @@ class ModelServer:
         self.replica = _replica_id() or "local"
         self._pusher: asyncio.Task | None = None
 
-    async def generate(self, job: GenerateJob
-                       ) -> AsyncIterator[JobAccepted | JobError | list[ChoiceEvent]]:
-        """JobAccepted or JobError first, then one list of events per engine step. When the
-        caller goes away (the generator is closed or cancelled) the job is aborted."""
+    async def generate(self, job: GenerateJob) -> AsyncIterator[JobAccepted | JobError | list]:
+        """JobAccepted or JobError first, then lists of events (ChoiceEvent.to_wire), one per
+        engine step or per stream interval. When the caller goes away (the generator is closed
+        or cancelled) the job is aborted."""
         self._start_pusher()
         stream = await self.loop.submit(job)
         if isinstance(stream, JobError):
             yield stream
             return
         yield JobAccepted(stream.num_prompt_tokens)
+        interval = self.config.model.stream_interval_ms / 1e3
+        last = -interval
         try:
-            while stream.num_open > 0 or not stream.queue.empty():
-                item = await stream.queue.get()
-                yield item
+            while stream.num_open > 0 or stream.has_pending:
+                item = await stream.get()
+                wait = last + interval - time.monotonic()
+                if wait > 0 and isinstance(item, list) and stream.num_open > 0:
+                    await asyncio.sleep(wait)  # coalesce the steps of the next `wait` s
+                    item = stream.take_more(item)
+                last = time.monotonic()
                 if isinstance(item, JobError):
+                    yield item
                     return
+                yield [e.to_wire() for e in item]
         finally:
             if stream.num_open > 0:
                 self.loop.abort(stream)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from dataclasses import dataclass, field
 
 from cluster.job import ChoiceEvent, ChoiceStats, GenerateJob, JobError, TokenLogprob
@@ -17,11 +18,34 @@ class JobStream:
     job: GenerateJob
     arrival: float
     choices: dict[str, ChoiceState] = field(default_factory=dict)
-    queue: asyncio.Queue[list[ChoiceEvent] | JobError] = field(default_factory=asyncio.Queue)
     num_open: int = field(init=False)  # choices not finished yet
+    pending: deque[list[ChoiceEvent] | JobError] = field(default_factory=deque)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.num_open = len(self.job.choices)
+
+    def put(self, item: list[ChoiceEvent] | JobError) -> None:
+        self.pending.append(item)
+        self.ready.set()
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self.pending)
+
+    def take_more(self, item: list[ChoiceEvent] | JobError) -> list[ChoiceEvent] | JobError:
+        """item plus the event lists queued behind it (not an error)."""
+        while isinstance(item, list) and self.pending and isinstance(self.pending[0], list):
+            item = item + self.pending.popleft()  # type: ignore[operator]
+        return item
+
+    async def get(self) -> list[ChoiceEvent] | JobError:
+        """Everything queued since the last get as one item (steps that piled up while the
+        caller was busy travel as one Ray message); an error alone, after what came before."""
+        while not self.pending:
+            self.ready.clear()
+            await self.ready.wait()
+        return self.take_more(self.pending.popleft())
 
     @property
     def num_prompt_tokens(self) -> tuple[int, ...]:

@@ -11,6 +11,25 @@ from typing import Any
 from cluster.job import ChoiceEvent, ChoiceStats, TokenLogprob
 
 
+def merge_events(events: list[ChoiceEvent]) -> list[ChoiceEvent]:
+    """One event per choice: steps coalesced into one item make one chunk each choice."""
+    merged: dict[int, ChoiceEvent] = {}
+    for ev in events:
+        m = merged.get(ev.index)
+        if m is None:
+            merged[ev.index] = ChoiceEvent(ev.index, ev.text, list(ev.token_ids),
+                                           list(ev.logprobs) if ev.logprobs else None,
+                                           ev.finish_reason, ev.stats)
+            continue
+        m.text += ev.text
+        m.token_ids += ev.token_ids
+        if ev.logprobs:
+            m.logprobs = (m.logprobs or []) + list(ev.logprobs)
+        if ev.finish_reason is not None:
+            m.finish_reason, m.stats = ev.finish_reason, ev.stats
+    return list(merged.values())
+
+
 class ResponseBuilder:
     def __init__(self, kind: str, request_id: str, model: str, num_choices: int, n: int,
                  logprobs: int | None) -> None:
@@ -37,7 +56,7 @@ class ResponseBuilder:
     def add(self, events: list[ChoiceEvent]) -> list[dict[str, Any]]:
         """Record events; return the stream chunks they make."""
         chunks = []
-        for ev in events:
+        for ev in merge_events(events):
             i = ev.index
             offset = sum(len(t.token) for t in self.lps[i])  # text_offset of its first token
             self.texts[i] += ev.text

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from cluster.config import TandemConfig, load_config
-from cluster.job import ChoiceSpec, GenerateJob, JobAccepted, JobError
+from cluster.job import ChoiceEvent, ChoiceSpec, GenerateJob, JobAccepted, JobError
 from cluster.model_server import ModelServer, make_policy
 from engine.engine import LLMEngine
 from engine.executor import ModelExecutor
@@ -38,7 +38,8 @@ def job(*prompts: str, max_tokens: int = 8, seed: int = 1, logprobs: int | None 
 async def collect(server: ModelServer, j: GenerateJob) -> tuple[object, dict[int, str], list]:
     items = [item async for item in server.generate(j)]
     texts: dict[int, str] = {}
-    events = [e for batch in items[1:] for e in batch]
+    events = [ChoiceEvent.from_wire(e) for batch in items[1:] if isinstance(batch, list)
+              for e in batch]
     for e in events:
         texts[e.index] = texts.get(e.index, "") + e.text
     return items[0], texts, events

@@ -125,3 +125,11 @@ def test_chat_chunks_open_with_the_role() -> None:
     (chunk,) = b.add([ChoiceEvent(0, "hi", [1], None, "stop", _stats(1, 3))])
     assert chunk["choices"][0]["delta"] == {"content": "hi"}
     assert b.response()["choices"][0]["message"] == {"role": "assistant", "content": "hi"}
+
+
+def test_coalesced_steps_make_one_chunk_per_choice() -> None:
+    b = ResponseBuilder("completion", "cmpl-2", "m", num_choices=2, n=2, logprobs=None)
+    chunks = b.add([ChoiceEvent(0, "a", [1]), ChoiceEvent(1, "x", [7]), ChoiceEvent(0, "b", [2]),
+                    ChoiceEvent(0, "c", [3], None, "length", _stats(3, 1))])
+    assert [(c["choices"][0]["index"], c["choices"][0]["text"], c["choices"][0]["finish_reason"])
+            for c in chunks] == [(0, "abc", "length"), (1, "x", None)]
