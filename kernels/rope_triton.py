@@ -16,7 +16,7 @@ from kernels import buffers
 from kernels.rope_ref import rope_inv_freq
 
 _INV_FREQ: dict[tuple[int, float, torch.device], torch.Tensor] = {}
-TILE_ELEMENTS = 4096  # tokens per program = this / (heads * D/2), rounded to a power of 2
+TILE_ELEMENTS = 2048  # tokens per program = this / (heads * D/2); 4096 spilled at 4 warps
 
 
 @triton.jit

@@ -71,7 +71,7 @@ def _radix_select(base, vocab, temp, m, target, USE_MASS: tl.constexpr, BLOCK_V:
     digits = tl.arange(0, 16)
     prefix = tl.zeros([], tl.int64)
     for step in tl.static_range(8):
-        shift: tl.constexpr = 28 - 4 * step
+        shift = 28 - 4 * step  # constexpr: step is unrolled
         cand = prefix + (digits.to(tl.int64) << shift)  # [16], F(cand) decreases along it
         f = tl.zeros([16], tl.float32)
         for start in range(0, vocab, BLOCK_V):
