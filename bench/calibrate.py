@@ -78,18 +78,24 @@ def _run(eng: LLMEngine, prompts: list[list[int]], option: Option, max_tokens: i
     return ids
 
 
-def measure_cost(prompts: list[list[int]], steps_per_batch: int = 10) -> list[tuple]:
+def measure_cost(prompts: list[list[int]], rounds: int = 3, steps_per_batch: int = 6,
+                 min_samples: int = 3) -> list[tuple]:
+    """Median wall time per (tokens, requests) point, over `rounds` passes through every
+    batch so that a burst of load from another process hits each point at most once; a
+    point seen fewer than `min_samples` times is dropped."""
     policy = RecordingPolicy()
     eng = _engine(policy)
     _run(eng, prompts[:4], Option(AR), 8)  # warm-up
     policy.steps.clear()
-    for mode, block, n in COST_BATCHES:
-        batch = [prompts[i % len(prompts)] for i in range(n)]
-        _run(eng, batch, Option(mode, block), 200, max_steps=steps_per_batch)
+    for r in range(rounds):
+        for mode, block, n in COST_BATCHES[r % 2::2] + COST_BATCHES[(r + 1) % 2::2]:
+            batch = [prompts[(i + r) % len(prompts)] for i in range(n)]
+            _run(eng, batch, Option(mode, block), 200, max_steps=steps_per_batch + 1)
     groups: dict[tuple[int, int], list[float]] = defaultdict(list)
     for tokens, reqs, s in policy.steps:
         groups[(tokens, reqs)].append(s)
-    return [(t, r, statistics.median(v)) for (t, r), v in sorted(groups.items())]
+    return [(t, r, statistics.median(v)) for (t, r), v in sorted(groups.items())
+            if len(v) >= min_samples]
 
 
 def record_traces(prompts: list[list[int]], max_tokens: int) -> dict[Option, list]:

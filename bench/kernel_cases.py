@@ -58,6 +58,7 @@ class Case:
     reference: Callable[[], Any]
     baselines: dict[str, Callable[[], Any]] = field(default_factory=dict)
     compare: Callable[[Any, Any], float] | None = None  # error of triton vs reference
+    variants: dict[str, Callable[[], Any]] = field(default_factory=dict)  # timed, for tuning
 
 
 def _fp32(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -76,7 +77,7 @@ def rel_err(a: torch.Tensor | tuple, b: torch.Tensor | tuple) -> float:
 
 def _attention(m: ModelShape, s: Sizes, layout: str, dev: torch.device, dtype: torch.dtype,
                flex: Callable | None) -> Case:
-    from kernels.attention_triton import attention_triton
+    from kernels.attention_triton import attention_triton, launch_config
 
     b, ctx = s.batch, s.context
     n = {"decode": 1, "denoise": s.denoise, "prefill": s.prefill}[layout]
@@ -118,10 +119,15 @@ def _attention(m: ModelShape, s: Sizes, layout: str, dev: torch.device, dtype: t
     }
     if flex is not None and not causal:
         base["flex"] = lambda: flex(qd, kd, vd, scale=scale, enable_gqa=True)
-    return Case("attention", m.name, f"{layout} b{b} ctx{ctx} n{n}",
+    cfg = launch_config(t, b, kvh, h // kvh, d, n, ctx, q.device, dtype == torch.float32)
+    variants = {} if layout == "prefill" else {
+        f"S={splits}": (lambda splits=splits: attention_triton(q, k, v, kc, vc, plan, scale,
+                                                                num_splits=splits))
+        for splits in (1, 2, 4, 8)}
+    return Case("attention", m.name, f"{layout} b{b} ctx{ctx} n{n} S{cfg.num_splits}",
                 lambda: attention_triton(q, k, v, kc, vc, plan, scale),
                 lambda: attention_ref.attention_reference(*_fp32(q, k, v, kc, vc), plan, scale),
-                base, rel_err)
+                base, rel_err, variants)
 
 
 def _rmsnorm(m: ModelShape, s: Sizes, dev: torch.device, dtype: torch.dtype) -> Case:
@@ -228,10 +234,12 @@ def _accept(s: Sizes, dev: torch.device) -> Case:
 
 def all_cases(dev: torch.device, dtype: torch.dtype, sizes: Sizes,
               flex: Callable | None = None) -> list[Case]:
-    cases = []
+    """Attention on decode / denoise first (the targets), the 8B shape before the tiny one:
+    a run short of time drops the optional timings (split variants, flex) of the later ones."""
+    cases = [_attention(m, sizes, layout, dev, dtype, flex)
+             for layout in ("decode", "denoise") for m in (LLAMA8B, TINY)]
+    cases += [_attention(m, sizes, "prefill", dev, dtype, flex) for m in (LLAMA8B, TINY)]
     for m in (TINY, LLAMA8B):
-        for layout in ("decode", "denoise", "prefill"):
-            cases.append(_attention(m, sizes, layout, dev, dtype, flex))
         cases += [_rmsnorm(m, sizes, dev, dtype), _rope(m, sizes, dev, dtype),
                   _store_kv(m, sizes, dev, dtype), _sample(m, sizes, dev, dtype, False),
                   _sample(m, sizes, dev, dtype, True)]

@@ -62,12 +62,15 @@ def launch_config(num_tokens: int, num_chunks: int, num_kv_heads: int, group: in
     if num_splits is None:
         programs = max(1, (num_chunks if one_tile else math.ceil(num_tokens / block_q))
                        * num_kv_heads)
-        # About 8 programs per SM: a short tail for decode, where each program is a
-        # stream of K/V loads and the whole kernel is memory bound.
-        want = math.ceil(8 * _sm_count(device) / programs)
-        by_len = kv_len // (2 * tile_n)  # at least two tiles per split
-        # Partial outputs ([rows, S, D] fp32, written and read back) stay under about half
-        # of the K/V bytes the split saves time on.
+        kv_bytes = 2 * num_chunks * kv_len * num_kv_heads * head_dim * (4 if is_fp32 else 2)
+        # Unmeasured choices (set without GPU access; bench/kernels.py times splits 1/2/4/8
+        # beside this heuristic): split only when the grid fills under about two programs
+        # per SM, and only when K/V are big enough (>= 32 MB) for the second launch (the
+        # combine) to pay for itself; each split keeps at least two tiles, and the partial
+        # outputs ([rows, S, D] fp32, written and read back) stay under about half of the
+        # K/V bytes.
+        want = math.ceil(2 * _sm_count(device) / programs) if kv_bytes >= 2**25 else 1
+        by_len = kv_len // (2 * tile_n)
         by_traffic = kv_len // (4 * group * max(1, max_chunk_len))
         num_splits = max(1, min(MAX_SPLITS, want, by_len, by_traffic))
     seg_len = math.ceil(math.ceil(kv_len / num_splits) / tile_n) * tile_n

@@ -63,7 +63,7 @@ TESTS_LINE=$(grep -E "passed|failed|error" "$LOGS/tests.log" | tail -n 1)
 
 stamp "kernel timings (fp16, best torch baseline)"
 BENCH_TIMEOUT=$(cap 150 60)
-timeout "$BENCH_TIMEOUT" $PY -m bench.kernels "${BENCH_ARGS[@]}" --budget-s $(( BENCH_TIMEOUT - 90 )) \
+timeout "$BENCH_TIMEOUT" $PY -m bench.kernels "${BENCH_ARGS[@]}" --budget-s $(( BENCH_TIMEOUT - 60 )) \
     --json "$LOGS/kernels.json" --table "$LOGS/kernels_table.txt" > "$LOGS/kernels.log" 2>&1
 BENCH_RC=$?
 grep -E "err=|FAILED|Error" "$LOGS/kernels.log" | head -n 40
