@@ -9,7 +9,9 @@ from kernels.attention_ref import attention_reference
 from kernels.attention_triton import attention_triton
 from tests.kernels import plans as P
 
-TOL = {torch.float32: 2e-5, torch.float16: 2e-3}
+TOL = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
+# bfloat16 is wrong in Triton's interpreter (PLATFORM-NOTES.md): tested on CUDA only.
+CUDA_ONLY_BF16 = [torch.bfloat16] if torch.cuda.is_available() else []
 NUM_BLOCKS = 80
 
 
@@ -53,6 +55,12 @@ def _run(layouts: list, contexts: list[int], heads: int, kv_heads: int, head_dim
                                     "mixed"])
 def test_layouts(layout: str, dtype: torch.dtype, device: str, gen: torch.Generator) -> None:
     layouts, contexts = _layouts(layout, gen)
+    _run(layouts, contexts, 8, 4, 32, dtype, device, gen)
+
+
+@pytest.mark.parametrize("dtype", CUDA_ONLY_BF16)
+def test_bfloat16(dtype: torch.dtype, device: str, gen: torch.Generator) -> None:
+    layouts, contexts = _layouts("mixed", gen)
     _run(layouts, contexts, 8, 4, 32, dtype, device, gen)
 
 
