@@ -51,8 +51,9 @@ def launch_config(num_tokens: int, num_chunks: int, num_kv_heads: int, group: in
                   num_splits: int | None = None) -> LaunchConfig:
     """Tile sizes by head dim and chunk length; splits when the grid is small for the GPU."""
     # acc [BLOCK_M, D] fp32 stays in registers: at D=128 a 64-row tile takes ~240 registers
-    # per thread in fp16 (bench/compile_check.py, sm_90); fp32 tiles take twice the room.
-    rows_cap = (64 if head_dim > 64 else 128) // (2 if is_fp32 else 1)
+    # per thread in fp16 (bench/compile_check.py, sm_90); fp32 (full-precision FMA dots)
+    # spilled at half that and fits at a quarter.
+    rows_cap = (64 if head_dim > 64 else 128) // (4 if is_fp32 else 1)
     block_q = min(triton.next_power_of_2(max(1, max_chunk_len)), max(1, rows_cap // group))
     block_m = max(16, triton.next_power_of_2(block_q * group))
     one_tile = block_q >= max_chunk_len
