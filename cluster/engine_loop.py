@@ -50,6 +50,9 @@ class AsyncEngineLoop:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="tandem-engine")
         self._choices: dict[str, ChoiceState] = {}  # open engine requests by id
         self._aborts: list[str] = []
+        # Engine-thread state (only ever touched there, so never racing a registration):
+        self._unstarted: set[str] = set()  # added, not yet run by a step
+        self._logprob_prompts: dict[str, list[int]] = {}  # prompt ids of requests that ask
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
 
@@ -109,6 +112,8 @@ class AsyncEngineLoop:
         eng = self.engine
         for rid in aborts:
             eng.abort(rid)
+            self._unstarted.discard(rid)
+            self._logprob_prompts.pop(rid, None)
         res = StepResult()
         if eng.has_unfinished():
             start = time.monotonic()
@@ -127,19 +132,21 @@ class AsyncEngineLoop:
         return res
 
     def _note_started(self, res: StepResult, start: float) -> None:
-        for rid, choice in list(self._choices.items()):
-            if choice.started is None:
-                req = self.engine.scheduler.requests.get(rid)
-                if req is None or req.status is not Status.WAITING:
-                    res.started[rid] = start
+        for rid in list(self._unstarted):
+            req = self.engine.scheduler.requests.get(rid)
+            if req is None or req.status is not Status.WAITING:
+                res.started[rid] = start
+                self._unstarted.discard(rid)
 
     def _score(self, outputs: list[RequestOutput]) -> dict[str, list[TokenLogprob]]:
         asks = []
         for out in outputs:
-            choice = self._choices.get(out.request_id)
-            if choice is None or choice.stream.job.logprobs is None or not out.new_token_ids:
+            prompt = self._logprob_prompts.get(out.request_id)
+            if out.finished:
+                self._logprob_prompts.pop(out.request_id, None)
+            if prompt is None or not out.new_token_ids:
                 continue
-            ids = choice.prompt_ids + out.token_ids
+            ids = prompt + out.token_ids
             first = len(ids) - len(out.new_token_ids)
             asks.append((out.request_id, ScoreRequest(ids, first)))
         scored = self.scorer.score([a for _, a in asks])
@@ -194,9 +201,14 @@ class AsyncEngineLoop:
                 self.engine.add_request(ids, spec.sampling, job.decode, request_id=rid,
                                         priority=job.priority, slo=engine_slo(job.slo))
                 added.append((rid, ids))
+                self._unstarted.add(rid)
+                if job.logprobs is not None:
+                    self._logprob_prompts[rid] = ids
         except (Refused, ValueError, AdmissionError) as err:
             for rid, _ in added:
                 self.engine.abort(rid)
+                self._unstarted.discard(rid)
+                self._logprob_prompts.pop(rid, None)
             raise Refused(self._as_job_error(job, err)) from None
         return added
 
