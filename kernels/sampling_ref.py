@@ -60,7 +60,10 @@ def filter_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor
     # top-p: keep the smallest head of the sorted list whose mass reaches p.
     probs = sorted_vals.softmax(dim=-1)
     mass_before = probs.cumsum(dim=-1) - probs
-    keep_sorted = mass_before < top_p[:, None]
+    # p >= 1 is off: fp32 cumsum can round the mass before the last tokens up to 1.0, which
+    # would drop them, and only when another row of the batch filters (sample_reference
+    # skips this function otherwise): a draw that depends on the batch.
+    keep_sorted = (mass_before < top_p[:, None]) | (top_p[:, None] >= 1.0)
     num_keep = keep_sorted.sum(dim=-1).clamp(min=1)
     pth = sorted_vals.gather(1, (num_keep - 1)[:, None])
     threshold = torch.maximum(kth, pth)

@@ -13,8 +13,7 @@ One program per row streams the row in BLOCK_V tiles:
      (x alone for greedy rows), ties to the lowest index.
 Rows without top-k/top-p cost two passes. We chose this over a sort (torch.topk outside the
 kernel) to keep the sampler one launch with no [R, V] temporaries; the select passes
-re-read the row from L2. top_p >= 1 is off (the reference's fp32 cumsum can round the last
-ulps of mass to 1.0 and drop tail tokens of probability ~1e-8; we keep them).
+re-read the row from L2. top_p >= 1 is off, here as in the reference.
 The Gumbel noise is the reference's lowbias32 hash of (seed, position, token id), bit for
 bit in uint32 (kernels/sampling_ref.py).
 """
