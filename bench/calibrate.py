@@ -17,7 +17,7 @@ from collections import defaultdict
 from engine.engine import LLMEngine
 from engine.params import DecodeParams, Mode, SamplingParams
 from engine.policy import FirstComePolicy
-from policies.option import AR, CANDIDATES, DIFFUSION, LINEAR, QUADRATIC, Option
+from policies.option import AR, DIFFUSION, LINEAR, QUADRATIC, TRACED, Option
 from policies.profile import Iteration, Profile
 
 # (mode, block, concurrency) batches whose steady-state steps give the cost points.
@@ -100,9 +100,7 @@ def measure_cost(prompts: list[list[int]], rounds: int = 3, steps_per_batch: int
 
 def record_traces(prompts: list[list[int]], max_tokens: int) -> dict[Option, list]:
     traces = {}
-    for option in CANDIDATES:
-        if option.mode == AR:
-            continue
+    for option in TRACED:
         policy = RecordingPolicy()
         ids = _run(_engine(policy), prompts, option, max_tokens)
         traces[option] = [policy.iterations[i] for i in ids]

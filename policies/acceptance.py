@@ -1,7 +1,8 @@
 """How many tokens each decoding option emits per forward: overall and per request.
 
-Overall, per option: a ratio of exponentially decayed sums, tokens over forwards, started
-from the start-up profile with a prior worth `prior_forwards` forwards.
+Overall, per option: a ratio of exponentially decayed sums, tokens over forwards (each
+request's forwards weighted by its factor, below), started from the start-up profile with a
+prior worth `prior_forwards` forwards.
 
 Per request: one factor, how much more (or less) this request emits than the overall
 estimate of the options it ran predicted, also a decayed ratio with a prior of 1. How well
@@ -42,10 +43,12 @@ class AcceptanceEstimator:
     def __init__(self, prior: Mapping[Option, float], prior_forwards: float = 20.0,
                  request_prior_tokens: float = 6.0, decay: float = 0.99,
                  request_decay: float = 0.9, default: float = 1.0,
-                 factor_bounds: tuple[float, float] = (0.3, 3.0)) -> None:
+                 factor_bounds: tuple[float, float] = (0.3, 3.0), low_factor: float = 0.5,
+                 low_weight: float = 8.0) -> None:
         self.prior_forwards, self.request_prior_tokens = prior_forwards, request_prior_tokens
         self.decay, self.request_decay, self.default = decay, request_decay, default
         self.factor_bounds = factor_bounds
+        self.low_factor, self.low_weight = low_factor, low_weight
         self.overall = {o: RatioEstimate(v * prior_forwards, prior_forwards)
                         for o, v in prior.items()}
         self.factors: dict[str, RatioEstimate] = {}  # observed tokens / expected tokens
@@ -69,6 +72,18 @@ class AcceptanceEstimator:
             return 1.0
         return self.overall_value(option) * self.factor(request_id)
 
+    def tokens_per_forward_low(self, option: Option, request_id: str | None = None) -> float:
+        """A cautious estimate: the request's factor pulled toward a bad one
+        (`low_factor`) by `low_weight` expected tokens of pretend evidence, which its own
+        evidence outweighs as it accumulates."""
+        if option.mode == AR:
+            return 1.0
+        est = self.factors.get(request_id) if request_id is not None else None
+        num, den = (est.num, est.den) if est is not None else (0.0, 0.0)
+        k = self.low_weight
+        factor = (num + k * self.low_factor) / (den + k)
+        return self.overall_value(option) * min(factor, self.factor(request_id))
+
     def observe(self, request_id: str, option: Option, forwards: int, tokens: int) -> None:
         """A request ran `forwards` forwards of `option` and they emitted `tokens` tokens."""
         if option.mode == AR or forwards <= 0:
@@ -78,13 +93,17 @@ class AcceptanceEstimator:
             self._held[key] = self._held.get(key, 0) + forwards
             return
         forwards += self._held.pop(key, 0)
-        expected = self.overall_value(option) * forwards
+        # The overall estimate learns from tokens over forwards scaled by the request's own
+        # factor: auto runs long blocks mostly for requests that accept well, and without
+        # this the overall value of those options would drift up with that selection.
+        factor = self.factor(request_id)
+        overall = self.overall.setdefault(
+            option, RatioEstimate(self.default * self.prior_forwards, self.prior_forwards))
+        expected = overall.value * forwards
         k = self.request_prior_tokens
         mine = self.factors.setdefault(request_id, RatioEstimate(k, k))
         mine.update(expected, tokens, self.request_decay)
-        overall = self.overall.setdefault(
-            option, RatioEstimate(self.default * self.prior_forwards, self.prior_forwards))
-        overall.update(forwards, tokens, self.decay)
+        overall.update(forwards * factor, tokens, self.decay)
 
     def forget(self, request_id: str) -> None:
         self.factors.pop(request_id, None)

@@ -50,10 +50,18 @@ class Option:
 
 AR1 = Option(AR)
 DEFAULT_BLOCKS = {AR: 1, LINEAR: 8, QUADRATIC: 4, DIFFUSION: 8}
-# What auto chooses among (diffusion only for requests that allow lossy output).
-CANDIDATES = (AR1, Option(LINEAR, 4), Option(LINEAR, 8), Option(LINEAR, 16),
-              Option(QUADRATIC, 2), Option(QUADRATIC, 3), Option(QUADRATIC, 4),
-              Option(QUADRATIC, 6), Option(DIFFUSION, 8), Option(DIFFUSION, 16))
+# What auto chooses among (diffusion only for requests that allow lossy output). Short
+# blocks only: in the simulator (bench/slo_profile.json, mixed workload, 6 seeds) adding
+# linear B=8/16 or quadratic B=4/6 lowered attainment at every load (-0.2 to -2 points):
+# acceptance of long blocks varies most between requests (linear B=16 from 1.0 to 7.9 tokens
+# per forward across the profile's prompts), so a new request's estimate is least reliable
+# there, and a long block lengthens every other request's step the most.
+CANDIDATES = (AR1, Option(LINEAR, 4), Option(QUADRATIC, 2), Option(QUADRATIC, 3),
+              Option(DIFFUSION, 8))
+# What calibration records traces for: the candidates and every mode's default block.
+TRACED = (Option(LINEAR, 4), Option(LINEAR, 8), Option(LINEAR, 16), Option(QUADRATIC, 2),
+          Option(QUADRATIC, 3), Option(QUADRATIC, 4), Option(QUADRATIC, 6),
+          Option(DIFFUSION, 8), Option(DIFFUSION, 16))
 
 
 def default_option(mode: str) -> Option:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from policies.acceptance import AcceptanceEstimator
 from policies.cost_model import CostModel
-from policies.option import AR1, CANDIDATES, QUADRATIC, Option, candidates
+from policies.option import AR1, CANDIDATES, LINEAR, QUADRATIC, Option, candidates
 from policies.request_view import RequestView
 
 INF = math.inf
@@ -42,6 +42,7 @@ class SelectorConfig:
     safety: float = 0.85  # plan to use at most this share of the time left
     switch_gain: float = 0.03  # keep the current option unless another is this much better
     min_gain: float = 0.10  # spare compute buys speed only for this much more throughput
+    off_track_slip: float = 0.1  # others may slow a request that is off track by this share
     pool: tuple[Option, ...] = CANDIDATES
 
 
@@ -50,7 +51,7 @@ class _Slot:
     view: RequestView
     option: Option
     rate: float  # tokens per forward under option
-    need: float  # seconds per token its SLO needs (inf: none; nan: lost)
+    need: float  # seconds per token its SLO needs, with the safety margin (inf: none; nan: lost)
     is_free: bool  # auto, at an iteration boundary
 
 
@@ -89,12 +90,21 @@ class ModeSelector:
 
     def _rate(self, v: RequestView, option: Option) -> float:
         rate = self.acceptance.tokens_per_forward(option, v.id)
+        if option.mode == LINEAR:  # an iteration is two forwards and emits <= remaining
+            rate = min(rate, v.remaining / 2)
+        elif option.mode == QUADRATIC:
+            rate = min(rate, float(v.remaining))
         if option.mode == QUADRATIC and v.option != option:
             # Entering quadratic speculation costs a plain draft pass that emits nothing:
             # spread it over the forwards it would stay (at most `QUAD_HORIZON`).
             stay = max(1.0, min(QUAD_HORIZON, v.remaining / rate))
             rate *= stay / (stay + 1)
         return rate
+
+    def _rate_low(self, v: RequestView, option: Option) -> float:
+        """The cautious tokens per forward, with the same caps as _rate."""
+        low = self.acceptance.tokens_per_forward_low(option, v.id)
+        return min(low, self._rate(v, option))
 
     def _best_alone(self, v: RequestView) -> float:
         return min(self.cost.predict(o.work_tokens, 1) / self._rate(v, o)
@@ -115,6 +125,30 @@ class ModeSelector:
     def _meets(s: _Slot, step_s: float, rate: float | None = None) -> bool:
         return step_s / (rate or s.rate) <= s.need  # False for lost (nan) requests
 
+    def _limit(self, s: _Slot, step_s: float) -> float | None:
+        """The longest time per token others may push s to: its margin if it has one, its
+        bare need if it is on track without the margin, None if it is off track anyway."""
+        tpt = step_s / s.rate
+        if tpt <= s.need:
+            return s.need
+        if math.isnan(s.need):
+            return None
+        return max(tpt * (1 + self.config.off_track_slip), s.need / self.config.safety)
+
+    def _guarded(self, s: _Slot, min_priority: float) -> list[tuple[_Slot, float]]:
+        step = self._step()
+        out = []
+        for o in self._slots:
+            limit = self._limit(o, step) if o is not s else None
+            if limit is not None and o.view.priority >= min_priority:
+                out.append((o, limit))
+        return out
+
+    @staticmethod
+    def _cap(guarded: list[tuple[_Slot, float]]) -> float:
+        """The longest step that keeps every guarded request within its limit."""
+        return min((limit * o.rate for o, limit in guarded), default=INF)
+
     def _switch(self, s: _Slot, option: Option) -> None:
         self._tokens += option.work_tokens - s.option.work_tokens
         s.option, s.rate = option, self._rate(s.view, option)
@@ -130,44 +164,55 @@ class ModeSelector:
         step = self._step()
         if math.isnan(s.need) or self._meets(s, step):
             return not math.isnan(s.need)
-        guarded = [o for o in self._slots
-                   if o is not s and o.view.priority >= s.view.priority and self._meets(o, step)]
+        guarded = self._guarded(s, s.view.priority)
         saved = [(o, o.option) for o in self._slots]
+        on_track = self._step() / s.rate <= s.need / self.config.safety
         for option in self._by_work(s):
             tokens = self._tokens - s.option.work_tokens + option.work_tokens
-            if tokens > self._max_tokens or not self._meets(s, self._step(tokens),
-                                                            self._rate(s.view, option)):
+            rate = self._rate(s.view, option)
+            if tokens > self._max_tokens or not self._meets(s, self._step(tokens), rate):
+                continue
+            if (on_track and option not in (AR1, s.view.option)
+                    and not self._safe_bet(s, tokens, option)):
                 continue
             self._switch(s, option)
-            broken = [o for o in guarded if not self._meets(o, self._step())]
+            broken = [o for o, limit in guarded if self._step() / o.rate > limit]
             if depth > 0 and all(o.is_free for o in broken):
                 for o in broken:
                     self._rescue(o, depth - 1)
-                broken = [o for o in guarded + [s] if not self._meets(o, self._step())]
+                broken = [o for o, limit in guarded + [(s, s.need)]
+                          if not self._step() / o.rate <= limit]
             if not broken:
                 return True
             for o, opt in saved:  # undo this attempt
                 self._switch(o, opt)
-        self._fastest(s, guarded)  # cannot be met now: at least lose as little as possible
+        self._fastest(s, guarded, on_track)  # not met now: lose as little as possible
         return False
 
-    def _fastest(self, s: _Slot, guarded: list[_Slot]) -> None:
-        """The option with the shortest time per token for s that breaks nobody guarded."""
-        cap = min((o.need * o.rate for o in guarded), default=INF)
+    def _safe_bet(self, s: _Slot, tokens: int, option: Option) -> bool:
+        """A request on track without the margin does not trade that for a gamble: the
+        option must keep it on track even if it accepts drafts worse than expected."""
+        return self._step(tokens) / self._rate_low(s.view, option) <= s.need / self.config.safety
+
+    def _fastest(self, s: _Slot, guarded: list[tuple[_Slot, float]],
+                 cautious: bool) -> None:
+        """The option with the shortest time per token for s that breaks nobody guarded;
+        `cautious` (s is on track without the margin) ranks by the cautious acceptance."""
+        cap = self._cap(guarded)
         best, best_tpt = s.option, self._step() / s.rate
         for option in self._options(s.view):
             tokens = self._tokens - s.option.work_tokens + option.work_tokens
             step = self._step(tokens)
-            tpt = step / self._rate(s.view, option)
-            if tokens <= self._max_tokens and step <= cap and tpt < best_tpt:
-                best, best_tpt = option, tpt
+            rate = (self._rate_low(s.view, option) if cautious and option != s.view.option
+                    else self._rate(s.view, option))
+            if tokens <= self._max_tokens and step <= cap and step / rate < best_tpt:
+                best, best_tpt = option, step / rate
         self._switch(s, best)
 
     def _speed_up(self, s: _Slot) -> None:
         step = self._step()
         met = self._meets(s, step)
-        caps = [o.need * o.rate for o in self._slots if o is not s and self._meets(o, step)]
-        cap = min(caps, default=INF)
+        cap = self._cap(self._guarded(s, -INF))
         total = sum(o.rate for o in self._slots)
         best, best_value = s.option, total / step * (1 + self.config.min_gain)
         if s.option == s.view.option:
@@ -175,8 +220,11 @@ class ModeSelector:
         for option in self._options(s.view):
             tokens = self._tokens - s.option.work_tokens + option.work_tokens
             new_step, rate = self._step(tokens), self._rate(s.view, option)
+            # A request that meets its SLO does not gamble it on speed: the option must
+            # still meet it if this request accepts drafts worse than expected.
+            sure = rate if option in (AR1, s.view.option) else self._rate_low(s.view, option)
             if (tokens > self._max_tokens or new_step > cap
-                    or (met and not self._meets(s, new_step, rate))):
+                    or (met and not self._meets(s, new_step, sure))):
                 continue
             value = (total - s.rate + rate) / new_step
             if option == s.view.option:

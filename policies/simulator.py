@@ -31,7 +31,7 @@ class SimConfig:
     max_prefill_chunk: int = 1024
     num_kv_blocks: int = 512
     block_size: int = 16
-    noise: float = 0.05  # lognormal sigma of step times
+    noise: float | None = None  # lognormal sigma of step times (None: the profile's own)
     seed: int = 0
 
 
