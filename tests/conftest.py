@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import torch
+
+if not torch.cuda.is_available():  # on a GPU the kernels run compiled, not interpreted
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 # One intra-op thread: tests share two cores with Ray's processes, and OpenMP threads that
 # spin on an oversubscribed machine made a decode step 10x slower (measured: 13 ms of CPU
