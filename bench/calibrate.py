@@ -20,11 +20,17 @@ from engine.policy import FirstComePolicy
 from policies.option import AR, DIFFUSION, LINEAR, QUADRATIC, TRACED, Option
 from policies.profile import Iteration, Profile
 
-# (mode, block, concurrency) batches whose steady-state steps give the cost points.
-COST_BATCHES = ([(AR, 1, n) for n in (1, 2, 4, 8, 16, 32, 64)]
-                + [(QUADRATIC, b, 1) for b in (2, 3, 4, 6)]
-                + [(QUADRATIC, 4, n) for n in (2, 4, 8)] + [(QUADRATIC, 3, 16)]
-                + [(LINEAR, 8, n) for n in (1, 4, 16)] + [(LINEAR, 16, 1)])
+# Batches whose steady-state steps give the cost points: lists of (mode, block, count),
+# one option per request. Dense where auto decides (small batches, short blocks, AR batches
+# with a few speculating requests), sparse elsewhere.
+COST_BATCHES = (
+    [[(AR, 1, n)] for n in (1, 2, 4, 8, 16, 32, 64)]
+    + [[(LINEAR, 4, n)] for n in (1, 2, 4, 8, 16)]
+    + [[(QUADRATIC, 3, n)] for n in (1, 2, 4, 8, 16)]
+    + [[(QUADRATIC, 2, n)] for n in (1, 4)] + [[(QUADRATIC, 4, n)] for n in (1, 4)]
+    + [[(LINEAR, 8, n)] for n in (1, 4)] + [[(LINEAR, 16, 1)], [(QUADRATIC, 6, 1)]]
+    + [[(AR, 1, 8), (LINEAR, 4, 1)], [(AR, 1, 8), (QUADRATIC, 3, 2)],
+       [(AR, 1, 16), (QUADRATIC, 3, 4)], [(AR, 1, 16), (LINEAR, 4, 4)]])
 
 
 class RecordingPolicy(FirstComePolicy):
@@ -61,10 +67,11 @@ def _engine(policy: RecordingPolicy) -> LLMEngine:
     return LLMEngine.from_checkpoint(policy=policy)
 
 
-def _run(eng: LLMEngine, prompts: list[list[int]], option: Option, max_tokens: int,
+def _run(eng: LLMEngine, prompts: list[list[int]], options: list[Option], max_tokens: int,
          max_steps: int | None = None) -> list[str]:
+    """Run prompts[i] with options[i] (fixed modes) until done or max_steps; abort the rest."""
     ids = []
-    for i, p in enumerate(prompts):
+    for i, (p, option) in enumerate(zip(prompts, options, strict=True)):
         block = option.block if option.mode != AR else None
         req = eng.add_request(p, SamplingParams(max_tokens=max_tokens, ignore_eos=True, seed=i),
                               DecodeParams(mode=Mode(option.mode), block_length=block))
@@ -85,12 +92,13 @@ def measure_cost(prompts: list[list[int]], rounds: int = 3, steps_per_batch: int
     point seen fewer than `min_samples` times is dropped."""
     policy = RecordingPolicy()
     eng = _engine(policy)
-    _run(eng, prompts[:4], Option(AR), 8)  # warm-up
+    _run(eng, prompts[:4], [Option(AR)] * 4, 8)  # warm-up
     policy.steps.clear()
     for r in range(rounds):
-        for mode, block, n in COST_BATCHES[r % 2::2] + COST_BATCHES[(r + 1) % 2::2]:
-            batch = [prompts[(i + r) % len(prompts)] for i in range(n)]
-            _run(eng, batch, Option(mode, block), 200, max_steps=steps_per_batch + 1)
+        for mix in COST_BATCHES[r % 2::2] + COST_BATCHES[(r + 1) % 2::2]:
+            options = [Option(mode, block) for mode, block, n in mix for _ in range(n)]
+            batch = [prompts[(i + r) % len(prompts)] for i in range(len(options))]
+            _run(eng, batch, options, 200, max_steps=steps_per_batch + 1)
     groups: dict[tuple[int, int], list[float]] = defaultdict(list)
     for tokens, reqs, s in policy.steps:
         groups[(tokens, reqs)].append(s)
@@ -102,7 +110,7 @@ def record_traces(prompts: list[list[int]], max_tokens: int) -> dict[Option, lis
     traces = {}
     for option in TRACED:
         policy = RecordingPolicy()
-        ids = _run(_engine(policy), prompts, option, max_tokens)
+        ids = _run(_engine(policy), prompts, [option] * len(prompts), max_tokens)
         traces[option] = [policy.iterations[i] for i in ids]
     return traces
 

@@ -31,10 +31,19 @@ from policies.workloads import LOADS, WORKLOADS, capacity_rps, generate
 
 PROFILE = Path(__file__).with_name("slo_profile.json")
 PLOT = Path(__file__).with_name("slo_attainment.png")
-POLICIES: dict[str, Option | None] = {
-    "auto": None, AR: default_option(AR), LINEAR: default_option(LINEAR),
-    QUADRATIC: default_option(QUADRATIC), DIFFUSION: default_option(DIFFUSION)}
 LOSSLESS_FIXED = (AR, LINEAR, QUADRATIC)  # what auto must match (diffusion is lossy)
+FCFS_FIXED = tuple(f"fcfs:{m}" for m in LOSSLESS_FIXED)
+SIM_POLICIES = ("auto", *LOSSLESS_FIXED, DIFFUSION, *FCFS_FIXED)
+ENGINE_POLICIES = ("auto", *LOSSLESS_FIXED, *FCFS_FIXED)
+
+
+def policy_config(name: str) -> PolicyConfig:
+    """"auto"; a mode ("ar", ...: that mode for every request, same SLO scheduling as auto);
+    "fcfs:MODE" (that mode under first-come scheduling: no SLO ordering, admission,
+    deferral or slack-based preemption; the engine's default FirstComePolicy)."""
+    fcfs, _, mode = name.rpartition(":")
+    fixed: Option | None = None if mode == "auto" else default_option(mode)
+    return PolicyConfig(fixed=fixed, slo_aware=not fcfs)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -47,11 +56,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workloads", default=",".join(WORKLOADS))
     p.add_argument("--engine-workloads", default="mixed")
     p.add_argument("--loads", default=",".join(LOADS))
-    p.add_argument("--policies", default=",".join(POLICIES))
-    p.add_argument("--engine-policies", default="auto,ar,spec_linear,spec_quadratic")
+    p.add_argument("--policies", default=",".join(SIM_POLICIES))
+    p.add_argument("--engine-policies", default=",".join(ENGINE_POLICIES))
     p.add_argument("--sim-requests", type=int, default=300)
     p.add_argument("--sim-seeds", type=int, default=2)
-    p.add_argument("--engine-requests", type=int, default=30)
+    p.add_argument("--engine-requests", type=int, default=40)
+    p.add_argument("--engine-repeats", type=int, default=2,
+                   help="engine runs per load and policy (different arrivals), averaged")
     p.add_argument("--threads", type=int, default=1, help="torch threads for the engine")
     p.add_argument("--plot", type=Path, default=None, help=f"write a PNG (e.g. {PLOT})")
     return p.parse_args(argv)
@@ -86,7 +97,7 @@ def sim_runs(profile: Profile, args: argparse.Namespace) -> list[dict]:
                 for seed in range(args.sim_seeds):
                     specs = generate(workload, rate, args.sim_requests, cost,
                                      _num_prompts(profile), seed)
-                    policy = SLOPolicy(profile, PolicyConfig(fixed=POLICIES[name]))
+                    policy = SLOPolicy(profile, policy_config(name))
                     sim = Simulator(profile, policy, SimConfig(seed=seed))
                     per_seed.append(_row("sim", workload, load, name, sim.run(specs), rate))
                 runs.append(_mean(per_seed))
@@ -104,13 +115,16 @@ def engine_runs(profile: Profile, args: argparse.Namespace) -> list[dict]:
     for workload in _split(args.engine_workloads):
         for load in _split(args.loads):
             rate = LOADS[load] * capacity_rps(workload, cost)
-            specs = generate(workload, rate, args.engine_requests, cost,
-                             len(bench.prompts), seed=100)
-            for name in _split(args.engine_policies):
-                results = bench.run(specs, profile, PolicyConfig(fixed=POLICIES[name]))
-                runs.append(_row("engine", workload, load, name, results, rate))
-                print(f"  engine {workload}/{load}/{name}: attainment "
-                      f"{runs[-1]['attainment']:.2f}", file=sys.stderr, flush=True)
+            rows: dict[str, list[dict]] = {name: [] for name in _split(args.engine_policies)}
+            for repeat in range(args.engine_repeats):  # policies interleaved per repeat
+                specs = generate(workload, rate, args.engine_requests, cost,
+                                 len(bench.prompts), seed=100 + repeat)
+                for name in rows:
+                    results = bench.run(specs, profile, policy_config(name))
+                    rows[name].append(_row("engine", workload, load, name, results, rate))
+                    print(f"  engine {workload}/{load}/{name}#{repeat}: attainment "
+                          f"{rows[name][-1]['attainment']:.2f}", file=sys.stderr, flush=True)
+            runs += [_mean(r) for r in rows.values()]
     return runs
 
 
@@ -146,10 +160,10 @@ def main(argv: list[str] | None = None) -> None:
 
         plot(runs, args.plot)
     if args.json:
-        print(json.dumps({"runs": runs, "checks": checks(runs, LOSSLESS_FIXED),
+        print(json.dumps({"runs": runs, "checks": checks(runs, LOSSLESS_FIXED, FCFS_FIXED),
                           "profile": profile.meta}))
     else:
-        print(table(runs, LOSSLESS_FIXED))
+        print(table(runs, LOSSLESS_FIXED, FCFS_FIXED))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ def plot(runs: list[dict], path: Path) -> None:
         for policy in dict.fromkeys(r["policy"] for r in rows):
             pts = sorted((LOADS[r["load"]], r["attainment"]) for r in rows
                          if r["policy"] == policy)
-            style = dict(lw=2.5, color="black") if policy == "auto" else dict(lw=1.2)
+            style = (dict(lw=2.5, color="black") if policy == "auto"
+                     else dict(lw=1.2, ls="--") if policy.startswith("fcfs:") else dict(lw=1.2))
             ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=policy,
                     **style)
         ax.set_title(f"{where}: {workload}")

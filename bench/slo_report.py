@@ -20,35 +20,44 @@ def best_fixed(by_policy: dict[str, dict], fixed: Sequence[str]) -> dict | None:
     return max(rows, key=lambda r: (r["goodput"], r["attainment"]), default=None)
 
 
-def checks(runs: list[dict], fixed: Sequence[str]) -> list[dict]:
-    """Per (where, workload, load): auto against the best lossless fixed mode."""
+def checks(runs: list[dict], fixed: Sequence[str], fcfs: Sequence[str] = ()) -> list[dict]:
+    """Per (where, workload, load): auto against the best lossless fixed mode under the same
+    SLO scheduling (`fixed`) and under first-come scheduling (`fcfs`)."""
     out = []
     for (where, workload, load), by_policy in _groups(runs).items():
-        auto, best = by_policy.get("auto"), best_fixed(by_policy, fixed)
-        if auto is None or best is None:
+        auto = by_policy.get("auto")
+        if auto is None:
             continue
-        ratio = auto["goodput"] / best["goodput"] if best["goodput"] else float("inf")
-        out.append({"where": where, "workload": workload, "load": load,
-                    "best_fixed": best["policy"], "goodput_ratio": round(ratio, 3),
-                    "attainment_delta": round(auto["attainment"] - best["attainment"], 4),
-                    "auto_at_least_as_good": auto["goodput"] >= best["goodput"] * 0.999
-                    and auto["attainment"] >= best["attainment"] - 1e-3})
+        row: dict = {"where": where, "workload": workload, "load": load}
+        for label, names in (("fixed", fixed), ("fcfs", fcfs)):
+            best = best_fixed(by_policy, names)
+            if best is None:
+                continue
+            ratio = auto["goodput"] / best["goodput"] if best["goodput"] else float("inf")
+            row[f"best_{label}"] = best["policy"]
+            row[f"goodput_ratio_{label}"] = round(ratio, 3)
+            row[f"auto_at_least_as_good_as_{label}"] = (
+                auto["goodput"] >= best["goodput"] * 0.999
+                and auto["attainment"] >= best["attainment"] - 1e-3)
+        out.append(row)
     return out
 
 
-def table(runs: list[dict], fixed: Sequence[str]) -> str:
+def table(runs: list[dict], fixed: Sequence[str], fcfs: Sequence[str] = ()) -> str:
     groups = _groups(runs)
     policies = list(dict.fromkeys(r["policy"] for r in runs))
-    head = f"{'where':<7}{'workload':<12}{'load':<8}" + "".join(
-        f"{p:>16}" for p in policies) + f"{'auto/best':>11}"
-    lines = ["attainment | goodput (req/s) per policy; auto/best = auto goodput over the "
-             "best lossless fixed mode's", head, "-" * len(head)]
-    ratios = {(c["where"], c["workload"], c["load"]): c for c in checks(runs, fixed)}
+    head = f"{'where':<7}{'workload':<12}{'load':<12}" + "".join(
+        f"{p:>17}" for p in policies) + f"{'auto/fixed':>12}{'auto/fcfs':>12}"
+    lines = ["attainment | goodput (req/s) per policy. auto/fixed: auto's goodput over the best "
+             "lossless fixed mode's under the same SLO scheduling; auto/fcfs: over the best "
+             "under first-come scheduling", head, "-" * len(head)]
+    ratios = {(c["where"], c["workload"], c["load"]): c for c in checks(runs, fixed, fcfs)}
     for key, by_policy in groups.items():
         cells = "".join(
-            f"{by_policy[p]['attainment']:>8.2f} {by_policy[p]['goodput']:>6.2f} "
-            if p in by_policy else f"{'-':>16}" for p in policies)
-        c = ratios.get(key)
-        ratio = f"{c['goodput_ratio']:>8.2f}x {c['best_fixed'][:2]}" if c else ""
-        lines.append(f"{key[0]:<7}{key[1]:<12}{key[2]:<8}{cells}{ratio}")
+            f"{by_policy[p]['attainment']:>9.2f} {by_policy[p]['goodput']:>6.2f} "
+            if p in by_policy else f"{'-':>17}" for p in policies)
+        c = ratios.get(key, {})
+        tail = "".join(f"{c[k]:>11.2f}x" if k in c else f"{'-':>12}"
+                       for k in ("goodput_ratio_fixed", "goodput_ratio_fcfs"))
+        lines.append(f"{key[0]:<7}{key[1]:<12}{key[2]:<12}{cells}{tail}")
     return "\n".join(lines)

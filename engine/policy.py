@@ -1,4 +1,5 @@
-"""The scheduler's decisions behind one small interface: order, mode, victim, admission.
+"""The scheduler's decisions behind one small interface: order, mode, victim, admission,
+deferral.
 
 FirstComePolicy is the default: arrival order, each request's own mode (auto -> the
 engine's default), and the newest request is preempted first. The SLO-aware policy
@@ -43,6 +44,12 @@ class SchedulingPolicy(ABC):
     @abstractmethod
     def victim(self, candidates: list[Request], sched: Scheduler) -> Request | None:
         """Which running request to preempt when the cache runs dry (None: nobody)."""
+
+    def defer(self, req: Request, sched: Scheduler) -> bool:
+        """True: running req (past its prefill) sits out this step, so that the step is
+        shorter for requests at risk of missing their SLO. Nobody starves on it: the
+        scheduler runs deferred requests when nothing else would run."""
+        return False
 
     def admit(self, req: Request, sched: Scheduler) -> None:  # noqa: B027 - optional
         """Raise AdmissionError to refuse req."""

@@ -92,9 +92,13 @@ class Scheduler:
         budget = self.config.max_batch_tokens
         works: list[ChunkWork] = []
         planned: set[str] = set()
+        deferred: list[Request] = []
         for req in self.policy.order(self.running):
             if req.id in planned or req not in self.running:
                 continue  # preempted earlier in this loop
+            if req.num_pending <= 1 and self.policy.defer(req, self):
+                deferred.append(req)  # sits out this step, making room for others
+                continue
             work = self._work_for(req, budget, planned)
             if work is not None:
                 works.append(work)
@@ -111,6 +115,11 @@ class Scheduler:
             works.append(work)
             planned.add(req.id)
             budget -= work.num_tokens
+        for req in deferred if not works else []:  # never an empty step for a deferral
+            if req in self.running and (work := self._work_for(req, budget, planned)):
+                works.append(work)
+                planned.add(req.id)
+                budget -= work.num_tokens
         return StepPlan(works)
 
     def _admit(self, req: Request, budget: int) -> bool:

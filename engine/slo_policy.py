@@ -2,10 +2,11 @@
 back. All the deciding happens in policies.policy.SLOPolicy; this file only translates.
 
 Per step the scheduler calls order() first (its timestamp starts the step's wall clock),
-then choose_mode() for each request at an iteration boundary: the first such call of a
-step chooses for the whole batch at once (requests share one step time) and later calls
-read that choice. observe() feeds the cost model the step's wall time (schedule + forward +
-update: what a request waits) and the acceptance estimator each request's emitted tokens.
+then defer() and choose_mode() per running request: the first such call of a step chooses
+for the whole batch at once (requests share one step time: an option for each, or None to
+sit the step out) and later calls read that choice. observe() feeds the cost model the
+step's wall time (schedule + forward + update: what a request waits) and the acceptance
+estimator each request's emitted tokens.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ NO_SLO = SLO()
 class SLOSchedulingPolicy(SchedulingPolicy):
     def __init__(self, policy: SLOPolicy, clock: Callable[[], float] = time.monotonic) -> None:
         self.policy, self.clock = policy, clock
-        self._choices: dict[str, Option] = {}
+        self._choices: dict[str, Option | None] = {}
         self._num_steps, self._chosen_at = 0, -1
         self._step_start: float | None = None
 
@@ -54,12 +55,15 @@ class SLOSchedulingPolicy(SchedulingPolicy):
         return [by_id[v.id] for v in self.policy.order(views, self.clock())]
 
     def choose_mode(self, req: Request, sched: Scheduler) -> tuple[Mode, int]:
-        if self._chosen_at != self._num_steps:
-            self._choices, self._chosen_at = self._choose_all(sched), self._num_steps
-        option = self._choices.get(req.id)
-        if option is None:  # not foreseen (a one-token prompt started this step)
+        option = self._choices_for(sched).get(req.id)
+        if option is None:  # not foreseen (a one-token prompt), or deferred but run anyway
             option = self.policy.select([view_of(req, sched)], self.clock())[req.id]
+            assert option is not None  # a lone request is never deferred
         return Mode(option.mode), option.block
+
+    def defer(self, req: Request, sched: Scheduler) -> bool:
+        choices = self._choices_for(sched)
+        return req.id in choices and choices[req.id] is None
 
     def victim(self, candidates: list[Request], sched: Scheduler) -> Request | None:
         by_id = {r.id: r for r in candidates}
@@ -92,7 +96,13 @@ class SLOSchedulingPolicy(SchedulingPolicy):
 
     # --- helpers ---------------------------------------------------------------------------
 
-    def _choose_all(self, sched: Scheduler) -> dict[str, Option]:
+    def _choices_for(self, sched: Scheduler) -> dict[str, Option | None]:
+        """This step's choices for the whole batch, made on the first question of the step."""
+        if self._chosen_at != self._num_steps:
+            self._choices, self._chosen_at = self._choose_all(sched), self._num_steps
+        return self._choices
+
+    def _choose_all(self, sched: Scheduler) -> dict[str, Option | None]:
         cfg = sched.config
         decoders = [r for r in sched.running if r.num_pending <= 1]
         tokens = prefill_load(

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from policies.acceptance import AcceptanceEstimator
 from policies.admission import AdmissionConfig, AdmissionControl, Refusal
 from policies.cost_model import CostModel
+from policies.deferral import Deferral, DeferralConfig
 from policies.option import Option, candidates
 from policies.ordering import by_urgency
 from policies.preemption import choose_victim
@@ -27,11 +28,16 @@ class PolicyConfig:
     fixed: Option | None = None  # None: auto; else auto requests all run this option
     selector: SelectorConfig = field(default_factory=SelectorConfig)
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
+    deferral: DeferralConfig = field(default_factory=DeferralConfig)
     demote_missed: bool = True
+    # False: first come, first served, nobody refused, nobody deferred, the newest request
+    # preempted (the engine's FirstComePolicy): the baseline without SLO scheduling.
+    slo_aware: bool = True
 
     @property
     def name(self) -> str:
-        return "auto" if self.fixed is None else self.fixed.mode
+        mode = "auto" if self.fixed is None else self.fixed.mode
+        return mode if self.slo_aware else f"fcfs:{mode}"
 
 
 class SLOPolicy:
@@ -41,26 +47,48 @@ class SLOPolicy:
         self.acceptance = AcceptanceEstimator(profile.tokens_per_forward())
         self.selector = ModeSelector(self.cost, self.acceptance, config.selector)
         self.admission = AdmissionControl(self.cost, config.admission)
+        self.deferral = Deferral(self.cost, self.acceptance, config.deferral)
 
     # --- the scheduler's questions ---------------------------------------------------------
 
     def order(self, views: Sequence[RequestView], now: float) -> list[RequestView]:
+        if not self.config.slo_aware:
+            return sorted(views, key=lambda v: v.arrival_s)
         return by_urgency(views, now, self.config.demote_missed)
 
     def select(self, decoders: Sequence[RequestView], now: float,
-               max_tokens: int | None = None) -> dict[str, Option]:
-        """An option for every decoder; max_tokens: the budget left after prefill chunks."""
+               max_tokens: int | None = None) -> dict[str, Option | None]:
+        """An option for every decoder, or None for one that sits out this step (deferral);
+        max_tokens: the budget left after prefill chunks."""
+        options = self._options_for(decoders, now, max_tokens)
+        if not self.config.slo_aware:
+            return dict(options)
+        deferred = self.deferral.choose(decoders, options, now)
+        if not deferred:
+            return dict(options)
+        # With the slack requests out, the step is shorter: choose again for the rest.
+        rest = [v for v in decoders if v.id not in deferred]
+        out: dict[str, Option | None] = dict(self._options_for(rest, now, max_tokens))
+        out.update(dict.fromkeys(deferred))
+        return out
+
+    def _options_for(self, decoders: Sequence[RequestView], now: float,
+                     max_tokens: int | None) -> dict[str, Option]:
         if self.config.fixed is not None:
             return {v.id: self._pinned(v) for v in decoders}
         return self.selector.select(decoders, now, max_tokens)
 
     def admit(self, v: RequestView, now: float, running: Sequence[RequestView] = (),
               waiting: Sequence[RequestView] = ()) -> Refusal | None:
+        if not self.config.slo_aware:
+            return None
         best = min(self.time_per_token(v, o, 1, 1) for o in self.options(v))
         return self.admission.check(v, now, best, running, waiting,
                                     lambda r: (r.option or self._pinned(r)).work_tokens)
 
     def victim(self, candidates_: Sequence[RequestView], now: float) -> RequestView | None:
+        if not self.config.slo_aware:
+            return max(candidates_, key=lambda v: v.arrival_s, default=None)
         step = self.cost.predict(sum(self._work(v) for v in candidates_), len(candidates_))
         return choose_victim(candidates_, now,
                              lambda v: step / self.acceptance.tokens_per_forward(

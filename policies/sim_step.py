@@ -19,9 +19,13 @@ def plan_step(sim: Simulator) -> list[Work]:
     choice = _choose_options(sim)
     plan: list[Work] = []
     planned: set[str] = set()
+    deferred = []
     for r in _ordered(sim, sim.running):
         if r.id in planned or r not in sim.running:
             continue  # preempted earlier in this loop
+        if r.num_pending <= 1 and r.id in choice and choice[r.id] is None:
+            deferred.append(r)  # sits out this step
+            continue
         work = _work_for(sim, r, budget, planned, choice)
         if work is not None:
             plan.append(work)
@@ -41,6 +45,12 @@ def plan_step(sim: Simulator) -> list[Work]:
         plan.append(work)
         planned.add(r.id)
         budget -= work[2]
+    for r in deferred if not plan else []:  # never an empty step for a deferral
+        choice.pop(r.id)
+        if r in sim.running and (work := _work_for(sim, r, budget, planned, choice)):
+            plan.append(work)
+            planned.add(r.id)
+            budget -= work[2]
     return plan
 
 
@@ -69,7 +79,7 @@ def _ordered(sim: Simulator, rs: list[SimRequest]) -> list[SimRequest]:
     return [by_id[v.id] for v in sim.policy.order([r.view() for r in rs], sim.now)]
 
 
-def _choose_options(sim: Simulator) -> dict[str, Option]:
+def _choose_options(sim: Simulator) -> dict[str, Option | None]:
     cfg = sim.config
     decoders = [r for r in sim.running if r.num_pending <= 1]
     tokens = prefill_load(
@@ -81,14 +91,16 @@ def _choose_options(sim: Simulator) -> dict[str, Option]:
 
 
 def _work_for(sim: Simulator, r: SimRequest, budget: int, planned: set[str],
-              choice: dict[str, Option]) -> Work | None:
+              choice: dict[str, Option | None]) -> Work | None:
     if r.num_pending > 1:  # prompt, or recomputation after preemption
         n = min(r.num_pending, budget, sim.config.max_prefill_chunk)
         if n <= 0 or not _make_room(sim, r, r.num_cached + n, planned):
             return None
         return r, "prefill", n
     if not r.is_mid_iteration:
-        r.set_option(choice.get(r.id) or sim.policy.select([r.view()], sim.now)[r.id])
+        option = choice.get(r.id) or sim.policy.select([r.view()], sim.now)[r.id]
+        assert option is not None
+        r.set_option(option)
     assert r.option is not None
     if r.option.work_tokens > budget:
         return None

@@ -21,7 +21,7 @@ from policies.cost_model import CostModel
 from policies.slo import SLO
 
 CAPACITY_BATCH = 32
-LOADS = {"low": 0.15, "medium": 0.35, "high": 0.6}
+LOADS = {"low": 0.15, "medium": 0.3, "medium_high": 0.45, "high": 0.6, "overload": 0.9}
 
 
 @dataclass(frozen=True)

