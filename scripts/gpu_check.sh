@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One prepared run on a CUDA machine (issue 4): kernel tests on CUDA with Triton forced,
 # per-kernel error and time against the best torch baseline (fp16), `bench.modes` on CUDA
-# when that module exists, and a short table last. Installs nothing. Every step has a
+# when that module exists, TP=1 through the shard-worker path over NCCL, and a short table
+# last. Installs nothing. Every step has a
 # timeout inside GPU_CHECK_TOTAL_S (450 s); a typical run should take 4-5 minutes.
 #
 #   bash scripts/gpu_check.sh          # on the GPU machine
@@ -88,10 +89,19 @@ else
     MODES_RC=skipped
 fi
 
+stamp "TP=1 through the shard-worker path (NCCL on CUDA, gloo on CPU; no Ray there)"
+TP_KERNELS=triton
+[[ $MODE == cpu ]] && TP_KERNELS=torch  # a whole model under the interpreter is too slow
+TANDEM_KERNELS=$TP_KERNELS timeout "$(cap 60 5)" $PY -m actors.gpu_smoke --tp 1 \
+    --device "$MODES_DEVICE" > "$LOGS/tp.log" 2>&1
+TP_RC=$?
+tail -n 8 "$LOGS/tp.log"
+
 stamp "summary"
 echo "device:        $(cat "$LOGS/device.txt")"
 echo "kernel tests:  rc=$TESTS_RC  $TESTS_LINE"
 echo "bench.modes:   rc=$MODES_RC  (log: $LOGS/modes.log)"
+echo "tp=1 shards:   rc=$TP_RC  (log: $LOGS/tp.log)"
 echo "kernel bench:  rc=$BENCH_RC  (err <= 1e-3 fp16; attention decode/denoise speedup >= 0.9)"
 if [[ -s "$LOGS/kernels_table.txt" ]]; then
     cat "$LOGS/kernels_table.txt"
