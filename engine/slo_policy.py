@@ -82,7 +82,9 @@ class SLOSchedulingPolicy(SchedulingPolicy):
         start, self._step_start = self._step_start, None
         wall = time.perf_counter() - start if start is not None else 0.0
         self._num_steps += 1
-        self.policy.observe_step(plan.num_tokens, len(plan.works), max(wall, out.elapsed_s))
+        prefill = [w.num_tokens for w in plan.works if w.kind == "prefill"]
+        self.policy.observe_step(plan.num_tokens, len(plan.works), max(wall, out.elapsed_s),
+                                 sum(prefill), len(prefill))
         finished = {r.id: r for r in events.finished}
         for work in plan.works:
             adv = events.advanced.get(work.request_id)

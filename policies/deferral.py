@@ -41,6 +41,7 @@ class Deferral:
     def __init__(self, cost: CostModel, acceptance: AcceptanceEstimator,
                  config: DeferralConfig = DeferralConfig()) -> None:
         self.cost, self.acceptance, self.config = cost, acceptance, config
+        self.interference_s = 0.0  # mean time prefill chunks add to a step (set by the policy)
 
     def choose(self, decoders: Sequence[RequestView], options: Mapping[str, Option],
                now: float) -> set[str]:
@@ -49,7 +50,7 @@ class Deferral:
             return set()
         rate = {v.id: self.acceptance.tokens_per_forward(options[v.id], v.id) for v in decoders}
         tokens = sum(options[v.id].work_tokens for v in decoders)
-        step = self.cost.predict(tokens, len(decoders))
+        step = self.cost.predict(tokens, len(decoders)) + self.interference_s
         target, priority = self._target(decoders, options, rate, step, now)
         if target >= step:
             return set()
@@ -57,7 +58,8 @@ class Deferral:
         for v in self._by_slack(decoders, rate, step, now, priority):
             tokens -= options[v.id].work_tokens
             deferred.add(v.id)
-            if self.cost.predict(tokens, len(decoders) - len(deferred)) <= target:
+            left = len(decoders) - len(deferred)
+            if self.cost.predict(tokens, left) + self.interference_s <= target:
                 return deferred
         return deferred
 

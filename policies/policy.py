@@ -33,6 +33,7 @@ class PolicyConfig:
     # False: first come, first served, nobody refused, nobody deferred, the newest request
     # preempted (the engine's FirstComePolicy): the baseline without SLO scheduling.
     slo_aware: bool = True
+    interference_decay: float = 0.98  # of the mean prefill time per step (~50 steps)
 
     @property
     def name(self) -> str:
@@ -48,6 +49,7 @@ class SLOPolicy:
         self.selector = ModeSelector(self.cost, self.acceptance, config.selector)
         self.admission = AdmissionControl(self.cost, config.admission)
         self.deferral = Deferral(self.cost, self.acceptance, config.deferral)
+        self.interference_s = 0.0  # mean seconds that prefill chunks add to a step
 
     # --- the scheduler's questions ---------------------------------------------------------
 
@@ -96,8 +98,17 @@ class SLOPolicy:
 
     # --- learning --------------------------------------------------------------------------
 
-    def observe_step(self, num_tokens: int, num_requests: int, seconds: float) -> None:
+    def observe_step(self, num_tokens: int, num_requests: int, seconds: float,
+                     num_prefill_tokens: int = 0, num_prefill_requests: int = 0) -> None:
+        """A step ran: its batch, wall time, and how much of it was prefill chunks."""
         self.cost.observe(num_tokens, num_requests, seconds)
+        extra = 0.0
+        if num_prefill_tokens:
+            extra = self.cost.predict(num_tokens, num_requests) - self.cost.predict(
+                num_tokens - num_prefill_tokens, num_requests - num_prefill_requests)
+        decay = self.config.interference_decay
+        self.interference_s = decay * self.interference_s + (1 - decay) * extra
+        self.selector.interference_s = self.deferral.interference_s = self.interference_s
 
     def observe_request(self, request_id: str, option: Option, forwards: int,
                         tokens: int) -> None:

@@ -16,8 +16,9 @@ request in auto, chosen for the whole batch at once because they share one step 
    stops meeting it. Under light load that is speculation (the step is overhead-bound,
    extra tokens are nearly free); under heavy load it is AR (extra tokens lengthen
    everyone's step).
-Decisions are made for the steady-state batch of decoders: prefill chunks come and go
-within a step or two and only limit the token budget (the safety margin absorbs them). A
+Decisions are made for the steady-state batch of decoders plus the mean time that prefill
+chunks of arriving requests add to a step (`interference_s`, measured): this step's own
+prefill chunks come and go and only limit its token budget. A
 request keeps its current option unless another is better by `switch_gain` (switching drops
 drafts). Requests mid-iteration or with a fixed mode keep theirs and count as load.
 """
@@ -59,6 +60,7 @@ class ModeSelector:
     def __init__(self, cost: CostModel, acceptance: AcceptanceEstimator,
                  config: SelectorConfig = SelectorConfig()) -> None:
         self.cost, self.acceptance, self.config = cost, acceptance, config
+        self.interference_s = 0.0  # mean time prefill chunks add to a step (set by the policy)
 
     def select(self, decoders: Sequence[RequestView], now: float,
                max_tokens: int | None = None) -> dict[str, Option]:
@@ -119,7 +121,8 @@ class ModeSelector:
     # --- the batch -------------------------------------------------------------------------
 
     def _step(self, tokens: int | None = None) -> float:
-        return self.cost.predict(self._tokens if tokens is None else tokens, self._num_requests)
+        tokens = self._tokens if tokens is None else tokens
+        return self.cost.predict(tokens, self._num_requests) + self.interference_s
 
     @staticmethod
     def _meets(s: _Slot, step_s: float, rate: float | None = None) -> bool:

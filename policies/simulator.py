@@ -111,5 +111,6 @@ class Simulator:
         dt = self.clock.step_s(num_tokens, len(plan))
         self.now += dt
         self.num_steps += 1
+        prefill = [n for _, kind, n in plan if kind == "prefill"]
         apply_step(self, plan)
-        self.policy.observe_step(num_tokens, len(plan), dt)
+        self.policy.observe_step(num_tokens, len(plan), dt, sum(prefill), len(prefill))
