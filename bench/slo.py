@@ -107,23 +107,27 @@ def sim_runs(profile: Profile, args: argparse.Namespace) -> list[dict]:
 def engine_runs(profile: Profile, args: argparse.Namespace) -> list[dict]:
     import torch
 
-    from bench.slo_engine import EngineBench
+    from bench.slo_engine import EngineBench, ScaledCost
 
     torch.set_num_threads(args.threads)
     bench, runs = EngineBench(), []
-    cost = SLOPolicy(profile).cost
+    base = SLOPolicy(profile).cost
     for workload in _split(args.engine_workloads):
         for load in _split(args.loads):
-            rate = LOADS[load] * capacity_rps(workload, cost)
             rows: dict[str, list[dict]] = {name: [] for name in _split(args.engine_policies)}
             for repeat in range(args.engine_repeats):  # policies interleaved per repeat
+                slowdown = bench.slowdown(base)
+                cost = ScaledCost(base, slowdown)
+                rate = LOADS[load] * capacity_rps(workload, cost)
                 specs = generate(workload, rate, args.engine_requests, cost,
                                  len(bench.prompts), seed=100 + repeat)
                 for name in rows:
                     results = bench.run(specs, profile, policy_config(name))
-                    rows[name].append(_row("engine", workload, load, name, results, rate))
-                    print(f"  engine {workload}/{load}/{name}#{repeat}: attainment "
-                          f"{rows[name][-1]['attainment']:.2f}", file=sys.stderr, flush=True)
+                    row = _row("engine", workload, load, name, results, rate)
+                    rows[name].append(row | {"slowdown": round(slowdown, 3)})
+                    print(f"  engine {workload}/{load}/{name}#{repeat} (machine x"
+                          f"{slowdown:.2f}): attainment {row['attainment']:.2f}",
+                          file=sys.stderr, flush=True)
             runs += [_mean(r) for r in rows.values()]
     return runs
 

@@ -8,6 +8,7 @@ arrival, so waiting for the step in flight counts against its TTFT.
 
 from __future__ import annotations
 
+import statistics
 import time
 import zlib
 from collections.abc import Sequence
@@ -15,11 +16,12 @@ from collections.abc import Sequence
 from engine.engine import EngineConfig, LLMEngine
 from engine.executor import ModelExecutor
 from engine.params import DecodeParams, Mode, SamplingParams
-from engine.policy import AdmissionError
+from engine.policy import AdmissionError, SchedulingPolicy
 from engine.slo_policy import SLOSchedulingPolicy
 from models.checkpoint import DEFAULT_MODEL_DIR, load_checkpoint
 from models.heldout import load_prompts
 from models.tokenizer import TextCodec
+from policies.cost_model import CostModel
 from policies.metrics import RequestResult
 from policies.policy import PolicyConfig, SLOPolicy
 from policies.profile import Profile
@@ -36,7 +38,7 @@ class EngineBench:
         self.executor = ModelExecutor(self.model, config.num_blocks, config.block_size)
         self.prompts = [self.codec.encode(p) for p in load_prompts()]
 
-    def engine(self, policy: SLOSchedulingPolicy) -> LLMEngine:
+    def engine(self, policy: SchedulingPolicy | None) -> LLMEngine:
         return LLMEngine(self.executor, self.model.config, self.codec, self.config, policy)
 
     def prompt_ids(self, spec: RequestSpec) -> list[int]:
@@ -46,6 +48,24 @@ class EngineBench:
             ids += self.prompts[k % len(self.prompts)]
             k += 1
         return ids[:spec.num_prompt]
+
+    def slowdown(self, cost: CostModel, num_steps: int = 12) -> float:
+        """How much slower this machine is now than the profile says: the median ratio of
+        measured to predicted wall step times of AR batches of 1 and 8 requests. On a shared
+        CPU other processes come and go; the engine runs scale SLOs and arrival rates by
+        this, measured right before them, so that "1.5x AR alone" means now."""
+        ratios = []
+        for n in (1, 8):
+            eng = self.engine(None)
+            for i in range(n):
+                eng.add_request(self.prompts[i][:32], SamplingParams(max_tokens=num_steps + 2,
+                                                                     ignore_eos=True, seed=i))
+            eng.step()  # prefill
+            for _ in range(num_steps):
+                t0 = time.perf_counter()
+                eng.step()
+                ratios.append((time.perf_counter() - t0) / cost.predict(n, n))
+        return statistics.median(ratios)
 
     def run(self, specs: Sequence[RequestSpec], profile: Profile,
             config: PolicyConfig) -> list[RequestResult]:
@@ -89,3 +109,13 @@ class EngineBench:
         res.num_output = len(req.output_ids)
         res.first_token_s = st.first_token_time - t0 if st.first_token_time else None
         res.finish_s = (st.token_times[-1] if st.token_times else time.monotonic()) - t0
+
+
+class ScaledCost:
+    """A cost model's predictions times a factor (what workloads.generate reads)."""
+
+    def __init__(self, cost: CostModel, factor: float) -> None:
+        self.cost, self.factor = cost, factor
+
+    def predict(self, num_tokens: int, num_requests: int = 1) -> float:
+        return self.factor * self.cost.predict(num_tokens, num_requests)

@@ -16,9 +16,17 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Protocol
 
-from policies.cost_model import CostModel
 from policies.slo import SLO
+
+
+class CostModel(Protocol):
+    """What SLOs and capacity are derived from (policies.cost_model.CostModel or a scaled
+    one)."""
+
+    def predict(self, num_tokens: int, num_requests: int = 1) -> float: ...
+
 
 CAPACITY_BATCH = 32
 LOADS = {"low": 0.15, "medium": 0.3, "medium_high": 0.45, "high": 0.6, "overload": 0.9}
