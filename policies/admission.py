@@ -3,8 +3,10 @@
 503: not even alone on an idle device (its prefill alone outlasts its TTFT bound, or no
      option decodes as fast as its TPOT bound asks, or both together miss its deadline).
 429: feasible alone but not now (`shed_load`): the prefill work queued ahead of it and
-     the running batch predict a first token later than its TTFT bound. Shedding it
-     early keeps the device for requests that can still be served in time.
+     the running batch predict a first token later than its TTFT bound, or the running
+     requests that cannot sit steps out for it (no slack) make every option decode
+     slower than its TPOT bound. Shedding it early keeps the device for requests that can
+     still be served in time.
 A best-effort request is never refused.
 """
 
@@ -45,14 +47,30 @@ class AdmissionControl:
 
     def check(self, v: RequestView, now: float, best_time_per_token: float,
               running: Sequence[RequestView] = (), waiting: Sequence[RequestView] = (),
-              work_of: Callable[[RequestView], int] = lambda v: 1) -> Refusal | None:
-        """best_time_per_token: the fastest pace any of its options reaches alone."""
+              work_of: Callable[[RequestView], int] = lambda v: 1,
+              pace_under_load: Callable[[], float] | None = None) -> Refusal | None:
+        """best_time_per_token: the fastest pace any of its options reaches alone;
+        pace_under_load: the fastest beside the running requests that will not wait."""
         if v.slo.best_effort or not v.has_slo:
             return None
         refusal = self._alone(v, best_time_per_token)
         if refusal is None and self.config.shed_load:
             refusal = self._under_load(v, now, running, waiting, work_of)
+        if refusal is None and self.config.shed_load and pace_under_load is not None:
+            refusal = self._pace_under_load(v, pace_under_load, len(running))
         return refusal
+
+    @staticmethod
+    def _pace_under_load(v: RequestView, pace: Callable[[], float],
+                         num_running: int) -> Refusal | None:
+        if v.slo.tpot_ms is None or v.max_tokens <= 1:
+            return None
+        tpt = pace()
+        if tpt * 1e3 > v.slo.tpot_ms:
+            return Refusal(f"overloaded: predicted time per output token ~{tpt * 1e3:.1f} ms "
+                           f"> tpot_ms={v.slo.tpot_ms:g} beside {num_running} running "
+                           f"requests that cannot wait", 429)
+        return None
 
     def _alone(self, v: RequestView, tpt: float) -> Refusal | None:
         slo = v.slo

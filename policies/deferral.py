@@ -78,16 +78,23 @@ class Deferral:
             target, priority = min(target, need * rate[v.id]), min(priority, v.priority)
         return target, priority
 
+    def spare(self, v: RequestView, now: float, step: float, rate: float) -> float | None:
+        """v's slack if it may sit out a step of `step` seconds at `rate` tokens per
+        forward, else None."""
+        spare = slack_of(v, now, step / rate)
+        left = effective_deadline(v) - now
+        if (v.is_prefilling or spare < self.config.min_slack_steps * step
+                or spare < self.config.min_slack_share * left):
+            return None
+        return spare
+
     def _by_slack(self, decoders: Sequence[RequestView], rate: Mapping[str, float],
                   step: float, now: float, priority: int) -> list[RequestView]:
         """Who may wait, the most slack first."""
         out = []
         for v in decoders:
-            spare = slack_of(v, now, step / rate[v.id])
-            left = effective_deadline(v) - now
-            if (not v.is_prefilling and v.priority <= priority
-                    and spare >= self.config.min_slack_steps * step
-                    and spare >= self.config.min_slack_share * left):
+            spare = self.spare(v, now, step, rate[v.id])
+            if spare is not None and v.priority <= priority:
                 out.append((spare, v))
         return [v for _, v in sorted(out, key=lambda x: -x[0])]
 

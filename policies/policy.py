@@ -15,7 +15,7 @@ from policies.acceptance import AcceptanceEstimator
 from policies.admission import AdmissionConfig, AdmissionControl, Refusal
 from policies.cost_model import CostModel
 from policies.deferral import Deferral, DeferralConfig
-from policies.option import Option, candidates
+from policies.option import AR1, Option, candidates
 from policies.ordering import by_urgency
 from policies.preemption import choose_victim
 from policies.profile import Profile
@@ -85,8 +85,22 @@ class SLOPolicy:
         if not self.config.slo_aware:
             return None
         best = min(self.time_per_token(v, o, 1, 1) for o in self.options(v))
-        return self.admission.check(v, now, best, running, waiting,
-                                    lambda r: (r.option or self._pinned(r)).work_tokens)
+        # Under load it shares steps with the running requests that cannot wait (those
+        # with slack sit steps out for it when it falls behind: policies/deferral.py).
+        step = self.cost.predict(sum(self._work(r) for r in running), len(running))
+        firm = [r for r in running if self.deferral.spare(
+            r, now, step, self.acceptance.tokens_per_forward(self._pinned(r), r.id)) is None]
+        tokens = sum(self._work(r) for r in firm if not r.is_prefilling)
+
+        def pace() -> float:
+            # Auto is admitted at AR's pace: if every newcomer counted on speculating, the
+            # batch would grow until nobody's speculation paid. Speculation then buys the
+            # admitted requests margin instead. A pinned mode is admitted at its own pace.
+            options = [AR1] if AR1 in self.options(v) else self.options(v)
+            return self.interference_s + min(
+                self.time_per_token(v, o, tokens + 1, len(firm) + 1) for o in options)
+
+        return self.admission.check(v, now, best, firm, waiting, self._work, pace)
 
     def victim(self, candidates_: Sequence[RequestView], now: float) -> RequestView | None:
         if not self.config.slo_aware:
