@@ -90,7 +90,10 @@ class SLOPolicy:
         step = self.cost.predict(sum(self._work(r) for r in running), len(running))
         firm = [r for r in running if self.deferral.spare(
             r, now, step, self.acceptance.tokens_per_forward(self._pinned(r), r.id)) is None]
-        tokens = sum(self._work(r) for r in firm if not r.is_prefilling)
+        # Auto requests counted at AR's work too: the selector drops their speculation
+        # before it lets a request miss its SLO.
+        tokens = sum(self._work(r) if self._is_pinned(r) else 1
+                     for r in firm if not r.is_prefilling)
 
         def pace() -> float:
             # Auto is admitted at AR's pace: if every newcomer counted on speculating, the
@@ -150,6 +153,9 @@ class SLOPolicy:
         if v.is_mid_iteration and v.option is not None:
             return v.option
         return v.fixed or self.config.fixed or Option("ar")
+
+    def _is_pinned(self, v: RequestView) -> bool:
+        return v.fixed is not None or self.config.fixed is not None
 
     def _work(self, v: RequestView) -> int:
         return (v.option or self._pinned(v)).work_tokens

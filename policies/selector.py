@@ -61,10 +61,12 @@ class ModeSelector:
                  config: SelectorConfig = SelectorConfig()) -> None:
         self.cost, self.acceptance, self.config = cost, acceptance, config
         self.interference_s = 0.0  # mean time prefill chunks add to a step (set by the policy)
+        self._rates: dict[tuple[str, Option], float] = {}
 
     def select(self, decoders: Sequence[RequestView], now: float,
                max_tokens: int | None = None) -> dict[str, Option]:
         """An option for every decoder; their work must fit in max_tokens."""
+        self._rates: dict[tuple[str, Option], float] = {}
         slots = [self._slot(v, now) for v in decoders]
         self._slots, self._num_requests = slots, len(slots)
         self._max_tokens = max_tokens if max_tokens is not None else 1 << 30
@@ -72,8 +74,7 @@ class ModeSelector:
         by_urgency = sorted((s for s in slots if s.is_free), key=self._urgency(now))
         for s in by_urgency:
             self._rescue(s, depth=1)
-        for s in by_urgency:
-            self._speed_up(s)
+        self._speed_up_all(by_urgency)
         return {s.view.id: s.option for s in slots}
 
     # --- per request -----------------------------------------------------------------------
@@ -91,6 +92,12 @@ class ModeSelector:
         return candidates(v.allow_lossy, self.config.pool)
 
     def _rate(self, v: RequestView, option: Option) -> float:
+        key = (v.id, option)
+        if key not in self._rates:  # memo for one select(): asked ~10x per request
+            self._rates[key] = self._rate_of(v, option)
+        return self._rates[key]
+
+    def _rate_of(self, v: RequestView, option: Option) -> float:
         rate = self.acceptance.tokens_per_forward(option, v.id)
         if option.mode == LINEAR:  # an iteration is two forwards and emits <= remaining
             rate = min(rate, v.remaining / 2)
@@ -212,10 +219,31 @@ class ModeSelector:
                 best, best_tpt = option, step / rate
         self._switch(s, best)
 
-    def _speed_up(self, s: _Slot) -> None:
+    def _speed_up_all(self, order: list[_Slot]) -> None:
+        """Pass 3 over every free request; the guards are recomputed only after a switch
+        (rare under load), so a step costs O(requests x options), not O(requests^2)."""
+        caps = self._caps()
+        for s in order:
+            cap = next((c for c, o in caps if o is not s), INF)
+            if self._speed_up(s, cap):
+                caps = self._caps()
+
+    def _caps(self) -> list[tuple[float, _Slot]]:
+        """(longest step that keeps o within its limit, o) for every guarded o, shortest
+        first."""
+        step = self._step()
+        caps = []
+        for o in self._slots:
+            limit = self._limit(o, step)
+            if limit is not None:
+                caps.append((limit * o.rate, o))
+        return sorted(caps, key=lambda c: c[0])[:2]
+
+    def _speed_up(self, s: _Slot, cap: float) -> bool:
+        """Move s to the option that most raises the batch's tokens per second without
+        pushing any guarded request past its limit (the step stays <= cap); True if moved."""
         step = self._step()
         met = self._meets(s, step)
-        cap = self._cap(self._guarded(s, -INF))
         total = sum(o.rate for o in self._slots)
         best, best_value = s.option, total / step * (1 + self.config.min_gain)
         if s.option == s.view.option:
@@ -234,5 +262,7 @@ class ModeSelector:
                 value *= 1 + self.config.switch_gain + self.config.min_gain
             if value > best_value * (1 + 1e-9):
                 best, best_value = option, value
-        if best != s.option:
-            self._switch(s, best)
+        if best == s.option:
+            return False
+        self._switch(s, best)
+        return True
