@@ -21,6 +21,7 @@ from engine.modes.diffusion import DiffusionMode
 from engine.modes.spec_linear import SpecLinearMode
 from engine.modes.spec_quadratic import SpecQuadraticMode
 from engine.params import DecodeParams, Mode, SamplingParams
+from engine.plan import StepPlan
 from engine.policy import SchedulingPolicy
 from engine.request import Request
 from engine.scheduler import Scheduler, SchedulerConfig, StepEvents
@@ -165,7 +166,7 @@ class LLMEngine:
         self.pool.forget_prefixes()
         return StepFailed(f"step failed, {len(outs)} running request(s) ended: {message}", outs)
 
-    def _outputs(self, plan, events: StepEvents) -> list[RequestOutput]:  # noqa: ANN001
+    def _outputs(self, plan: StepPlan, events: StepEvents) -> list[RequestOutput]:
         now = time.monotonic()
         outs = []
         finished = {r.id: r for r in events.finished}
@@ -215,7 +216,7 @@ class LLMEngine:
 
 
 def default_engine(model_dir: str | Path = DEFAULT_MODEL_DIR, device: str | None = None,
-                   **config) -> LLMEngine:  # noqa: ANN003
+                   **config: object) -> LLMEngine:
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return LLMEngine.from_checkpoint(model_dir, EngineConfig(**config), device)
 

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from engine.plan import StepOutput, StepPlan, WorkResult
+from engine.plan import ChunkWork, StepOutput, StepPlan, WorkResult
 from kernels import dispatch
 from models.batch import ChunkBatch
 from models.transformer import TriModeLM
@@ -75,7 +75,8 @@ class ModelExecutor(Executor):
             s, c = s + n, c + m
         return StepOutput(results, time.perf_counter() - start)
 
-    def _store(self, works, offsets, new_k, new_v) -> None:  # noqa: ANN001
+    def _store(self, works: list[ChunkWork], offsets: list[int], new_k: torch.Tensor,
+               new_v: torch.Tensor) -> None:
         rows = [offsets[i] + j for i, w in enumerate(works) for j in range(len(w.write_slots))]
         if not rows:
             return
@@ -84,7 +85,8 @@ class ModelExecutor(Executor):
         for layer, (k_cache, v_cache) in enumerate(self.caches):
             dispatch.store_kv(k_cache, v_cache, new_k[layer][idx], new_v[layer][idx], slots)
 
-    def _sample(self, works, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001
+    def _sample(self, works: list[ChunkWork], logits: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         per_row = [(w.temperature, w.top_k, w.top_p, w.seed, pos)
                    for w in works for pos in w.sample_positions]
         if not per_row:
@@ -100,7 +102,7 @@ class ModelExecutor(Executor):
             torch.tensor(seeds, dtype=torch.int64, device=dev),
             torch.tensor(positions, dtype=torch.int64, device=dev))
 
-    def _accept(self, works, tokens: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+    def _accept(self, works: list[ChunkWork], tokens: torch.Tensor) -> torch.Tensor:
         """Per work: how many leading drafts equal the verifier's tokens at their rows."""
         width = max([len(w.verify_drafts) for w in works] + [1])
         draft = torch.full((len(works), width), -1, dtype=torch.long)
@@ -119,7 +121,7 @@ class ModelExecutor(Executor):
         target = tokens[target_idx.to(self.device)]
         return dispatch.accept(draft.to(self.device), target, num_draft.to(self.device))
 
-    def _score(self, works, logits: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+    def _score(self, works: list[ChunkWork], logits: torch.Tensor) -> torch.Tensor:
         given = [t for w in works for t in w.score_tokens]
         if not given:
             return torch.empty(0, device=self.device)
