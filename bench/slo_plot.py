@@ -6,6 +6,9 @@ from pathlib import Path
 
 from policies.workloads import LOADS
 
+COLORS = {"auto": "black", "ar": "tab:blue", "spec_linear": "tab:orange",
+          "spec_quadratic": "tab:green", "diffusion": "tab:red"}
+
 
 def plot(runs: list[dict], path: Path) -> None:
     import matplotlib
@@ -20,8 +23,9 @@ def plot(runs: list[dict], path: Path) -> None:
         for policy in dict.fromkeys(r["policy"] for r in rows):
             pts = sorted((LOADS[r["load"]], r["attainment"]) for r in rows
                          if r["policy"] == policy)
-            style = (dict(lw=2.5, color="black") if policy == "auto"
-                     else dict(lw=1.2, ls="--") if policy.startswith("fcfs:") else dict(lw=1.2))
+            mode = policy.removeprefix("fcfs:")
+            style = dict(lw=2.5 if policy == "auto" else 1.2, color=COLORS.get(mode),
+                         ls="--" if policy.startswith("fcfs:") else "-")
             ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=policy,
                     **style)
         ax.set_title(f"{where}: {workload}")
@@ -29,7 +33,9 @@ def plot(runs: list[dict], path: Path) -> None:
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("SLO attainment")
-    axes[0][-1].legend(fontsize=8)
-    fig.tight_layout()
+    handles, labels = max((ax.get_legend_handles_labels() for ax in axes[0]),
+                          key=lambda hl: len(hl[1]))
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
