@@ -95,6 +95,9 @@ class SLOSchedulingPolicy(SchedulingPolicy):
             self.policy.observe_request(req.id, option, 1, len(adv.tokens))
         for req in events.finished:
             self.policy.finish(req.id)
+        if self._num_steps % 256 == 0:  # aborted requests never finish: forget them too
+            for rid in [r for r in self.policy.acceptance.factors if r not in sched.requests]:
+                self.policy.finish(rid)
 
     # --- helpers ---------------------------------------------------------------------------
 
