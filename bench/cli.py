@@ -3,8 +3,7 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
+from cluster.cli import dispatch
 
 SUITES = {
     "modes": ("bench.modes", "tokens per forward and speed of each decoding mode"),
@@ -13,30 +12,8 @@ SUITES = {
 }
 
 
-def usage() -> str:
-    lines = ["usage: tandem bench SUITE [ARGS...]", "", "suites:"]
-    lines += [f"  {name:<8} {help_}" for name, (_, help_) in SUITES.items()]
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(usage())
-        sys.exit(0 if argv else 2)
-    name, rest = argv[0], argv[1:]
-    if name not in SUITES:
-        print(f"tandem bench: unknown suite {name!r}\n\n{usage()}", file=sys.stderr)
-        sys.exit(2)
-    try:
-        module = importlib.import_module(SUITES[name][0])
-    except ModuleNotFoundError as err:
-        if err.name != SUITES[name][0]:
-            raise
-        print(f"tandem bench {name}: not available yet ({err.name} is missing)",
-              file=sys.stderr)
-        sys.exit(2)
-    module.main(rest)
+    dispatch("tandem bench", "suite", SUITES, argv)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Mapping
 
 COMMANDS = {
     "train": ("models.train", "train the tri-mode model on the Python standard library"),
@@ -14,24 +15,26 @@ COMMANDS = {
 }
 
 
-def usage() -> str:
-    lines = ["usage: tandem COMMAND [ARGS...]", "", "commands:"]
-    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "`tandem COMMAND --help` for a command's options."]
-    return "\n".join(lines)
+def dispatch(prog: str, noun: str, table: Mapping[str, tuple[str, str]],
+             argv: list[str] | None) -> None:
+    """Run table[argv[0]]'s module main(argv[1:]); usage on -h, a message on a bad name."""
+    argv = sys.argv[1:] if argv is None else argv
+    lines = [f"usage: {prog} {noun.upper()} [ARGS...]", "", f"{noun}s:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, help_) in table.items()]
+    lines += ["", f"`{prog} {noun.upper()} --help` for its options."]
+    usage = "\n".join(lines)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage)
+        sys.exit(0 if argv else 2)
+    name, rest = argv[0], argv[1:]
+    if name not in table:
+        print(f"{prog}: unknown {noun} {name!r}\n\n{usage}", file=sys.stderr)
+        sys.exit(2)
+    importlib.import_module(table[name][0]).main(rest)
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(usage())
-        sys.exit(0 if argv else 2)
-    name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
-        print(f"tandem: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
-        sys.exit(2)
-    module = importlib.import_module(COMMANDS[name][0])
-    module.main(rest)
+    dispatch("tandem", "command", COMMANDS, argv)
 
 
 if __name__ == "__main__":
