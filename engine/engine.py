@@ -124,11 +124,24 @@ class LLMEngine:
         vocab = self.model_config.vocab_size
         if any(not 0 <= t < vocab for t in ids):
             raise ValueError(f"prompt: token ids must be in [0, {vocab})")
-        req = Request(request_id or f"req-{next(self._ids)}", ids, sampling,
-                      decode or DecodeParams(), priority=priority, slo=slo)
+        decode = decode or DecodeParams()
+        self._check_block_fits(decode)
+        req = Request(request_id or f"req-{next(self._ids)}", ids, sampling, decode,
+                      priority=priority, slo=slo)
         self.scheduler.policy.admit(req, self.scheduler)
         self.scheduler.add(req)
         return req
+
+    def _check_block_fits(self, decode: DecodeParams) -> None:
+        """A step's work must fit the batch budget, or the request could never run."""
+        if decode.mode is Mode.AUTO or decode.block_length is None:
+            return
+        need = self.scheduler.modes[decode.mode].work_tokens(decode.block_length)
+        budget = self.config.scheduler.max_batch_tokens
+        if need > budget:
+            raise ValueError(f"block_length: {decode.mode.value} with a block of "
+                             f"{decode.block_length} puts {need} tokens in one step, over "
+                             f"max_batch_tokens={budget}")
 
     def abort(self, request_id: str) -> bool:
         return self.scheduler.abort(request_id)

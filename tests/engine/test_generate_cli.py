@@ -37,3 +37,15 @@ def test_bad_input_is_a_message_not_a_traceback(capsys: pytest.CaptureFixture[st
         tandem(["generate", *args])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_block_too_large_for_the_batch_budget_is_refused_not_hung() -> None:
+    from engine.engine import EngineConfig, LLMEngine
+    from engine.params import DecodeParams
+    from engine.scheduler import SchedulerConfig
+
+    engine = LLMEngine.from_checkpoint(config=EngineConfig(
+        num_blocks=64, scheduler=SchedulerConfig(max_batch_tokens=256)))
+    with pytest.raises(ValueError, match="block_length: spec_quadratic with a block of 16"):
+        engine.add_request("x", decode=DecodeParams(mode="spec_quadratic", block_length=16))
+    assert not engine.has_unfinished()
