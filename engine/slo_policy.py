@@ -19,7 +19,7 @@ from engine.params import Mode
 from engine.policy import DEFAULT_BLOCKS, AdmissionError, SchedulingPolicy
 from engine.request import Request
 from policies.option import AR, Option
-from policies.policy import PolicyConfig, SLOPolicy, prefill_load
+from policies.policy import PolicyConfig, SLOPolicy, select_batch
 from policies.profile import Profile
 from policies.request_view import RequestView
 from policies.slo import SLO
@@ -108,14 +108,8 @@ class SLOSchedulingPolicy(SchedulingPolicy):
         return self._choices
 
     def _choose_all(self, sched: Scheduler) -> dict[str, Option | None]:
-        cfg = sched.config
-        decoders = [r for r in sched.running if r.num_pending <= 1]
-        tokens = prefill_load(
-            [r.num_pending for r in sched.running if r.num_pending > 1],
-            [r.num_pending for r in sched.waiting], cfg.max_num_seqs - len(sched.running),
-            cfg.max_prefill_chunk, cfg.max_batch_tokens)
-        return self.policy.select([view_of(r, sched) for r in decoders], self.clock(),
-                                  cfg.max_batch_tokens - tokens)
+        return select_batch(self.policy, sched.running, sched.waiting,
+                            lambda r: view_of(r, sched), self.clock(), sched.config)
 
 
 def option_of(mode: Mode, block: int | None) -> Option:

@@ -8,8 +8,9 @@ policy with every auto request pinned to one option: the baselines of `tandem be
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from policies.acceptance import AcceptanceEstimator
 from policies.admission import AdmissionConfig, AdmissionControl, Refusal
@@ -159,6 +160,21 @@ class SLOPolicy:
 
     def _work(self, v: RequestView) -> int:
         return (v.option or self._pinned(v)).work_tokens
+
+
+def select_batch(policy: SLOPolicy, running: Sequence[Any], waiting: Sequence[Any],
+                 view: Callable[[Any], RequestView], now: float, config: Any
+                 ) -> dict[str, Option | None]:
+    """The step's options for every running decoder (num_pending <= 1), with the budget left
+    after the prefill chunks that ride along. Requests are the engine's or the simulator's
+    (anything with num_pending); config has max_num_seqs, max_prefill_chunk and
+    max_batch_tokens. One function, so the simulator decides exactly as the engine does."""
+    tokens = prefill_load(
+        [r.num_pending for r in running if r.num_pending > 1],
+        [r.num_pending for r in waiting], config.max_num_seqs - len(running),
+        config.max_prefill_chunk, config.max_batch_tokens)
+    decoders = [view(r) for r in running if r.num_pending <= 1]
+    return policy.select(decoders, now, config.max_batch_tokens - tokens)
 
 
 def prefill_load(running_pending: list[int], waiting_pending: list[int], room: int,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from policies.option import Option
-from policies.policy import prefill_load
+from policies.policy import select_batch
 from policies.sim_request import SimRequest
 
 if TYPE_CHECKING:
@@ -80,14 +80,8 @@ def _ordered(sim: Simulator, rs: list[SimRequest]) -> list[SimRequest]:
 
 
 def _choose_options(sim: Simulator) -> dict[str, Option | None]:
-    cfg = sim.config
-    decoders = [r for r in sim.running if r.num_pending <= 1]
-    tokens = prefill_load(
-        [r.num_pending for r in sim.running if r.num_pending > 1],
-        [r.num_pending for r in sim.waiting], cfg.max_num_seqs - len(sim.running),
-        cfg.max_prefill_chunk, cfg.max_batch_tokens)
-    return sim.policy.select([r.view() for r in decoders], sim.now,
-                             cfg.max_batch_tokens - tokens)
+    return select_batch(sim.policy, sim.running, sim.waiting, SimRequest.view, sim.now,
+                        sim.config)
 
 
 def _work_for(sim: Simulator, r: SimRequest, budget: int, planned: set[str],
