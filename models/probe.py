@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from kernels import dispatch
 from models.batch import Chunk, ChunkBatch
 from models.transformer import TriModeLM
 
@@ -32,9 +33,7 @@ def _empty_caches(model: TriModeLM, num_seqs: int, max_len: int
 def _store(caches: list[tuple[torch.Tensor, torch.Tensor]], new_k: torch.Tensor,
            new_v: torch.Tensor, slots: torch.Tensor) -> None:
     for layer, (k_cache, v_cache) in enumerate(caches):
-        kvh, d = k_cache.shape[2:]
-        k_cache.view(-1, kvh, d)[slots] = new_k[layer].to(k_cache.dtype)
-        v_cache.view(-1, kvh, d)[slots] = new_v[layer].to(v_cache.dtype)
+        dispatch.store_kv(k_cache, v_cache, new_k[layer], new_v[layer], slots)
 
 
 @torch.no_grad()
