@@ -137,6 +137,16 @@ def start_server(config: TandemConfig) -> str:
     return f"http://127.0.0.1:{port}"
 
 
+def settle(url: str, seconds: float = 3.0) -> None:
+    """Let the server finish starting before anything is timed: the first request starts
+    the replica's metrics pusher and the metrics-board actor (a new process, ~1 s of CPU
+    on this VM), which would otherwise land in the first timed run."""
+    import httpx
+
+    httpx.get(f"{url}/metrics", timeout=60).raise_for_status()
+    time.sleep(seconds)
+
+
 # --- the run ---------------------------------------------------------------------------------
 
 
@@ -178,6 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     url = start_server(config)
     engine_run(engine, prompts[:2], 2, 4, Mode(args.mode))  # warm both sides
     asyncio.run(http_run(url, prompts[:2], 2, 4, args.mode))
+    settle(url)
     print(f"tandem bench serve: mode {args.mode}, max_tokens {args.max_tokens}, torch threads "
           f"{threads}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}", flush=True)
     try:

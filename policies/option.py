@@ -28,6 +28,11 @@ class Option:
             raise ValueError("ar has block 1")
         if self.mode != AR and not 2 <= self.block <= 64:
             raise ValueError(f"{self.mode} block must be in [2, 64], got {self.block}")
+        # The selector keys its memos by option ~1e5 times a second under load: hash once.
+        object.__setattr__(self, "_hash", hash((self.mode, self.block)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def work_tokens(self) -> int:

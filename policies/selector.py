@@ -67,8 +67,10 @@ class ModeSelector:
                max_tokens: int | None = None) -> dict[str, Option]:
         """An option for every decoder; their work must fit in max_tokens."""
         self._rates: dict[tuple[str, Option], float] = {}
+        self._steps: dict[int, float] = {}  # batch tokens -> predicted step (this select)
+        self._num_requests = len(decoders)
         slots = [self._slot(v, now) for v in decoders]
-        self._slots, self._num_requests = slots, len(slots)
+        self._slots = slots
         self._max_tokens = max_tokens if max_tokens is not None else 1 << 30
         self._tokens = sum(s.option.work_tokens for s in slots)
         by_urgency = sorted((s for s in slots if s.is_free), key=self._urgency(now))
@@ -129,7 +131,11 @@ class ModeSelector:
 
     def _step(self, tokens: int | None = None) -> float:
         tokens = self._tokens if tokens is None else tokens
-        return self.cost.predict(tokens, self._num_requests) + self.interference_s
+        step = self._steps.get(tokens)
+        if step is None:  # asked ~25x per request per select, for a few distinct sizes
+            step = self._steps[tokens] = (self.cost.predict(tokens, self._num_requests)
+                                          + self.interference_s)
+        return step
 
     @staticmethod
     def _meets(s: _Slot, step_s: float, rate: float | None = None) -> bool:
