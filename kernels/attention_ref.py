@@ -26,6 +26,7 @@ class AttentionPlan:
     local_idx: torch.Tensor | None = None  # [T]
     dense_mask: torch.Tensor | None = None  # [N, 1, Lq, Lc + Lq] bool
     cache_slots: torch.Tensor | None = None  # [N, Lc] int64 flat slot ids
+    groups: list[tuple[torch.Tensor | None, AttentionPlan]] | None = None  # see split_...
 
     @property
     def num_chunks(self) -> int:
@@ -66,6 +67,29 @@ def visibility_mask(plan: AttentionPlan, block_size: int) -> None:
         plan.cache_slots = torch.where(j[None] < ctx[:, None], slots, 0)
 
 
+def split_by_chunk_length(plan: AttentionPlan) -> list[tuple[torch.Tensor | None, AttentionPlan]]:
+    """[(token rows, sub-plan)]: one-token chunks apart from longer ones, so that a decode
+    batch with one verify or prefill chunk in it does not pad every request to that chunk's
+    length (and context). One group (rows None) when the batch has only one kind."""
+    lens = plan.cu_seqlens.diff().long()
+    single = lens == 1
+    if bool(single.all()) or not bool(single.any()):
+        return [(None, plan)]
+    seq_idx = torch.repeat_interleave(torch.arange(lens.numel(), device=lens.device), lens)
+    groups = []
+    for chosen in (single, ~single):
+        chunks = chosen.nonzero().squeeze(1)
+        rows = chosen[seq_idx].nonzero().squeeze(1)
+        sub_lens = lens[chunks]
+        ctx = plan.context_lens[chunks]
+        cu = torch.zeros(chunks.numel() + 1, dtype=plan.cu_seqlens.dtype, device=lens.device)
+        cu[1:] = sub_lens.cumsum(0)
+        groups.append((rows, AttentionPlan(
+            cu, plan.causal_limit[rows], plan.block_lo[rows], plan.block_hi[rows], ctx,
+            plan.block_tables[chunks], int(sub_lens.max()), int(ctx.max()))))
+    return groups
+
+
 def attention_reference(
     q: torch.Tensor,  # [T, H, D]
     k: torch.Tensor,  # [T, KVH, D] the chunk's new keys (already rotated)
@@ -75,6 +99,20 @@ def attention_reference(
     plan: AttentionPlan,
     scale: float,
 ) -> torch.Tensor:  # [T, H, D]
+    if plan.groups is None:  # built once per forward, shared by every layer
+        plan.groups = split_by_chunk_length(plan)
+    if plan.groups[0][0] is None:
+        return _padded_attention(q, k, v, k_cache, v_cache, plan, scale)
+    out = q.new_empty(q.shape)
+    for rows, sub in plan.groups:
+        out[rows] = _padded_attention(q[rows], k[rows], v[rows], k_cache, v_cache, sub, scale)
+    return out
+
+
+def _padded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                      k_cache: torch.Tensor | None, v_cache: torch.Tensor | None,
+                      plan: AttentionPlan, scale: float) -> torch.Tensor:
+    """Every chunk of plan padded to the longest one (queries) and the longest context."""
     block_size = k_cache.shape[1] if k_cache is not None else 1
     if plan.dense_mask is None:
         visibility_mask(plan, block_size)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.attention_ref import attention_reference
+from kernels.attention_ref import _padded_attention, attention_reference
 from kernels.attention_triton import attention_triton
 from tests.kernels import plans as P
 
@@ -79,6 +79,27 @@ def test_split_keys(dtype: torch.dtype, device: str, gen: torch.Generator) -> No
     some splits see no key of a short request at all."""
     layouts = [P.causal(1), P.causal(1), P.bidirectional(3), P.causal(1)]
     _run(layouts, [130, 1, 40, 17], 8, 4, 32, dtype, device, gen, page=16, num_splits=3)
+
+
+@pytest.mark.parametrize("layout", ["mixed", "decode_and_verify"])
+def test_reference_split_equals_one_padded_batch(layout: str, device: str,
+                                                 gen: torch.Generator) -> None:
+    """The reference runs one-token chunks apart from longer ones (less padding on CPU);
+    that must not change a single value against padding the whole batch together."""
+    if layout == "decode_and_verify":
+        layouts, contexts = [P.causal(1), P.quadratic(3), P.causal(1), P.causal(1)], [40, 9, 1, 130]
+    else:
+        layouts, contexts = _layouts(layout, gen)
+    batch, tables = P.make_batch(layouts, contexts, 5, NUM_BLOCKS, gen)
+    k_cache, v_cache = P.make_cache(NUM_BLOCKS, 5, 4, 32, tables, torch.float32, device, gen)
+    t = batch.num_tokens
+    q = P.randn((t, 8, 32), torch.float32, device, gen)
+    k, v = (P.randn((t, 4, 32), torch.float32, device, gen) for _ in range(2))
+    plan = P.plan_of(batch, device)
+    split = attention_reference(q, k, v, k_cache, v_cache, plan, 0.2)
+    assert len(plan.groups) == 2  # the split really happened
+    whole = _padded_attention(q, k, v, k_cache, v_cache, P.plan_of(batch, device), 0.2)
+    torch.testing.assert_close(split, whole, atol=1e-6, rtol=1e-6)
 
 
 def test_no_cache(device: str, gen: torch.Generator) -> None:
