@@ -47,6 +47,24 @@ def test_rescue_never_breaks_a_request_that_meets_its_slo():
     assert choice["hot"] == Option("spec_linear", 4)
 
 
+def test_without_slack_rescues_cost_the_batch_little_throughput():
+    # Five requests at risk among 20 on-track ones that have no slack to give: saving them
+    # all with speculation would slow the batch (and the requests arriving after them);
+    # the selector keeps the batch's tokens per second within rescue_loss of all-AR.
+    p = policy()
+    views = [view(f"r{i}", tpot_ms=24.0, max_tokens=40) for i in range(20)]
+    views += [view(f"hot{i}", tpot_ms=15.0, max_tokens=40) for i in range(5)]
+    choice = p.select(views, now=0.0)
+
+    def tokens_per_s(options: list[Option]) -> float:
+        rate = sum(p.acceptance.tokens_per_forward(o) for o in options)
+        return rate / step_s(sum(o.work_tokens for o in options), len(options))
+
+    all_ar = tokens_per_s([Option(AR)] * len(views))
+    assert tokens_per_s(list(choice.values())) >= all_ar * (1 - p.selector.config.rescue_loss)
+    assert any(o.mode != AR for o in choice.values())  # but it does rescue what it can
+
+
 def test_fixed_and_mid_iteration_requests_keep_their_option():
     pinned = view("p")
     pinned.fixed = Option("spec_linear", 8)
