@@ -99,8 +99,14 @@ class SLOPolicy:
         def pace() -> float:
             # Auto is admitted at AR's pace: if every newcomer counted on speculating, the
             # batch would grow until nobody's speculation paid. Speculation then buys the
-            # admitted requests margin instead. A pinned mode is admitted at its own pace.
-            options = [AR1] if AR1 in self.options(v) else self.options(v)
+            # admitted requests margin instead. A bound AR misses even alone is what
+            # speculation is for: such a request is admitted at the fastest option's pace
+            # (else an idle server refused it as overloaded). A pinned mode is admitted at
+            # its own pace.
+            options = self.options(v)
+            if AR1 in options and not (v.slo.tpot_ms is not None and self.time_per_token(
+                    v, AR1, 1, 1) * 1e3 > v.slo.tpot_ms):
+                options = [AR1]
             return self.interference_s + min(
                 self.time_per_token(v, o, tokens + 1, len(firm) + 1) for o in options)
 

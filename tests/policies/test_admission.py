@@ -15,6 +15,17 @@ def test_infeasible_tpot_is_refused_with_a_reason():
     assert "tpot_ms=2" in refusal.reason and "even alone" in refusal.reason
 
 
+def test_a_tpot_only_speculation_meets_is_admitted_on_an_idle_device():
+    # AR alone is 8.5 ms per token, quadratic B=3 alone ~5.4 ms: a 7 ms TPOT is what
+    # speculation is for. An idle server must not refuse it as "overloaded".
+    p = SLOPolicy(synthetic_profile())
+    assert p.admit(view("quick", tpot_ms=7.0, num_output=0, arrival_s=0.0), now=0.0) is None
+    # Beside 30 requests that cannot wait, no option makes 7 ms: refused now (429).
+    busy = [view(f"r{i}", tpot_ms=12.0, max_tokens=40) for i in range(30)]
+    r = p.admit(view("quick", tpot_ms=7.0, num_output=0, arrival_s=0.0), 0.0, busy)
+    assert r is not None and r.status == 429 and "tpot_ms=7" in r.reason
+
+
 def test_infeasible_ttft_and_deadline_are_refused():
     p = SLOPolicy(synthetic_profile())
     # Prefilling 1000 tokens alone takes ~208 ms.
