@@ -148,7 +148,13 @@ class AsyncEngineLoop:
                 continue
             ids = prompt + out.token_ids
             first = len(ids) - len(out.new_token_ids)
-            asks.append((out.request_id, ScoreRequest(ids, first)))
+            req = None if out.finished else self.engine.scheduler.requests.get(out.request_id)
+            if req is None:  # finished: its blocks are released, score without a cache
+                asks.append((out.request_id, ScoreRequest(ids, first)))
+            else:
+                cache = req.cache
+                asks.append((out.request_id, ScoreRequest(ids, first, cache.num_cached,
+                                                          list(cache.block_table))))
         scored = self.scorer.score([a for _, a in asks])
         return {rid: s for (rid, _), s in zip(asks, scored, strict=True)}
 
