@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from policies.acceptance import AcceptanceEstimator
 from policies.cost_model import CostModel
 from policies.option import AR1, CANDIDATES, LINEAR, QUADRATIC, Option, candidates
+from policies.preemption import slack_of
 from policies.request_view import RequestView
 
 INF = math.inf
@@ -83,6 +84,7 @@ class ModeSelector:
         self._slots = slots
         self._max_tokens = max_tokens if max_tokens is not None else 1 << 30
         self._tokens = sum(s.option.work_tokens for s in slots)
+        self._rate_sum = sum(s.rate for s in slots)  # tokens per forward of the whole batch
         self._base_throughput = self._throughput()  # rescues together lose at most a share
         by_urgency = sorted((s for s in slots if s.is_free), key=self._urgency(now))
         for s in by_urgency:
@@ -177,8 +179,10 @@ class ModeSelector:
         return min((limit * o.rate for o, limit in guarded), default=INF)
 
     def _switch(self, s: _Slot, option: Option) -> None:
+        rate = self._rate(s.view, option)
         self._tokens += option.work_tokens - s.option.work_tokens
-        s.option, s.rate = option, self._rate(s.view, option)
+        self._rate_sum += rate - s.rate
+        s.option, s.rate = option, rate
 
     def _by_work(self, s: _Slot) -> list[Option]:
         current = [s.view.option] if s.view.option in self._options(s.view) else []
@@ -221,13 +225,13 @@ class ModeSelector:
     def _others_have_slack(self, s: _Slot) -> bool:
         step = self._step()
         spare = self.config.rescue_slack_steps * step
-        return all(o.view.slack(self._now, step / o.rate) >= spare
+        return all(slack_of(o.view, self._now, step / o.rate) >= spare
                    for o in self._slots if o is not s)
 
     def _throughput(self) -> float:
         """The batch's predicted tokens per second under the current options."""
         step = self._step()
-        return sum(o.rate for o in self._slots) / step if step > 0 else 0.0
+        return self._rate_sum / step if step > 0 else 0.0
 
     def _safe_bet(self, s: _Slot, tokens: int, option: Option) -> bool:
         """A request on track without the margin does not trade that for a gamble: the
@@ -241,7 +245,7 @@ class ModeSelector:
         without the margin) ranks by the cautious acceptance."""
         cap = self._cap(guarded)
         best, best_tpt = s.option, self._step() / s.rate
-        others = sum(o.rate for o in self._slots) - s.rate
+        others = self._rate_sum - s.rate
         for option in self._options(s.view):
             tokens = self._tokens - s.option.work_tokens + option.work_tokens
             step = self._step(tokens)
@@ -277,7 +281,7 @@ class ModeSelector:
         pushing any guarded request past its limit (the step stays <= cap); True if moved."""
         step = self._step()
         met = self._meets(s, step)
-        total = sum(o.rate for o in self._slots)
+        total = self._rate_sum
         best, best_value = s.option, total / step * (1 + self.config.min_gain)
         if s.option == s.view.option:
             best_value *= 1 + self.config.switch_gain  # stay unless clearly better
