@@ -1,12 +1,17 @@
 """`tandem bench serve`: output tokens per second through the whole HTTP path (client ->
-Serve proxy -> ingress -> model server -> engine, streamed back as SSE) against the same
-engine driven directly in this process, at each concurrency, as a ratio, in one run.
+Serve proxy -> the app's deployments -> engine, streamed back as SSE) against the same
+engine driven directly in this process, at each concurrency, as a ratio, in one run; and
+where the serving stack's CPU goes, per process, in ms per streamed token.
 
 Both sides run the same config (ray_configs/local.yaml by default), the same torch thread
 count, first-come scheduling in one fixed mode (so both do the same forwards), greedy with
 ignore_eos so every request makes exactly max_tokens tokens, and the same closed loop: C
-clients, each sending its next request when the last one ends. The engine and the HTTP runs
-alternate, `--repeats` times, and the best run of each counts (the machine is shared).
+clients, each sending its next request when the last one ends. Several serving layouts
+(`--variants`, see VARIANTS) run side by side as separate apps; at each concurrency the
+engine and every variant alternate, `--repeats` times, and the best run of each counts (the
+machine is shared). CPU per token is read from /proc around each HTTP run (bench/proc_cpu.py)
+and the best run's is shown; "stack" is every serving process's CPU minus what the engine
+alone spent on the same tokens (its forwards and sampling).
 """
 
 from __future__ import annotations
@@ -22,19 +27,31 @@ from typing import Any
 
 import yaml
 
+from bench.proc_cpu import cpu_seconds, serve_groups, snapshot
+from bench.serve_clients import RunResult, engine_run, http_run, percentile
 from cluster.config import TandemConfig, load_config
 from engine.engine import LLMEngine
-from engine.params import DecodeParams, Mode, SamplingParams
+from engine.params import Mode
 from models.heldout import load_prompts
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "ray_configs" / "local.yaml"
+
+# Serving layouts to compare (config overrides on top of the YAML's args).
+VARIANTS: dict[str, dict[str, Any]] = {
+    # The default: the API folded into the model server, the engine in its own process.
+    "single": {},
+    # The API folded in, the engine a thread of the replica (sharing its GIL).
+    "single-thread": {"model": {"engine_core": "thread"}},
+    # The layout before 2026-12-03: ingress deployment -> model server, engine thread.
+    "split-thread": {"layout": "split", "model": {"engine_core": "thread"}},
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="tandem bench serve", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     p.add_argument("--requests", type=int, default=None,
                    help="requests per concurrency level (default: max(4, 2 x C))")
     p.add_argument("--max-tokens", type=int, default=64)
@@ -44,88 +61,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="torch threads on both sides (default 1: with 2 threads on a busy "
                         "2-core box OpenMP barriers stall and the engine runs ~4x slower)")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--variants", nargs="+", default=["single", "split-thread"],
+                   choices=list(VARIANTS))
     p.add_argument("--stream-interval-ms", type=float, default=None,
                    help="override the config's stream_interval_ms")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     return p.parse_args(argv)
 
 
-def bench_config(path: Path, threads: int, stream_interval_ms: float | None = None
-                 ) -> TandemConfig:
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out.get(k, {}), v) if isinstance(v, dict) else v
+    return out
+
+
+def bench_config(path: Path, threads: int, stream_interval_ms: float | None = None,
+                 variant: dict[str, Any] | None = None) -> TandemConfig:
     args = yaml.safe_load(path.read_text())["applications"][0]["args"]
-    model = {**args.get("model", {}), "policy": "first_come", "torch_threads": threads}
+    model = {"policy": "first_come", "torch_threads": threads}
     if stream_interval_ms is not None:
         model["stream_interval_ms"] = stream_interval_ms
-    return load_config({**args, "model": model, "api_keys": []})
+    args = _merge(_merge(args, variant or {}), {"model": model, "api_keys": []})
+    return load_config(args)
 
 
-# --- the engine alone ------------------------------------------------------------------------
-
-
-def engine_run(engine: LLMEngine, prompts: list[str], concurrency: int, max_tokens: int,
-               mode: Mode) -> tuple[int, float]:
-    """Closed loop over the engine: C requests in flight. (tokens, seconds)."""
-    sp = SamplingParams(max_tokens=max_tokens, temperature=0.0, seed=0, ignore_eos=True)
-    dp = DecodeParams(mode=mode)
-    todo = list(prompts)
-    tokens, in_flight = 0, 0
-    start = time.perf_counter()
-    while todo or in_flight:
-        while todo and in_flight < concurrency:
-            engine.add_request(todo.pop(0), sp, dp)
-            in_flight += 1
-        for out in engine.step():
-            if out.finished:
-                tokens += len(out.token_ids)
-                in_flight -= 1
-    return tokens, time.perf_counter() - start
-
-
-# --- through HTTP ----------------------------------------------------------------------------
-
-
-async def _one(client: Any, url: str, prompt: str, max_tokens: int, mode: str) -> int:
-    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "seed": 0,
-            "ignore_eos": True, "mode": mode, "stream": True,
-            "stream_options": {"include_usage": True}}
-    tokens = 0
-    async with client.stream("POST", f"{url}/v1/completions", json=body) as resp:
-        resp.raise_for_status()
-        async for line in resp.aiter_lines():
-            if line.startswith("data: {"):
-                usage = json.loads(line[6:]).get("usage")
-                if usage:
-                    tokens = usage["completion_tokens"]
-    return tokens
-
-
-async def http_run(url: str, prompts: list[str], concurrency: int, max_tokens: int,
-                   mode: str) -> tuple[int, float]:
-    import httpx
-
-    queue: asyncio.Queue[str] = asyncio.Queue()
-    for p in prompts:
-        queue.put_nowait(p)
-    total = 0
-    limits = httpx.Limits(max_connections=concurrency + 4)
-
-    async def client_loop(client: httpx.AsyncClient) -> None:
-        nonlocal total
-        while not queue.empty():
-            n = await _one(client, url, queue.get_nowait(), max_tokens, mode)
-            total += n  # not `total += await ...`: that reads total before the await
-
-    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
-        start = time.perf_counter()
-        await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
-        return total, time.perf_counter() - start
-
-
-def start_server(config: TandemConfig) -> str:
+def start_serve() -> int:
     import ray
     from ray import serve
-
-    from cluster.app import make_app
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
@@ -133,72 +96,129 @@ def start_server(config: TandemConfig) -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(make_app(config), name="bench-serve", route_prefix="/")
-    return f"http://127.0.0.1:{port}"
+    return port
 
 
-def settle(url: str, seconds: float = 3.0) -> None:
-    """Let the server finish starting before anything is timed: the first request starts
-    the replica's metrics pusher and the metrics-board actor (a new process, ~1 s of CPU
+def start_app(config: TandemConfig, port: int, name: str) -> str:
+    """serve.run one variant under /<name>; returns its base URL once it answers."""
+    import httpx
+    from ray import serve
+
+    from cluster.app import make_app
+
+    serve.run(make_app(config), name=name, route_prefix=f"/{name}")
+    url = f"http://127.0.0.1:{port}/{name}"
+    httpx.get(f"{url}/health", timeout=120).raise_for_status()
+    return url
+
+
+def settle(urls: list[str], seconds: float = 3.0) -> None:
+    """Let the servers finish starting before anything is timed: the first request starts
+    each replica's metrics pusher and the metrics-board actor (a new process, ~1 s of CPU
     on this VM), which would otherwise land in the first timed run."""
     import httpx
 
-    httpx.get(f"{url}/metrics", timeout=60).raise_for_status()
+    for url in urls:
+        httpx.get(f"{url}/metrics", timeout=60).raise_for_status()
     time.sleep(seconds)
 
 
 # --- the run ---------------------------------------------------------------------------------
 
 
-def measure(engine: LLMEngine, url: str, args: argparse.Namespace, prompts: list[str]
-            ) -> list[dict[str, Any]]:
-    rows = []
+def _lat(res: RunResult) -> dict[str, float]:
+    ms = 1e3
+    return {"ttft_p50_ms": round(percentile(res.ttft_s, 50) * ms, 1),
+            "ttft_p99_ms": round(percentile(res.ttft_s, 99) * ms, 1),
+            "itl_p50_ms": round(percentile(res.gaps_s, 50) * ms, 1),
+            "itl_p99_ms": round(percentile(res.gaps_s, 99) * ms, 1)}
+
+
+def _http_once(url: str, batch: list[str], c: int, args: argparse.Namespace, groups: list
+               ) -> tuple[RunResult, dict[str, float]]:
+    before = snapshot(groups)
+    res = asyncio.run(http_run(url, batch, c, args.max_tokens, args.mode))
+    after = snapshot(groups)
+    cpu = {k: (after[k] - before[k]) * 1e3 / max(1, res.tokens) for k in after}
+    return res, cpu
+
+
+def measure_level(engine: LLMEngine, urls: dict[str, str], groups: dict[str, list],
+                  args: argparse.Namespace, c: int, prompts: list[str]) -> dict[str, Any]:
+    n = args.requests or max(4, 2 * c)
+    batch = [prompts[i % len(prompts)] for i in range(n)]
     mode = Mode(args.mode)
-    for c in args.concurrency:
-        n = args.requests or max(4, 2 * c)
-        batch = [prompts[i % len(prompts)] for i in range(n)]
-        best_e = best_h = 0.0
-        for _ in range(args.repeats):
-            tok, sec = engine_run(engine, batch, c, args.max_tokens, mode)
-            best_e = max(best_e, tok / sec)
-            tok_h, sec_h = asyncio.run(http_run(url, batch, c, args.max_tokens, args.mode))
-            if tok_h != tok:
-                raise RuntimeError(f"HTTP made {tok_h} tokens, the engine {tok}")
-            best_h = max(best_h, tok_h / sec_h)
-        rows.append({"concurrency": c, "requests": n, "engine_tok_s": round(best_e, 1),
-                     "http_tok_s": round(best_h, 1), "ratio": round(best_h / best_e, 3)})
-        print(f"  C={c:<3} engine {best_e:8.1f} tok/s   HTTP {best_h:8.1f} tok/s   "
-              f"ratio {best_h / best_e:.3f}", flush=True)
-    return rows
+    best_e: tuple[RunResult, float] | None = None
+    best_h: dict[str, tuple[RunResult, dict[str, float]]] = {}
+    for _ in range(args.repeats):
+        t0 = cpu_seconds(os.getpid())
+        res = engine_run(engine, batch, c, args.max_tokens, mode)
+        engine_ms = (cpu_seconds(os.getpid()) - t0) * 1e3 / max(1, res.tokens)
+        if best_e is None or res.tok_s > best_e[0].tok_s:
+            best_e = (res, engine_ms)
+        for name, url in urls.items():
+            h, cpu = _http_once(url, batch, c, args, groups[name])
+            if h.tokens != res.tokens:
+                raise RuntimeError(f"{name}: HTTP made {h.tokens} tokens, the engine "
+                                   f"{res.tokens}")
+            if name not in best_h or h.tok_s > best_h[name][0].tok_s:
+                best_h[name] = (h, cpu)
+    e, engine_ms = best_e
+    row: dict[str, Any] = {"concurrency": c, "requests": n, "engine_tok_s": round(e.tok_s, 1),
+                           "engine_cpu_ms_per_token": round(engine_ms, 3), "engine": _lat(e)}
+    print(f"  C={c:<3} engine {e.tok_s:7.1f} tok/s, {engine_ms:.2f} CPU ms/token  "
+          f"{_fmt_lat(row['engine'])}", flush=True)
+    for name, (h, cpu) in best_h.items():
+        serving = {k: v for k, v in cpu.items() if k != "bench (client)"}
+        stack = sum(serving.values()) - engine_ms
+        row[name] = {"http_tok_s": round(h.tok_s, 1), "ratio": round(h.tok_s / e.tok_s, 3),
+                     "cpu_ms_per_token": {k: round(v, 3) for k, v in cpu.items()},
+                     "stack_cpu_ms_per_token": round(stack, 3), **_lat(h)}
+        procs = "  ".join(f"{k} {v:.2f}" for k, v in cpu.items())
+        print(f"        {name:<8} HTTP {h.tok_s:7.1f} tok/s  ratio {h.tok_s / e.tok_s:.3f}  "
+              f"stack {stack:.2f} CPU ms/token  {_fmt_lat(row[name])}\n"
+              f"                 CPU ms/token: {procs}", flush=True)
+    return row
+
+
+def _fmt_lat(lat: dict[str, float]) -> str:
+    return (f"TTFT p50/p99 {lat['ttft_p50_ms']}/{lat['ttft_p99_ms']} ms  "
+            f"gap p50/p99 {lat['itl_p50_ms']}/{lat['itl_p99_ms']} ms")
 
 
 def main(argv: list[str] | None = None) -> None:
     import torch
 
     args = parse_args(argv)
-    threads = args.threads
-    torch.set_num_threads(threads)
-    config = bench_config(args.config, threads, args.stream_interval_ms)
-    if config.model.tp != 1:
+    torch.set_num_threads(args.threads)
+    configs = {v: bench_config(args.config, args.threads, args.stream_interval_ms,
+                               VARIANTS[v]) for v in args.variants}
+    if any(c.model.tp != 1 for c in configs.values()):
         raise SystemExit("tandem bench serve: compares with the in-process engine (tp = 1)")
     from cluster.model_server import build_engine
 
-    engine = build_engine(config)
-    prompts = load_prompts(config.model.model_dir, 32)
-    url = start_server(config)
-    engine_run(engine, prompts[:2], 2, 4, Mode(args.mode))  # warm both sides
-    asyncio.run(http_run(url, prompts[:2], 2, 4, args.mode))
-    settle(url)
+    engine = build_engine(next(iter(configs.values())))
+    prompts = load_prompts(next(iter(configs.values())).model.model_dir, 32)
+    port = start_serve()
+    urls = {v: start_app(cfg, port, v) for v, cfg in configs.items()}
+    groups = {v: serve_groups(v) for v in urls}
+    engine_run(engine, prompts[:2], 2, 4, Mode(args.mode))  # warm every side
+    for url in urls.values():
+        asyncio.run(http_run(url, prompts[:2], 2, 4, args.mode))
+    settle(list(urls.values()))
     print(f"tandem bench serve: mode {args.mode}, max_tokens {args.max_tokens}, torch threads "
-          f"{threads}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}", flush=True)
+          f"{args.threads}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}, variants "
+          f"{', '.join(urls)}", flush=True)
     try:
-        rows = measure(engine, url, args, prompts)
+        rows = [measure_level(engine, urls, groups, args, c, prompts)
+                for c in args.concurrency]
     finally:
         from ray import serve
 
         serve.shutdown()
-    result = {"mode": args.mode, "max_tokens": args.max_tokens, "threads": threads,
-              "cpus": os.cpu_count(), "device": config.model.device, "rows": rows}
+    result = {"mode": args.mode, "max_tokens": args.max_tokens, "threads": args.threads,
+              "cpus": os.cpu_count(), "device": configs[args.variants[0]].model.device,
+              "variants": {v: VARIANTS[v] for v in urls}, "rows": rows}
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result))

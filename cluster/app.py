@@ -1,6 +1,7 @@
 """The builder Serve's YAML points at (`import_path: cluster.app:build_app`): config in,
 application out. The deployments are plain classes; their Serve options come from the config
-(placement-group bundles derived from tp)."""
+(placement-group bundles derived from tp). The model-server deployment is named ModelServer
+in both layouts, so handles (batch jobs) find it by that name."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from ray.serve import Application
 from cluster.config import TandemConfig, load_config
 from cluster.ingress import OpenAIIngress
 from cluster.model_server import EngineFactory, ModelServer
+from cluster.openai_server import OpenAIServer
 
 
 def build_app(args: dict[str, Any]) -> Application:
@@ -20,10 +22,14 @@ def build_app(args: dict[str, Any]) -> Application:
 
 
 def make_app(config: TandemConfig, engine_factory: EngineFactory | None = None) -> Application:
-    """The OpenAI ingress bound to the model-server deployment, both sized by the config.
-    engine_factory replaces the checkpoint-loading engine (tests inject small engines)."""
-    server = serve.deployment(ModelServer, name="ModelServer").options(
-        **config.model_server_options())
+    """The OpenAI API and the model server, both sized by the config: one deployment
+    (layout single) or the ingress bound to the model server (split). engine_factory
+    replaces the checkpoint-loading engine (tests inject small engines)."""
+    options = config.model_server_options()
+    if config.layout == "single":
+        server = serve.deployment(OpenAIServer, name="ModelServer").options(**options)
+        return server.bind(config, engine_factory)
+    server = serve.deployment(ModelServer, name="ModelServer").options(**options)
     ingress = serve.deployment(OpenAIIngress, name="OpenAIIngress").options(
         **config.ingress.to_serve())
     return ingress.bind(server.bind(config, engine_factory), config)

@@ -40,7 +40,7 @@ class ModelSettings(_Strict):
     policy: Literal["auto", "first_come", "slo"] = Field(
         "auto", description="Scheduling policy: slo = the SLO-aware policy "
         "(engine/slo_policy.py, needs slo_profile); first_come = arrival order, auto -> "
-        "auto_mode; auto = slo when its module and a profile are there, else first_come.")
+        "auto_mode; auto = slo when the profile file is there, else first_come (logged).")
     slo_profile: str | None = Field(
         None, description="Step-cost profile of this machine for the SLO policy (written by "
         "bench/calibrate.py); default: bench/slo_profile.json when present.")
@@ -59,6 +59,11 @@ class ModelSettings(_Strict):
         "for less proxy/ingress work per token.")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads in the "
                                       "replica (None: leave Ray's / torch's default).")
+    engine_core: Literal["auto", "process", "thread"] = Field(
+        "auto", description="Where a replica's engine runs: `process` = an engine-core "
+        "process beside the replica (its step loop never waits on the replica's event loop "
+        "or GIL); `thread` = a thread of the replica; auto = process at tp = 1 unless a test "
+        "injects an engine factory, thread at tp >= 2 (the shard actors do the forwards).")
 
     @model_validator(mode="after")
     def _check_modes(self) -> ModelSettings:
@@ -155,6 +160,19 @@ class TandemConfig(_Strict):
                                   description="Placement of tensor-parallel ranks (tp >= 2).")
     api_keys: list[str] = Field(default_factory=list, description="Accepted bearer tokens for "
                                 "/v1/*; empty = no authentication.")
+    layout: Literal["single", "split"] = Field(
+        "single", description="single = the OpenAI API folded into the model-server "
+        "deployment (one Ray hop per streamed chunk; `ingress` unused); split = the API as a "
+        "deployment of its own (`ingress`) calling the model server through a handle.")
+
+    def engine_core_kind(self, has_factory: bool = False) -> str:
+        kind = self.model.engine_core
+        if kind == "auto":
+            kind = "process" if self.model.tp == 1 and not has_factory else "thread"
+        if kind == "process" and self.model.tp != 1:
+            raise ValueError("model.engine_core: process serves tp = 1 only (at tp >= 2 the "
+                             "shard actors already run the forwards outside the replica)")
+        return kind
 
     def engine_config(self) -> EngineConfig:
         m = self.model

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"tandem generate: {err}", file=sys.stderr)
         sys.exit(1)
     finally:
-        engine.executor.shutdown()
+        engine.shutdown()
     if args.json:
         print(json.dumps({
             "text": out.text, "token_ids": out.token_ids, "num_tokens": len(out.token_ids),

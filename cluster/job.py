@@ -9,6 +9,7 @@ from dataclasses import astuple, dataclass, field
 from typing import Any
 
 from cluster.slo import SLOSpec
+from engine.logprobs import TokenLogprob
 from engine.params import DecodeParams, SamplingParams
 
 
@@ -45,16 +46,6 @@ class JobError:
     message: str
     param: str | None = None
     type: str = "invalid_request_error"
-
-
-@dataclass(frozen=True)
-class TokenLogprob:
-    token_id: int
-    token: str
-    logprob: float
-    top_token_id: int
-    top_token: str
-    top_logprob: float
 
 
 @dataclass

@@ -17,6 +17,7 @@ from prometheus_client import (
 
 from cluster.job import ChoiceStats
 from cluster.slo import Latency
+from engine.engine import EngineStats
 
 disable_created_metrics()
 
@@ -80,17 +81,23 @@ class ServerMetrics:
                                ["model", "kind"], registry=r)
         self.slo_missed = Counter("tandem_slo_missed", "Requests that missed their SLO, per "
                                   "SLO kind.", ["model", "kind"], registry=r)
+        self.engine_errors = Counter("tandem_engine_errors", "Engine failures by stage "
+                                     "(admit, step): a broken policy or executor, each "
+                                     "answered with a 500 and logged at ERROR.",
+                                     ["model", "stage"], registry=r)
 
     # --- observations ----------------------------------------------------------------------
 
-    def observe_engine(self, num_running: int, num_waiting: int, num_free: int,
-                       num_blocks: int) -> None:
+    def observe_engine(self, stats: EngineStats) -> None:
         n = self.model_name
-        self.running.labels(n).set(num_running)
-        self.waiting.labels(n).set(num_waiting)
-        self.kv_free.labels(n).set(num_free)
-        self.kv_total.labels(n).set(num_blocks)
-        self.kv_usage.labels(n).set(1.0 - num_free / max(1, num_blocks))
+        self.running.labels(n).set(stats.num_running)
+        self.waiting.labels(n).set(stats.num_waiting)
+        self.kv_free.labels(n).set(stats.kv_free_blocks)
+        self.kv_total.labels(n).set(stats.kv_blocks)
+        self.kv_usage.labels(n).set(1.0 - stats.kv_free_blocks / max(1, stats.kv_blocks))
+
+    def observe_engine_error(self, stage: str) -> None:
+        self.engine_errors.labels(self.model_name, stage).inc()
 
     def observe_tokens(self, gap_s: float, num_tokens: int, is_first: bool,
                        since_arrival_s: float) -> None:

@@ -1,12 +1,17 @@
 """The model-server deployment: one replica owns one engine (the scheduler and the KV
-bookkeeping) and its async loop, and streams each job's events back to the ingress.
+bookkeeping) and streams each job's events back to its caller.
 
-At tp = 1 the engine runs in the replica's own process: one forward of a small model is
-milliseconds, and a hop to a separate actor per step would cost as much as the step. At
-tp >= 2 the replica drives a group of shard actors placed in the replica's own placement
-group (bundle 0 is the replica, bundles 1..tp the ranks; see TandemConfig.placement_bundles).
-The class is plain Python (Serve wraps it in cluster/app.py) and takes an engine factory, so
-tests can run it without Ray or with a small engine.
+At tp = 1 the engine runs in an engine-core process beside the replica (cluster/engine_core.py:
+a free-running step loop, one message per step for all requests, no Ray call per step), so
+it never waits on the replica's event loop or GIL. At tp >= 2 (or `engine_core: thread`) it
+runs in a thread of the replica (cluster/engine_loop.py) and drives a group of shard actors
+placed in the replica's own placement group (bundle 0 is the replica, bundles 1..tp the
+ranks; see TandemConfig.placement_bundles). The class is plain Python (Serve wraps it in
+cluster/app.py) and takes an engine factory, so tests can run it without Ray or with a small
+engine.
+
+Public surface (what the ingress and batch jobs call, through a DeploymentHandle or, when the
+ingress is folded in, directly): generate(job), health(), metrics(), model_info().
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from cluster.config import TandemConfig, load_config
+from cluster.engine_client import EngineCoreClient
 from cluster.engine_loop import AsyncEngineLoop
-from cluster.job import GenerateJob, JobAccepted, JobError
+from cluster.job import ChoiceEvent, GenerateJob, JobAccepted, JobError
 from cluster.metrics import ServerMetrics
 from cluster.metrics_board import PUSH_INTERVAL_S, BoardClient
 from engine.engine import LLMEngine
 from engine.policy import FirstComePolicy, SchedulingPolicy
+from engine.slo_policy import SLOSchedulingPolicy
 
 log = logging.getLogger(__name__)
 
@@ -36,24 +43,19 @@ DEFAULT_PROFILE = Path(__file__).resolve().parent.parent / "bench" / "slo_profil
 
 
 def make_policy(config: TandemConfig) -> SchedulingPolicy:
-    """The SLO-aware policy (engine/slo_policy.py, written alongside) when the config asks for
-    it or when `auto` finds it and a profile; first-come otherwise."""
+    """The SLO-aware policy (engine/slo_policy.py) when the config asks for it, or for `auto`
+    when a step-cost profile is there; first-come otherwise. A profile that is there but
+    cannot be read is an error at startup, never a quiet fall back to first-come."""
     m = config.model
-    first_come = FirstComePolicy(auto_mode=m.auto_mode)
     if m.policy == "first_come":
-        return first_come
+        return FirstComePolicy(auto_mode=m.auto_mode)
     profile = Path(m.slo_profile) if m.slo_profile else DEFAULT_PROFILE
-    try:
-        from engine.slo_policy import SLOSchedulingPolicy
-
-        if not profile.is_file():
-            raise FileNotFoundError(f"no SLO profile at {profile}")
-        return SLOSchedulingPolicy.from_profile(str(profile))
-    except Exception:
+    if not profile.is_file():
         if m.policy == "slo":
-            raise
-        log.info("SLO policy unavailable; serving first-come", exc_info=True)
-        return first_come
+            raise FileNotFoundError(f"model.slo_profile: no SLO profile at {profile}")
+        log.warning("no SLO profile at %s: serving first-come (policy auto)", profile)
+        return FirstComePolicy(auto_mode=m.auto_mode)
+    return SLOSchedulingPolicy.from_profile(str(profile))
 
 
 def build_engine(config: TandemConfig) -> LLMEngine:
@@ -85,20 +87,35 @@ class ModelServer:
     def __init__(self, config: TandemConfig | dict[str, Any] | None = None,
                  engine_factory: EngineFactory | None = None) -> None:
         self.config = load_config(config)
-        if self.config.model.torch_threads:
-            import torch
-
-            torch.set_num_threads(self.config.model.torch_threads)
-        self.engine = (engine_factory or build_engine)(self.config)
         self.prom = ServerMetrics(self.config.model.name)
-        self.loop = AsyncEngineLoop(self.engine, self.prom)
+        self.engine: LLMEngine | None = None  # in this process only with a thread loop
+        self.loop: AsyncEngineLoop | EngineCoreClient
+        if self.config.engine_core_kind(engine_factory is not None) == "process":
+            self.loop = EngineCoreClient(self.config, engine_factory, self.prom)
+        else:
+            if self.config.model.torch_threads:
+                import torch
+
+                torch.set_num_threads(self.config.model.torch_threads)
+            self.engine = (engine_factory or build_engine)(self.config)
+            self.loop = AsyncEngineLoop(self.engine, self.prom)
         self.replica = _replica_id() or "local"
         self._pusher: asyncio.Task | None = None
 
     async def generate(self, job: GenerateJob) -> AsyncIterator[JobAccepted | JobError | list]:
         """JobAccepted or JobError first, then lists of events (ChoiceEvent.to_wire), one per
         engine step or per stream interval. When the caller goes away (the generator is closed
-        or cancelled) the job is aborted."""
+        or cancelled) the job is aborted. What the split ingress and batch jobs call."""
+        events = self.events(job)
+        try:
+            async for item in events:
+                yield [e.to_wire() for e in item] if isinstance(item, list) else item
+        finally:
+            await events.aclose()  # closed or cancelled: the job is aborted there
+
+    async def events(self, job: GenerateJob
+                     ) -> AsyncIterator[JobAccepted | JobError | list[ChoiceEvent]]:
+        """generate() in this process: the events themselves."""
         self._start_pusher()
         stream = await self.loop.submit(job)
         if isinstance(stream, JobError):
@@ -118,7 +135,7 @@ class ModelServer:
                 if isinstance(item, JobError):
                     yield item
                     return
-                yield [e.to_wire() for e in item]
+                yield item
         finally:
             if stream.num_open > 0:
                 self.loop.abort(stream)
@@ -130,13 +147,13 @@ class ModelServer:
 
     async def health(self) -> dict[str, Any]:
         self._start_pusher()
-        pool, sched = self.engine.pool, self.engine.scheduler
-        return {"replica": self.replica, "kv_free_blocks": pool.num_free,
-                "kv_blocks": pool.num_blocks, "num_running": len(sched.running),
-                "num_waiting": len(sched.waiting)}
+        st = self.loop.stats()
+        return {"replica": self.replica, "kv_free_blocks": st.kv_free_blocks,
+                "kv_blocks": st.kv_blocks, "num_running": st.num_running,
+                "num_waiting": st.num_waiting}
 
     async def model_info(self) -> dict[str, Any]:
-        return {"id": self.config.model.name, "max_model_len": self.engine.max_model_len,
+        return {"id": self.config.model.name, "max_model_len": self.loop.max_model_len,
                 "tp": self.config.model.tp}
 
     def _start_pusher(self) -> None:
@@ -162,4 +179,3 @@ class ModelServer:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self.loop.shutdown()
-            self.engine.executor.shutdown()

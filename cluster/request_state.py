@@ -1,5 +1,5 @@
 """What the engine loop remembers of a job while it runs: one JobStream per HTTP request
-(its queue of events), one ChoiceState per engine request (text sent, timings)."""
+(its queue of events), one ChoiceState per engine request (timings, finished or not)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import asyncio
 from collections import deque
 from dataclasses import dataclass, field
 
-from cluster.job import ChoiceEvent, ChoiceStats, GenerateJob, JobError, TokenLogprob
+from cluster.job import ChoiceEvent, GenerateJob, JobError
 from cluster.metrics import ServerMetrics
 from cluster.slo import Latency, verdicts
-from engine.engine import RequestOutput
+from cluster.step_delta import StepDelta
 
 
 @dataclass(eq=False)
@@ -49,7 +49,7 @@ class JobStream:
 
     @property
     def num_prompt_tokens(self) -> tuple[int, ...]:
-        return tuple(len(c.prompt_ids) for c in self.choices.values())
+        return tuple(c.num_prompt_tokens for c in self.choices.values())
 
 
 @dataclass(eq=False)
@@ -57,19 +57,18 @@ class ChoiceState:
     stream: JobStream
     index: int
     request_id: str
-    prompt_ids: list[int]
+    num_prompt_tokens: int
     arrival: float
     started: float | None = None  # start of the first step that ran it
     first_token: float | None = None
     last_token: float | None = None
-    text: str = ""  # sent so far
     is_finished: bool = False
 
-    def advance(self, out: RequestOutput, logprobs: list[TokenLogprob] | None, now: float,
-                metrics: ServerMetrics) -> ChoiceEvent:
+    def advance(self, out: StepDelta, now: float, metrics: ServerMetrics) -> ChoiceEvent:
         """The event for one step's output: new text and tokens, stats when finished."""
-        delta = out.text[len(self.text):] if out.text.startswith(self.text) else ""
-        self.text += delta
+        if self.started is None and out.scheduled_time is not None:
+            self.started = out.scheduled_time
+            metrics.observe_queue(self.started - self.arrival)
         n = len(out.new_token_ids)
         if n:
             is_first = self.first_token is None
@@ -77,26 +76,24 @@ class ChoiceState:
             metrics.observe_tokens(gap, n, is_first, now - self.arrival)
             self.first_token = self.first_token or now
             self.last_token = now
-        event = ChoiceEvent(self.index, delta, list(out.new_token_ids), logprobs)
+        event = ChoiceEvent(self.index, out.text, out.new_token_ids, out.logprobs)
         if out.finished:
             self._finish(out, event, now, metrics)
         return event
 
-    def _finish(self, out: RequestOutput, event: ChoiceEvent, now: float,
+    def _finish(self, out: StepDelta, event: ChoiceEvent, now: float,
                 metrics: ServerMetrics) -> None:
         self.is_finished = True
         self.stream.num_open -= 1
         event.finish_reason = out.finish_reason or "stop"
-        event.stats = ChoiceStats(
-            out.num_prompt_tokens, len(out.token_ids), out.seed, out.num_forwards,
-            dict(out.modes), dict(out.tokens_by_mode), dict(out.accepted_by_mode),
-            dict(out.drafted_by_mode))
-        n = len(out.token_ids)
+        event.stats = out.stats
+        n = out.stats.num_completion_tokens if out.stats else 0
         tpot = None
         if n > 1 and self.first_token is not None and self.last_token is not None:
             tpot = (self.last_token - self.first_token) / (n - 1)
         ttft = None if self.first_token is None else self.first_token - self.arrival
         latency = Latency(ttft, tpot, now - self.arrival)
         job = self.stream.job
-        metrics.observe_finished(event.stats, event.finish_reason, job.decode.mode.value,
-                                 latency, verdicts(job.slo, latency))
+        if event.stats is not None:
+            metrics.observe_finished(event.stats, event.finish_reason, job.decode.mode.value,
+                                     latency, verdicts(job.slo, latency))

@@ -38,7 +38,8 @@ class ResponseBuilder:
         self.kind, self.id, self.model, self.n, self.logprobs = (
             kind, request_id, model, n, logprobs)
         self.created = int(time.time())
-        self.texts = [""] * num_choices
+        self.texts: list[list[str]] = [[] for _ in range(num_choices)]  # joined at the end
+        self.offsets = [0] * num_choices  # text length of the tokens with logprobs so far
         self.finish: list[str | None] = [None] * num_choices
         self.stats: list[ChoiceStats | None] = [None] * num_choices
         self.lps: list[list[TokenLogprob]] = [[] for _ in range(num_choices)]
@@ -58,10 +59,11 @@ class ResponseBuilder:
         chunks = []
         for ev in merge_events(events):
             i = ev.index
-            offset = sum(len(t.token) for t in self.lps[i])  # text_offset of its first token
-            self.texts[i] += ev.text
+            offset = self.offsets[i]  # text_offset of its first token
+            self.texts[i].append(ev.text)
             if ev.logprobs:
                 self.lps[i].extend(ev.logprobs)
+                self.offsets[i] += sum(len(t.token) for t in ev.logprobs)
             if ev.finish_reason is not None:
                 self.finish[i], self.stats[i] = ev.finish_reason, ev.stats
             if ev.text or ev.finish_reason is not None or ev.logprobs:
@@ -93,7 +95,8 @@ class ResponseBuilder:
 
     def response(self) -> dict[str, Any]:
         choices = []
-        for i, text in enumerate(self.texts):
+        for i, parts in enumerate(self.texts):
+            text = "".join(parts)
             lps = self._logprobs(self.lps[i], 0) if self.logprobs is not None else None
             c: dict[str, Any] = {"index": i, "finish_reason": self.finish[i], "logprobs": lps}
             if self.kind == "completion":

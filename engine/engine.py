@@ -15,6 +15,7 @@ import torch
 
 from engine.executor import Executor, ModelExecutor
 from engine.kv_cache import BlockPool, KVCacheManager
+from engine.logprobs import LogprobScorer, ScoreRequest, TokenLogprob
 from engine.modes.ar import ARMode
 from engine.modes.base import ModeContext
 from engine.modes.diffusion import DiffusionMode
@@ -22,10 +23,10 @@ from engine.modes.spec_linear import SpecLinearMode
 from engine.modes.spec_quadratic import SpecQuadraticMode
 from engine.params import DecodeParams, Mode, SamplingParams
 from engine.plan import StepPlan
-from engine.policy import SchedulingPolicy
+from engine.policy import DEFAULT_BLOCKS, SchedulingPolicy
 from engine.request import Request
+from engine.request_error import RequestError
 from engine.scheduler import Scheduler, SchedulerConfig, StepEvents
-from engine.stop import final_text, stable_text
 from models.checkpoint import DEFAULT_MODEL_DIR, load_checkpoint
 from models.config import ModelConfig
 from models.tokenizer import TextCodec
@@ -48,7 +49,7 @@ class RequestOutput:
     request_id: str
     new_token_ids: list[int]
     token_ids: list[int]
-    text: str  # everything so far that is safe to show (see engine.stop.stable_text)
+    text: str  # the whole text, on the request's last output ("" before: see delta_text)
     finished: bool
     finish_reason: str | None
     seed: int
@@ -60,10 +61,30 @@ class RequestOutput:
     drafted_by_mode: dict[str, int]
     num_preemptions: int = 0
     error: str | None = None  # set when finish_reason is "error"
+    delta_text: str = ""  # text this step made safe to show (no partial character, no
+    #                       tail that may still grow into a stop string)
+    logprobs: list[TokenLogprob] | None = None  # one per new token, if the request asked
+    scheduled_time: float | None = None  # time.monotonic() of the first step that ran it
 
     @property
     def tokens_per_forward(self) -> float:
         return len(self.token_ids) / max(1, self.num_forwards)
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """What a server shows of its engine (health, gauges, autoscaling)."""
+
+    num_running: int
+    num_waiting: int
+    kv_free_blocks: int
+    kv_blocks: int
+    num_steps: int
+    last_step_s: float
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.kv_free_blocks <= self.kv_blocks:
+            raise ValueError(f"{self.kv_free_blocks} free of {self.kv_blocks} KV blocks")
 
 
 class StepFailed(RuntimeError):
@@ -93,6 +114,9 @@ class LLMEngine:
         self._ids = itertools.count()
         self.num_steps = 0
         self.last_step_s = 0.0
+        self._scorer = LogprobScorer(executor, detok or (lambda ids: ""))
+        self._logprob_ids: set[str] = set()  # requests that asked for logprobs
+        self._step_start = 0.0
 
     @classmethod
     def from_checkpoint(cls, model_dir: str | Path = DEFAULT_MODEL_DIR,
@@ -107,29 +131,51 @@ class LLMEngine:
     def tokenize(self, prompt: str | Sequence[int]) -> list[int]:
         if isinstance(prompt, str):
             if self.codec is None:
-                raise ValueError("this engine has no tokenizer: pass token ids")
+                raise RequestError("prompt", "this engine has no tokenizer: pass the prompt as "
+                                             "token ids")
             return self.codec.encode(prompt)
         return list(prompt)
 
+    def check(self, prompt_ids: Sequence[int], sampling: SamplingParams,
+              decode: DecodeParams) -> None:
+        """Raise RequestError (naming the field) if this request could never run here."""
+        n, limit = len(prompt_ids), self.max_model_len
+        if not n:
+            raise RequestError("prompt", "the prompt is empty after tokenization")
+        if n >= limit:
+            raise RequestError("prompt", f"the prompt has {n} tokens; the model's context "
+                                         f"is {limit}")
+        if n + sampling.max_tokens > limit:
+            raise RequestError("max_tokens", f"prompt ({n} tokens) + max_tokens "
+                                             f"({sampling.max_tokens}) exceeds the model's "
+                                             f"context of {limit}")
+        vocab = self.model_config.vocab_size
+        if any(not 0 <= t < vocab for t in prompt_ids):
+            raise RequestError("prompt", f"prompt token ids must be in [0, {vocab})")
+        self._check_block_fits(decode)
+        # Room for the whole sequence, plus the drafts a step writes beyond it.
+        extra = decode.block_length or max(DEFAULT_BLOCKS.values())
+        need = self.pool.blocks_for(n + sampling.max_tokens + extra)
+        if need > self.pool.num_blocks:
+            raise RequestError("max_tokens", f"the prompt and max_tokens need {need} KV "
+                                             f"blocks; this server has {self.pool.num_blocks}")
+
     def add_request(self, prompt: str | Sequence[int], sampling: SamplingParams | None = None,
                     decode: DecodeParams | None = None, request_id: str | None = None,
-                    priority: int = 0, slo: object = None) -> Request:
+                    priority: int = 0, slo: object = None, logprobs: bool = False) -> Request:
+        """Check and queue a request. Raises RequestError (a field at fault) or the policy's
+        AdmissionError (refused for load). With logprobs, each output carries the
+        log-probability of every new token (engine/logprobs.py)."""
         ids = self.tokenize(prompt)
         sampling = sampling or SamplingParams()
-        if not ids:
-            raise ValueError("prompt: empty after tokenization")
-        if len(ids) + sampling.max_tokens > self.max_model_len:
-            raise ValueError(f"prompt ({len(ids)} tokens) + max_tokens ({sampling.max_tokens})"
-                             f" exceeds the model's context of {self.max_model_len}")
-        vocab = self.model_config.vocab_size
-        if any(not 0 <= t < vocab for t in ids):
-            raise ValueError(f"prompt: token ids must be in [0, {vocab})")
         decode = decode or DecodeParams()
-        self._check_block_fits(decode)
+        self.check(ids, sampling, decode)
         req = Request(request_id or f"req-{next(self._ids)}", ids, sampling, decode,
                       priority=priority, slo=slo)
         self.scheduler.policy.admit(req, self.scheduler)
         self.scheduler.add(req)
+        if logprobs:
+            self._logprob_ids.add(req.id)
         return req
 
     def _check_block_fits(self, decode: DecodeParams) -> None:
@@ -139,19 +185,29 @@ class LLMEngine:
         need = self.scheduler.modes[decode.mode].work_tokens(decode.block_length)
         budget = self.config.scheduler.max_batch_tokens
         if need > budget:
-            raise ValueError(f"block_length: {decode.mode.value} with a block of "
-                             f"{decode.block_length} puts {need} tokens in one step, over "
-                             f"max_batch_tokens={budget}")
+            raise RequestError("block_length", f"{decode.mode.value} with block_length "
+                                               f"{decode.block_length} puts {need} tokens in "
+                                               f"one step, over max_batch_tokens={budget}")
 
     def abort(self, request_id: str) -> bool:
+        self._logprob_ids.discard(request_id)
         return self.scheduler.abort(request_id)
 
     def has_unfinished(self) -> bool:
         return self.scheduler.has_work()
 
+    def shutdown(self) -> None:
+        self.executor.shutdown()
+
+    def stats(self) -> EngineStats:
+        sched = self.scheduler
+        return EngineStats(len(sched.running), len(sched.waiting), self.pool.num_free,
+                           self.pool.num_blocks, self.num_steps, self.last_step_s)
+
     # --- the step loop -------------------------------------------------------------------------
 
     def step(self) -> list[RequestOutput]:
+        self._step_start = time.monotonic()
         plan = self.scheduler.schedule()
         if not plan.works:
             if self.scheduler.running or self.scheduler.waiting:
@@ -165,7 +221,7 @@ class LLMEngine:
         events = self.scheduler.update(plan, out)
         self.num_steps += 1
         self.last_step_s = out.elapsed_s
-        return self._outputs(plan, events)
+        return self._with_logprobs(self._outputs(plan, events))
 
     def _fail_running(self, err: Exception) -> StepFailed:
         """The cache contents are unknown after a failed step: every running request ends
@@ -179,7 +235,8 @@ class LLMEngine:
         self.pool.forget_prefixes()
         return StepFailed(f"step failed, {len(outs)} running request(s) ended: {message}", outs)
 
-    def _outputs(self, plan: StepPlan, events: StepEvents) -> list[RequestOutput]:
+    def _outputs(self, plan: StepPlan, events: StepEvents
+                 ) -> list[tuple[Request, RequestOutput]]:
         now = time.monotonic()
         outs = []
         finished = {r.id: r for r in events.finished}
@@ -188,22 +245,48 @@ class LLMEngine:
             if req is None or work.request_id not in events.emitted:
                 continue
             new = events.emitted[work.request_id]
+            if req.stats.first_scheduled_time is None:
+                req.stats.first_scheduled_time = self._step_start
             if new:
                 if req.stats.first_token_time is None:
                     req.stats.first_token_time = now
                 req.stats.token_times.append(now)
-            outs.append(self.output_of(req, new))
+            outs.append((req, self.output_of(req, new)))
         return outs
 
     def output_of(self, req: Request, new: list[int]) -> RequestOutput:
-        detok = self.codec.decode if self.codec else (lambda ids: "")
-        st = req.stats
-        text = final_text(req, detok) if req.is_finished else stable_text(req, detok)
+        st, detok = req.stats, req.detokenizer
         return RequestOutput(
-            req.id, list(new), list(req.output_ids), text, req.is_finished, req.finish_reason,
-            req.sampling.seed, len(req.prompt_ids), st.num_forwards, dict(st.forwards_by_mode),
-            dict(st.tokens_by_mode), dict(st.accepted_by_mode), dict(st.drafted_by_mode),
-            st.num_preemptions, req.error)
+            req.id, list(new), list(req.output_ids),
+            detok.text if detok and req.is_finished else "", req.is_finished,
+            req.finish_reason, req.sampling.seed, len(req.prompt_ids), st.num_forwards,
+            dict(st.forwards_by_mode), dict(st.tokens_by_mode), dict(st.accepted_by_mode),
+            dict(st.drafted_by_mode), st.num_preemptions, req.error,
+            delta_text=detok.take_delta() if detok else "",
+            scheduled_time=st.first_scheduled_time)
+
+    def _with_logprobs(self, outs: list[tuple[Request, RequestOutput]]
+                       ) -> list[RequestOutput]:
+        """Score the new tokens of the requests that asked, in one extra pass that reads
+        each one's KV cache (a finished request's blocks are gone: a full pass)."""
+        asks: list[tuple[RequestOutput, ScoreRequest]] = []
+        for req, out in outs:
+            if req.id not in self._logprob_ids:
+                continue
+            if req.is_finished:
+                self._logprob_ids.discard(req.id)
+            if not out.new_token_ids:
+                out.logprobs = []
+                continue
+            first = req.num_tokens - len(out.new_token_ids)
+            cache = req.cache if not req.is_finished else None
+            asks.append((out, ScoreRequest(req.all_ids, first) if cache is None else
+                         ScoreRequest(req.all_ids, first, cache.num_cached,
+                                      list(cache.block_table))))
+        for (out, _), scored in zip(asks, self._scorer.score([a for _, a in asks]),
+                                    strict=True):
+            out.logprobs = scored
+        return [out for _, out in outs]
 
     def generate(self, prompts: Sequence[str | Sequence[int]],
                  sampling: SamplingParams | Sequence[SamplingParams] | None = None,

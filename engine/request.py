@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from engine.detokenizer import IncrementalDetokenizer
 from engine.kv_cache import CacheEntry
 from engine.params import DecodeParams, Mode, SamplingParams
 
@@ -26,6 +27,7 @@ class RequestStats:
     tokens_by_mode: Counter = field(default_factory=Counter)
     drafted_by_mode: Counter = field(default_factory=Counter)
     accepted_by_mode: Counter = field(default_factory=Counter)
+    first_scheduled_time: float | None = None  # start of the first step that ran it
     first_token_time: float | None = None
     token_times: list[float] = field(default_factory=list)
 
@@ -44,6 +46,7 @@ class Request:
     finish_reason: str | None = None
     error: str | None = None  # why, when finish_reason is "error"
     stop_text_len: int | None = None  # text cut here when a stop string matched
+    detokenizer: IncrementalDetokenizer | None = None  # made at the first output token
     cache: CacheEntry = field(default_factory=CacheEntry)
     mode_state: Any = None  # the running mode's iteration state
     current_mode: Mode | None = None

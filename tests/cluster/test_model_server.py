@@ -120,3 +120,38 @@ def test_a_failed_step_ends_the_job_with_a_500_and_the_server_recovers(
 async def collect_all(server: ModelServer, j: GenerateJob) -> tuple[object, None, list]:
     items = [item async for item in server.generate(j)]
     return items[0], None, items[1:]
+
+
+@pytest.mark.parametrize("broken", ["admit", "order"])
+def test_a_broken_policy_fails_loudly_with_a_500(tiny_model, codec, caplog, broken) -> None:
+    """No silent first-come fallback: the request gets a 500, the cause is logged at ERROR
+    and counted in tandem_engine_errors_total."""
+    from engine.policy import FirstComePolicy
+
+    class BrokenPolicy(FirstComePolicy):
+        def admit(self, req, sched):  # noqa: ANN001, ANN202
+            if broken == "admit":
+                raise KeyError("profile has no such step cost")
+
+        def order(self, requests):  # noqa: ANN001, ANN202
+            if broken == "order":
+                raise ZeroDivisionError("empty fit")
+            return super().order(requests)
+
+    def factory(config: TandemConfig) -> LLMEngine:
+        ec = config.engine_config()
+        return LLMEngine(ModelExecutor(tiny_model, ec.num_blocks, ec.block_size),
+                         tiny_model.config, codec, ec, BrokenPolicy())
+
+    server = ModelServer(load_config({"model": {"num_kv_blocks": 64}}), factory)
+    with caplog.at_level("ERROR"):
+        first, _, rest = asyncio.run(collect_all(server, job(PROMPT, mode=Mode.AR)))
+    error = first if broken == "admit" else rest[-1]
+    assert isinstance(error, JobError) and error.status == 500
+    cause = "KeyError" if broken == "admit" else "empty fit"
+    assert cause in error.message
+    assert any(r.levelname == "ERROR" for r in caplog.records)
+    stage = "admit" if broken == "admit" else "step"
+    assert f'tandem_engine_errors_total{{model="tandem-tiny",stage="{stage}"}} 1.0' in (
+        server.prom.text())
+    assert server.engine.stats().kv_free_blocks == server.engine.stats().kv_blocks

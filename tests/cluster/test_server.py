@@ -266,3 +266,52 @@ def test_metrics_move_after_requests(client: openai.OpenAI, base_url: str) -> No
     assert (grew("tandem_slo_missed_total", kind="deadline")
             + grew("tandem_requests_rejected_total")) == 1
     assert grew("tandem_e2e_request_latency_seconds_count") >= 1
+
+
+def _gaps(base_url: str, max_tokens: int) -> list[float]:
+    """Inter-chunk gaps of one greedy AR stream."""
+    import time
+
+    body = {"prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0, "stream": True,
+            "mode": "ar", "ignore_eos": True}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    times = []
+    with httpx.stream("POST", f"{base_url}/v1/completions", json=body, headers=headers,
+                      timeout=120) as resp:
+        for line in resp.iter_lines():
+            if line.startswith("data: {"):
+                times.append(time.perf_counter())
+    return [b - a for a, b in zip(times[1:], times[2:], strict=False)]
+
+
+def test_a_slow_sse_client_does_not_stall_the_others(base_url: str) -> None:
+    """A client that stops reading (its socket buffers fill) must not stall the step loop:
+    another stream keeps its inter-token gaps, and the stalled one is still running."""
+    import socket
+    import statistics
+    from urllib.parse import urlparse
+
+    alone = statistics.median(_gaps(base_url, 40))
+    url = urlparse(base_url)
+    body = json.dumps({"prompt": PROMPT, "max_tokens": 1500, "temperature": 0, "stream": True,
+                       "mode": "ar", "ignore_eos": True, "logprobs": 1}).encode()
+    slow = socket.create_connection((url.hostname, url.port))
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                 b"\r\nAuthorization: Bearer " + KEY.encode() + b"\r\nContent-Length: "
+                 + str(len(body)).encode() + b"\r\n\r\n" + body)
+    try:
+        slow.recv(1)  # its stream has started; from here on it reads nothing
+        asyncio.run(asyncio.sleep(1.0))  # let its chunks pile up in the buffers
+        beside = statistics.median(_gaps(base_url, 40))
+        health = httpx.get(f"{base_url}/health").json()
+        assert health["num_running"] == 1  # the slow one, still generating
+    finally:
+        slow.close()
+    assert beside < 2 * alone + 0.05, (alone, beside)
+    for _ in range(100):
+        health = httpx.get(f"{base_url}/health").json()
+        if health["num_running"] == 0 and health["kv_free_blocks"] == health["kv_blocks"]:
+            break
+        asyncio.run(asyncio.sleep(0.1))
+    assert health["num_running"] == 0 and health["kv_free_blocks"] == health["kv_blocks"]

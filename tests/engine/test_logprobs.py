@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.logprobs import LogprobScorer, ScoreRequest
 from engine.engine import EngineConfig, LLMEngine
+from engine.logprobs import LogprobScorer, ScoreRequest
 from engine.params import DecodeParams, Mode, SamplingParams
 
 PROMPTS = ["def parse_args(argv):", "import os\nimport sys\n", "class Config:", "# Licensed"]

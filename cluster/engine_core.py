@@ -1,0 +1,132 @@
+"""The engine core: a process of its own next to the model-server replica (vLLM V1's split),
+so that the step loop never waits on the replica's event loop or GIL.
+
+It runs free: between steps it drains its input pipe (jobs to add, requests to abort), then
+steps while there is work, and sends one message per step with every request's StepDelta
+(cluster/step_delta.py) and the engine's stats. Messages are pickled here and written by a
+sender thread (the write releases the GIL), so a replica that is slow to read never stalls
+the loop, and the two sides can never block on each other's full pipe.
+
+Messages in:  ("add", job) | ("abort", [request ids]) | ("stop",)
+Messages out: ("ready", max_model_len, stats) | ("failed", traceback) at start;
+              ("added", job id, [(request id, prompt tokens)] | JobError);
+              ("step", [StepDelta], stats) | ("step_error", message, stats);
+              ("stats", stats) after inputs that changed the engine while it was idle.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import queue
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from cluster.config import TandemConfig
+from cluster.job_admission import add_job
+from cluster.step_delta import StepDelta
+from engine.engine import LLMEngine, StepFailed
+
+log = logging.getLogger(__name__)
+
+EngineFactory = Callable[[TandemConfig], LLMEngine]
+
+
+def run_engine_core(conn: Connection) -> None:
+    """The child process's entry point: (config, engine factory or None) come first."""
+    config, factory = conn.recv()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s engine-core "
+                        "%(name)s: %(message)s")
+    try:
+        if config.model.torch_threads:
+            import torch
+
+            torch.set_num_threads(config.model.torch_threads)
+        if factory is None:
+            from cluster.model_server import build_engine as factory
+        engine = factory(config)
+    except Exception:
+        conn.send(("failed", traceback.format_exc()))
+        raise
+    EngineCore(engine, conn).run()
+
+
+class EngineCore:
+    def __init__(self, engine: LLMEngine, conn: Connection) -> None:
+        self.engine, self.conn = engine, conn
+        self._out: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._sender = threading.Thread(target=self._send_loop, name="engine-core-send",
+                                        daemon=True)
+
+    def run(self) -> None:
+        self._sender.start()
+        self._send(("ready", self.engine.max_model_len, self.engine.stats()))
+        try:
+            while True:
+                applied = self._drain(block=not self.engine.has_unfinished())
+                if applied is None:
+                    return
+                if self.engine.has_unfinished():
+                    self._step()
+                elif applied:  # aborts on an idle engine: show the freed KV
+                    self._send(("stats", self.engine.stats()))
+        except EOFError:  # the replica is gone
+            return
+        finally:
+            self._out.put(None)
+            self._sender.join(timeout=5)
+            self.engine.shutdown()
+
+    def _drain(self, block: bool) -> int | None:
+        """Apply every message waiting (wait for one if block): how many; None: stop."""
+        num = 0
+        while block or self.conn.poll():
+            block = False
+            if not self._apply(self.conn.recv()):
+                return None
+            num += 1
+        return num
+
+    def _apply(self, msg: tuple[Any, ...]) -> bool:
+        kind = msg[0]
+        if kind == "add":
+            job = msg[1]
+            self._send(("added", job.id, add_job(self.engine, job)))
+        elif kind == "abort":
+            for rid in msg[1]:
+                self.engine.abort(rid)
+        elif kind == "stop":
+            return False
+        else:
+            raise ValueError(f"engine core: unknown message {kind!r}")
+        return True
+
+    def _step(self) -> None:
+        try:
+            outputs = self.engine.step()
+        except StepFailed as err:  # the running requests end with "error"; others wait
+            log.error("engine step failed: %s", err)
+            outputs = err.outputs
+        except Exception as err:  # a bug (a broken policy, say): loud, the replica fails
+            log.exception("engine step failed")  # every open job with a 500
+            self._send(("step_error", f"{type(err).__name__}: {err}", self.engine.stats()))
+            return
+        self._send(("step", [StepDelta.of(o) for o in outputs], self.engine.stats()))
+
+    def _send(self, msg: tuple[Any, ...]) -> None:
+        self._out.put(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def _send_loop(self) -> None:
+        while (payload := self._out.get()) is not None:
+            try:
+                self.conn.send_bytes(payload)
+            except (BrokenPipeError, ConnectionResetError, OSError):
+                return  # the replica is gone; the main loop sees EOF
+
+
+if __name__ == "__main__":  # started by cluster/engine_client.py with its socket's fd
+    run_engine_core(Connection(int(sys.argv[1])))

@@ -1,0 +1,69 @@
+"""The replica's side of the engine's requests: which JobStream each engine request feeds,
+and the fan-out of one step's deltas (one list for all of the replica's requests) to them.
+Event-loop only; the engine runs elsewhere (a thread or the engine-core process)."""
+
+from __future__ import annotations
+
+from cluster.job import ChoiceEvent, GenerateJob, JobError
+from cluster.metrics import ServerMetrics
+from cluster.request_state import ChoiceState, JobStream
+from cluster.step_delta import StepDelta
+
+
+class StreamRouter:
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self.metrics = metrics
+        self.choices: dict[str, ChoiceState] = {}  # open engine requests by id
+
+    def open(self, job: GenerateJob, added: list[tuple[str, int]], arrival: float
+             ) -> JobStream:
+        stream = JobStream(job, arrival)
+        for spec, (rid, num_prompt) in zip(job.choices, added, strict=True):
+            choice = ChoiceState(stream, spec.index, rid, num_prompt, arrival)
+            stream.choices[rid] = choice
+            self.choices[rid] = choice
+        return stream
+
+    def close(self, stream: JobStream) -> list[str]:
+        """Stop a job's open requests; returns the engine requests to abort."""
+        rids = [rid for rid, c in stream.choices.items()
+                if not c.is_finished and self.choices.pop(rid, None) is not None]
+        self.metrics.observe_aborted(len(rids))
+        stream.num_open = 0
+        return rids
+
+    def dispatch(self, deltas: list[StepDelta], now: float) -> list[str]:
+        """Hand one step's deltas to their streams, one put per stream. Returns engine
+        requests to abort (the other choices of a job whose request failed)."""
+        batches: dict[int, tuple[JobStream, list[ChoiceEvent]]] = {}
+        failed: dict[int, tuple[JobStream, str]] = {}
+        for out in deltas:
+            choice = self.choices.get(out.request_id)
+            if choice is None:
+                continue  # aborted while the step ran
+            if out.finish_reason == "error":
+                del self.choices[out.request_id]
+                choice.is_finished = True
+                failed[id(choice.stream)] = (choice.stream, out.error or "step failed")
+                continue
+            event = choice.advance(out, now, self.metrics)
+            if out.finished:
+                del self.choices[out.request_id]
+            batches.setdefault(id(choice.stream), (choice.stream, []))[1].append(event)
+        for stream, events in batches.values():
+            stream.put(events)
+        aborts = []
+        for stream, message in failed.values():  # its other choices stop too
+            aborts += self.close(stream)
+            stream.put(JobError(500, f"engine step failed: {message}", None, "server_error"))
+        return aborts
+
+    def fail_all(self, error: JobError) -> list[str]:
+        """End every open job with error; returns the engine requests to abort."""
+        streams = {id(c.stream): c.stream for c in self.choices.values()}
+        rids = list(self.choices)
+        self.choices.clear()
+        for stream in streams.values():
+            stream.num_open = 0
+            stream.put(error)
+        return rids
