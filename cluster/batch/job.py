@@ -104,7 +104,10 @@ class BatchJob:
     def _execute(self, config: TandemConfig, todo: list, window: int,
                  info: dict[str, Any]) -> int:
         args = self.args
-        replicas.init_ray(args.address or ("auto" if args.app else None))
+        address = args.address or ("auto" if args.app else None)
+        owns_ray = replicas.init_ray(address)
+        is_local = owns_ray and address is None  # a Ray of our own: it goes down whole
+        target = None
         try:
             target = (replicas.connect(args.app) if args.app
                       else replicas.start_own(config))
@@ -118,27 +121,35 @@ class BatchJob:
                 1e-3, args.deadline - (time.monotonic() - self.start))
             pace = pacer.Pacer(left, len(todo), window)
             info["startup_s"] = round(time.monotonic() - self.start, 3)
-            show = args.progress if args.progress is not None else sys.stderr.isatty()
-            progress = Progress(len(todo), args.deadline, show)
-            with journal.ResultWriter(args.output) as writer:
-                runner = JobRunner(Adapter(config, target.handle, model_name), writer, pace,
-                                   progress, RunOptions(window, args.priority))
-                interrupted = False
-                try:
-                    asyncio.run(runner.run(todo))
-                except KeyboardInterrupt:
-                    interrupted = True
-                finally:
-                    progress.close()
-                    info["run_s"] = round(pace.elapsed(), 3)
-            if args.address is not None:
-                replicas.stop_own(target)
+            runner = JobRunner(Adapter(config, target.handle, model_name), None, pace,
+                               self._progress(len(todo)), RunOptions(window, args.priority))
+            interrupted = self._loop(runner, todo)
+            info["run_s"] = round(pace.elapsed(), 3)
         finally:
-            import ray
+            if target is not None and not is_local:
+                replicas.stop_own(target)  # a cluster we joined keeps running
+            if owns_ray:
+                import ray
 
-            ray.shutdown()
+                ray.shutdown()
         code = self._finish(runner.tally, info)
         return 130 if interrupted else code
+
+    def _progress(self, total: int) -> Progress:
+        show = self.args.progress if self.args.progress is not None else sys.stderr.isatty()
+        return Progress(total, self.args.deadline, show)
+
+    def _loop(self, runner: JobRunner, todo: list) -> bool:
+        """Run to the end; True when interrupted (Ctrl-C / SIGTERM)."""
+        with journal.ResultWriter(self.args.output) as writer:
+            runner.writer = writer
+            try:
+                asyncio.run(runner.run(todo))
+            except KeyboardInterrupt:
+                return True
+            finally:
+                runner.progress.close()
+        return False
 
     def _finish(self, tally: Tally, info: dict[str, Any]) -> int:
         wall = time.monotonic() - self.start

@@ -92,13 +92,18 @@ class Target:
     num_replicas: int
 
 
-def init_ray(address: str | None) -> None:
+def init_ray(address: str | None) -> bool:
+    """Connect (address), or start a local Ray; True when this process started it (or
+    connected) here, False when Ray was already initialized in this process (tests)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
+    if ray.is_initialized():
+        return False
     ray.init(address=address, include_dashboard=False, ignore_reinit_error=True,
              log_to_driver=False)
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # the bar and summary only
+    return True
 
 
 def start_own(config: TandemConfig, app: str = APP) -> Target:

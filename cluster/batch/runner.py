@@ -41,7 +41,7 @@ def result_line(line: BatchLine, answer: Answer) -> dict[str, Any]:
 
 
 class JobRunner:
-    def __init__(self, adapter: Adapter, writer: ResultWriter, pacer: Pacer,
+    def __init__(self, adapter: Adapter, writer: ResultWriter | None, pacer: Pacer,
                  progress: Progress, options: RunOptions,
                  on_result: Callable[[BatchLine, Answer], None] | None = None) -> None:
         self.adapter, self.writer, self.pacer = adapter, writer, pacer
@@ -87,6 +87,7 @@ class JobRunner:
             if not answer.is_transient or attempt == self.options.retries:
                 break
             self.tally.num_retries += 1
+        assert self.writer is not None, "JobRunner.writer is set before run()"
         self.writer.append(result_line(line, answer))
         self.tally.add(answer)
         self.progress.update(self.tally, self.pacer.elapsed(),
