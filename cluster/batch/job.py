@@ -30,6 +30,7 @@ class BatchJob:
     def __init__(self, args: argparse.Namespace, start: float) -> None:
         self.args, self.start = args, start
         self.say_to = sys.stderr if args.json else sys.stdout
+        self.summary: dict[str, Any] | None = None  # set at the end
 
     def say(self, text: str) -> None:
         print(f"tandem batch: {text}", file=self.say_to, flush=True)
@@ -156,6 +157,7 @@ class BatchJob:
         deadline = self.args.deadline
         s = summary(tally, {**info, "wall_s": round(wall, 3),
                             "met_deadline": None if deadline is None else wall <= deadline})
+        self.summary = s
         if self.args.json:
             print(render(s), file=sys.stderr, flush=True)
             print(json.dumps(s), flush=True)

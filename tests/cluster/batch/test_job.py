@@ -1,5 +1,7 @@
-"""`tandem batch` end to end, as users run it: the command in its own process, on its own
-replicas (Serve, in the session's Ray cluster via --address), SIGKILLed half-way and rerun."""
+"""`tandem batch` end to end. The SIGKILL test runs the command in its own process against
+a metered model-server app deployed once for this module (`--address --app`, so each run
+does not pay a replica start); the broken-lines test runs it in this process on its own
+replicas (the default path: it deploys them, runs, removes them)."""
 
 from __future__ import annotations
 
@@ -24,17 +26,39 @@ PROMPTS = ["def parse_args(", "import os\n", "class Stack:\n", "for i in range("
 MODES = ["ar", "spec_linear", "spec_quadratic", "diffusion", "auto"]
 
 
+APP = "batch-test"
+CONFIG = str(ROOT / "ray_configs" / "batch.yaml")
+
+
 @pytest.fixture(scope="module")
 def address(ray_session) -> str:
-    yield ray_session.get_runtime_context().gcs_address
     from ray import serve
 
+    from cluster.batch import replicas
+    from cluster.batch.job import BatchJob  # noqa: F401 - the module the tests drive
+    from cluster.config import load_config
+    from cluster.serve_cmd import read_yaml
+
+    config = load_config(read_yaml(Path(CONFIG), None)[0]["args"])
+    replicas.start_own(config, app=APP)
+    yield ray_session.get_runtime_context().gcs_address
     serve.shutdown()  # the jobs' Serve runs without HTTP: later modules start their own
 
 
 def cli(*args: str, address: str) -> list[str]:
     return [sys.executable, "-m", "cluster.cli", "batch", *args, "--address", address,
-            "--max-in-flight", "32", "--no-progress"]
+            "--app", APP, "--config", CONFIG, "--max-in-flight", "32", "--no-progress"]
+
+
+def run_here(*args: str) -> dict:
+    """The command in this process (Ray already up: it joins, and removes what it starts)."""
+    from cluster.batch.cmd import parse_args
+    from cluster.batch.job import BatchJob
+
+    job = BatchJob(parse_args([*args, "--no-progress", "--json"]), time.monotonic())
+    assert job.run() == 0
+    assert job.summary is not None
+    return job.summary
 
 
 def env() -> dict[str, str]:
@@ -67,8 +91,8 @@ def test_sigkill_half_way_then_rerun_gives_each_id_once_equal_to_a_clean_run(
                     "seed": i, "mode": MODES[i % 5]}
             f.write(json.dumps({"custom_id": f"r{i}", "method": "POST",
                                 "url": "/v1/completions", "body": body}) + "\n")
-    clean = run("--input", str(inp), "--output", str(tmp_path / "clean.jsonl"),
-                address=address)
+    clean = run_here("--input", str(inp), "--output", str(tmp_path / "clean.jsonl"),
+                     "--app", APP, "--config", CONFIG, "--max-in-flight", "32")
     assert clean["done"] == 200
 
     out = tmp_path / "out.jsonl"
@@ -94,8 +118,8 @@ def test_sigkill_half_way_then_rerun_gives_each_id_once_equal_to_a_clean_run(
 
 def test_broken_lines_are_listed_and_the_rest_finishes(tmp_path: Path, address: str) -> None:
     inp = write_mixed(tmp_path / "in.jsonl")
-    s = run("--input", str(inp), "--output", str(tmp_path / "out.jsonl"), "--errors",
-            str(tmp_path / "bad.jsonl"), address=address)
+    s = run_here("--input", str(inp), "--output", str(tmp_path / "out.jsonl"), "--errors",
+                 str(tmp_path / "bad.jsonl"))  # on its own replicas (ray_configs/batch.yaml)
     assert (s["done"], s["errors"], s["refused"], s["failed"]) == (95, 5, 0, 0)
     assert len(texts(tmp_path / "out.jsonl")) == 95
     bad = [json.loads(x) for x in (tmp_path / "bad.jsonl").read_text().splitlines()]

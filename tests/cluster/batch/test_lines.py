@@ -16,8 +16,10 @@ def request(cid: str, url: str = "/v1/completions", **body: object) -> str:
 
 
 BROKEN = {  # line number -> (text, what the reason starts with)
-    7: ('{"custom_id": "x7", "method": "POST", "url": "/v1/completions", "body": {', "invalid JSON"),
-    20: (json.dumps({"method": "POST", "url": "/v1/completions", "body": {}}), "custom_id: missing"),
+    7: ('{"custom_id": "x7", "method": "POST", "url": "/v1/completions", "body": {',
+        "invalid JSON"),
+    20: (json.dumps({"method": "POST", "url": "/v1/completions", "body": {}}),
+         "custom_id: missing"),
     33: (request("r1"), "custom_id: 'r1' repeats line 2"),
     50: (request("x50", url="/v1/embeddings"), "url: unknown"),
     81: (json.dumps({"custom_id": "x81", "method": "GET", "url": "/v1/completions",
