@@ -32,7 +32,6 @@ from cluster.openai_protocol import (
     ChatCompletionRequest,
     CompletionRequest,
     error_body,
-    param_of,
 )
 from cluster.responses import ResponseBuilder
 
@@ -47,14 +46,7 @@ def _error(status: int, message: str, param: str | None = None,
 
 @app.exception_handler(RequestValidationError)
 async def _invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
-    err = exc.errors()[0]
-    if err["type"] == "json_invalid":
-        return _error(400, f"the body is not valid JSON: {err.get('ctx', {}).get('error', '')}",
-                      None, code="json_invalid")
-    param = param_of(tuple(err["loc"]), err["msg"])
-    msg = err["msg"].removeprefix("Value error, ")
-    message = msg if param is None or msg.startswith(param) else f"{param}: {msg}"
-    return _error(400, message, param, code=err["type"])
+    return await _bad_request(request, job_builder.invalid_body(list(exc.errors())))
 
 
 @app.exception_handler(BadRequest)
@@ -138,9 +130,7 @@ class OpenAIIngress:
 
     def _check(self, request: Request, model: str | None) -> None:
         self._authorize(request)
-        if model is not None and model != self.model_name:
-            raise BadRequest(404, f"The model `{model}` does not exist (this server serves "
-                                  f"`{self.model_name}`).", "model", code="model_not_found")
+        job_builder.check_model(model, self.model_name)
 
     def _authorize(self, request: Request) -> None:
         keys = self.config.api_keys
