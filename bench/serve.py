@@ -91,7 +91,8 @@ def start_serve() -> int:
     from ray import serve
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    ray.init(address="local", include_dashboard=False, ignore_reinit_error=True,
+             log_to_driver=False)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -49,7 +49,8 @@ class EngineCoreClient:
             raise RuntimeError(f"the engine core failed to start:\n{msg[1]}")
         _, self.max_model_len, self._stats = msg
         metrics.observe_engine(self._stats)
-        self._admits: dict[str, asyncio.Future] = {}
+        # Jobs sent, not yet answered: (future of the stream, the job, its arrival).
+        self._admits: dict[str, tuple[asyncio.Future, GenerateJob, float]] = {}
         self._reader: asyncio.AbstractEventLoop | None = None  # the loop that reads the pipe
         self.is_dead = False
 
@@ -63,15 +64,9 @@ class EngineCoreClient:
         if job.id in self._admits:
             raise ValueError(f"job id {job.id!r} is already being admitted")
         future = asyncio.get_running_loop().create_future()
-        self._admits[job.id] = future
+        self._admits[job.id] = (future, job, arrival)
         self.conn.send(("add", job))
-        added = await future
-        if isinstance(added, JobError):
-            if added.status == 500:
-                self.metrics.observe_engine_error("admit")
-            self.metrics.observe_rejected(added.status)
-            return added
-        return self.router.open(job, added, arrival)
+        return await future
 
     def abort(self, stream: JobStream) -> None:
         """Stop a job's open requests; the core frees their KV before its next step."""
@@ -107,9 +102,7 @@ class EngineCoreClient:
             _, deltas, self._stats = msg
             self._abort(self.router.dispatch(deltas, time.monotonic()))
         elif kind == "added":
-            future = self._admits.pop(msg[1], None)
-            if future is not None and not future.done():
-                future.set_result(msg[2])
+            self._admitted(*msg[1:])
         elif kind == "stats":
             self._stats = msg[1]
         elif kind == "step_error":
@@ -120,6 +113,27 @@ class EngineCoreClient:
         else:
             raise ValueError(f"engine core sent an unknown message {kind!r}")
         self.metrics.observe_engine(self._stats)
+        idle = self._stats.num_running == 0 and self._stats.num_waiting == 0
+        if kind in ("step", "stats") and idle and self.router.choices:
+            self._abort(self.router.fail_all(  # requests the engine no longer knows
+                JobError(500, "request lost by the engine", None, "server_error")))
+
+    def _admitted(self, job_id: str, added: list[tuple[str, int]] | JobError) -> None:
+        """The core's answer to a job: its streams open here, before any later message
+        (the core's next step may already carry their first tokens)."""
+        future, job, arrival = self._admits.pop(job_id)
+        if isinstance(added, JobError):
+            if added.status == 500:
+                self.metrics.observe_engine_error("admit")
+            self.metrics.observe_rejected(added.status)
+            result: JobStream | JobError = added
+        else:
+            result = self.router.open(job, added, arrival)
+        if future.done():  # the caller went away meanwhile: take the job back
+            if isinstance(result, JobStream):
+                self.abort(result)
+        else:
+            future.set_result(result)
 
     def _core_died(self) -> None:
         if self.is_dead:
@@ -132,7 +146,7 @@ class EngineCoreClient:
         self.metrics.observe_engine_error("step")
         error = JobError(500, f"the engine core exited (code {code})", None, "server_error")
         self.router.fail_all(error)
-        for future in self._admits.values():
+        for future, _, _ in self._admits.values():
             if not future.done():
                 future.set_result(error)
         self._admits.clear()

@@ -59,6 +59,7 @@ class EngineCore:
     def __init__(self, engine: LLMEngine, conn: Connection) -> None:
         self.engine, self.conn = engine, conn
         self._out: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._open: set[str] = set()  # request ids added and not finished
         self._sender = threading.Thread(target=self._send_loop, name="engine-core-send",
                                         daemon=True)
 
@@ -95,10 +96,14 @@ class EngineCore:
         kind = msg[0]
         if kind == "add":
             job = msg[1]
-            self._send(("added", job.id, add_job(self.engine, job)))
+            added = add_job(self.engine, job)
+            if isinstance(added, list):
+                self._open.update(rid for rid, _ in added)
+            self._send(("added", job.id, added))
         elif kind == "abort":
             for rid in msg[1]:
                 self.engine.abort(rid)
+                self._open.discard(rid)
         elif kind == "stop":
             return False
         else:
@@ -111,10 +116,14 @@ class EngineCore:
         except StepFailed as err:  # the running requests end with "error"; others wait
             log.error("engine step failed: %s", err)
             outputs = err.outputs
-        except Exception as err:  # a bug (a broken policy, say): loud, the replica fails
-            log.exception("engine step failed")  # every open job with a 500
+        except Exception as err:  # a bug (a broken policy, say): loud; every open job ends
+            log.exception("engine step failed")  # with a 500 (the replica fails them)
+            for rid in self._open:
+                self.engine.abort(rid)
+            self._open.clear()
             self._send(("step_error", f"{type(err).__name__}: {err}", self.engine.stats()))
             return
+        self._open.difference_update(o.request_id for o in outputs if o.finished)
         self._send(("step", [StepDelta.of(o) for o in outputs], self.engine.stats()))
 
     def _send(self, msg: tuple[Any, ...]) -> None:

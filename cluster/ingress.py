@@ -15,7 +15,7 @@ from ray.serve.handle import DeploymentHandle
 from cluster.config import TandemConfig, load_config
 from cluster.job import ChoiceEvent, GenerateJob, JobAccepted, JobError
 from cluster.metrics_board import BoardClient
-from cluster.openai_api import OpenAIApi, build_api
+from cluster.openai_api import OpenAIApi
 
 
 class HandleBackend:
@@ -48,7 +48,7 @@ def _app_name() -> str:
         return "default"
 
 
-@serve.ingress(build_api)
+@serve.ingress()
 class OpenAIIngress(OpenAIApi):
     def __init__(self, model_server: DeploymentHandle,
                  config: TandemConfig | dict[str, Any] | None = None) -> None:

@@ -37,6 +37,10 @@ def _as_job_error(job: GenerateJob, err: Exception) -> JobError:
         param = job.prompt_field if err.param == "prompt" else err.param
         named = param is None or param in err.message  # say which field, for people
         return JobError(400, err.message if named else f"{param}: {err.message}", param)
+    if isinstance(err, AdmissionError) and err.status == 503:
+        # Infeasible even alone on this server: the request's SLO is at fault, not the
+        # load, and a retry cannot help (issue 16: hostile input gets a 4xx, no 5xx).
+        return JobError(400, f"slo: {err.reason}", "slo")
     if isinstance(err, AdmissionError):
         kind = "rate_limit_error" if err.status == 429 else "service_unavailable"
         return JobError(err.status, err.reason, None, kind)

@@ -30,6 +30,7 @@ from cluster.engine_loop import AsyncEngineLoop
 from cluster.job import ChoiceEvent, GenerateJob, JobAccepted, JobError
 from cluster.metrics import ServerMetrics
 from cluster.metrics_board import PUSH_INTERVAL_S, BoardClient
+from cluster.scaling_signals import ScalingSignals
 from engine.engine import LLMEngine
 from engine.policy import FirstComePolicy, SchedulingPolicy
 from engine.slo_policy import SLOSchedulingPolicy
@@ -99,6 +100,7 @@ class ModelServer:
                 torch.set_num_threads(self.config.model.torch_threads)
             self.engine = (engine_factory or build_engine)(self.config)
             self.loop = AsyncEngineLoop(self.engine, self.prom)
+        self.signals = ScalingSignals(self.prom)
         self.replica = _replica_id() or "local"
         self._pusher: asyncio.Task | None = None
 
@@ -151,6 +153,10 @@ class ModelServer:
         return {"replica": self.replica, "kv_free_blocks": st.kv_free_blocks,
                 "kv_blocks": st.kv_blocks, "num_running": st.num_running,
                 "num_waiting": st.num_waiting}
+
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """Ray Serve's custom autoscaling metrics (cluster/autoscaling.py scales on them)."""
+        return self.signals.read()
 
     async def model_info(self) -> dict[str, Any]:
         return {"id": self.config.model.name, "max_model_len": self.loop.max_model_len,

@@ -1,11 +1,13 @@
 """OpenAI's API over a model server: the routes, and the logic behind them.
 
-`build_api()` makes the FastAPI app; each route hands its request to the deployment's
-instance (an `OpenAIApi`), which validates the body (pydantic, unknown fields refused),
-checks the key and the model name, turns the body into a GenerateJob and streams the model
-server's events back as server-sent events or gathers them into one response. The first
-item of a job says accepted or refused, so a refusal gets a real HTTP status. When the
-client goes away the job's stream is closed and the model server aborts the job.
+`build_api(api)` makes the FastAPI app of one replica (Serve calls the deployment's
+`__serve_build_asgi_app__` after its constructor); each route hands its request to that
+replica's `OpenAIApi`, which bounds the request (cluster/limits.py), validates the body
+(pydantic, unknown fields refused), checks the key and the model name, turns the body into
+a GenerateJob and streams the model server's events back as server-sent events or gathers
+them into one response. The first item of a job says accepted or refused, so a refusal
+gets a real HTTP status. When the client goes away the job's stream is closed and the
+model server aborts the job.
 
 The model server is reached through a Backend: a DeploymentHandle (cluster/ingress.py: the
 ingress as its own deployment) or the same replica (cluster/openai_server.py: the ingress
@@ -26,17 +28,12 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cluster import job_builder
+from cluster import job_builder, limits
 from cluster.config import TandemConfig
 from cluster.job import ChoiceEvent, GenerateJob, JobAccepted, JobError
 from cluster.job_builder import BadRequest
 from cluster.metrics_board import BoardClient, merge
-from cluster.openai_protocol import (
-    ChatCompletionRequest,
-    CompletionRequest,
-    error_body,
-    param_of,
-)
+from cluster.openai_protocol import ChatCompletionRequest, CompletionRequest, error_body
 from cluster.responses import ResponseBuilder
 
 
@@ -71,6 +68,10 @@ class OpenAIApi:
     backend: Backend
     board: BoardClient
 
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        """Serve asks for the replica's app here, once the constructor has run."""
+        return build_api(self)
+
     @property
     def model_name(self) -> str:
         return self.config.model.name
@@ -92,6 +93,7 @@ class OpenAIApi:
             "max_model_len": info["max_model_len"]}]}
 
     async def api_completions(self, body: CompletionRequest, request: Request) -> Any:
+        limits.check_completion(body, self.config.limits)
         self._check(request, body.model)
         rid = f"cmpl-{uuid.uuid4().hex}"
         job = job_builder.completion_job(body, self.config, rid)
@@ -100,6 +102,7 @@ class OpenAIApi:
         return await self._run(job, builder, body.stream, body.include_usage)
 
     async def api_chat(self, body: ChatCompletionRequest, request: Request) -> Any:
+        limits.check_chat(body, self.config.limits)
         self._check(request, body.model)
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         job = job_builder.chat_job(body, self.config, rid)
@@ -109,9 +112,7 @@ class OpenAIApi:
 
     def _check(self, request: Request, model: str | None) -> None:
         self._authorize(request)
-        if model is not None and model != self.model_name:
-            raise BadRequest(404, f"The model `{model}` does not exist (this server serves "
-                                  f"`{self.model_name}`).", "model", code="model_not_found")
+        job_builder.check_model(model, self.model_name)
 
     def _authorize(self, request: Request) -> None:
         keys = self.config.api_keys
@@ -173,27 +174,15 @@ class OpenAIApi:
                 await self.backend.close(gen)
 
 
-def _api() -> OpenAIApi:
-    from ray import serve
-
-    return serve.get_replica_context().servable_object
-
-
-def build_api() -> FastAPI:
-    """A fresh app per deployment (serve.ingress calls it on each replica)."""
+def build_api(api: OpenAIApi) -> FastAPI:
+    """One replica's app: its routes call `api`."""
     app = FastAPI(title="tandem", description="OpenAI-compatible tri-mode LLM server")
+    app.add_middleware(limits.BodySizeLimit)  # 413 over config.limits.max_body_bytes
+    app.state.max_body_bytes = api.config.limits.max_body_bytes
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
-        err = exc.errors()[0]
-        if err["type"] == "json_invalid":
-            return _error(400, "the body is not valid JSON: "
-                               f"{err.get('ctx', {}).get('error', '')}", None,
-                          code="json_invalid")
-        param = param_of(tuple(err["loc"]), err["msg"])
-        msg = err["msg"].removeprefix("Value error, ")
-        message = msg if param is None or msg.startswith(param) else f"{param}: {msg}"
-        return _error(400, message, param, code=err["type"])
+        return await _bad_request(request, job_builder.invalid_body(list(exc.errors())))
 
     @app.exception_handler(BadRequest)
     async def _bad_request(request: Request, exc: BadRequest) -> JSONResponse:
@@ -206,22 +195,22 @@ def build_api() -> FastAPI:
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return await _api().api_health()
+        return await api.api_health()
 
     @app.get("/metrics")
     async def metrics() -> PlainTextResponse:
-        return await _api().api_metrics()
+        return await api.api_metrics()
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
-        return await _api().api_models(request)
+        return await api.api_models(request)
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request) -> Any:
-        return await _api().api_completions(body, request)
+        return await api.api_completions(body, request)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
-        return await _api().api_chat(body, request)
+        return await api.api_chat(body, request)
 
     return app

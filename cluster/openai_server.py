@@ -16,7 +16,7 @@ from cluster.config import TandemConfig
 from cluster.job import ChoiceEvent, GenerateJob, JobAccepted, JobError
 from cluster.metrics_board import BoardClient
 from cluster.model_server import EngineFactory, ModelServer
-from cluster.openai_api import OpenAIApi, build_api
+from cluster.openai_api import OpenAIApi
 
 
 class LocalBackend:
@@ -36,7 +36,7 @@ class LocalBackend:
         return await getattr(self.server, method)()
 
 
-@serve.ingress(build_api)
+@serve.ingress()
 class OpenAIServer(OpenAIApi, ModelServer):
     def __init__(self, config: TandemConfig | dict[str, Any] | None = None,
                  engine_factory: EngineFactory | None = None) -> None:

@@ -114,7 +114,7 @@ class LLMEngine:
         self._ids = itertools.count()
         self.num_steps = 0
         self.last_step_s = 0.0
-        self._scorer = LogprobScorer(executor, detok or (lambda ids: ""))
+        self._detok = detok or (lambda ids: "")  # for logprob entries' token strings
         self._logprob_ids: set[str] = set()  # requests that asked for logprobs
         self._step_start = 0.0
 
@@ -283,7 +283,8 @@ class LLMEngine:
             asks.append((out, ScoreRequest(req.all_ids, first) if cache is None else
                          ScoreRequest(req.all_ids, first, cache.num_cached,
                                       list(cache.block_table))))
-        for (out, _), scored in zip(asks, self._scorer.score([a for _, a in asks]),
+        scorer = LogprobScorer(self.executor, self._detok)  # the executor of now (a
+        for (out, _), scored in zip(asks, scorer.score([a for _, a in asks]),  # wrapper's)
                                     strict=True):
             out.logprobs = scored
         return [out for _, out in outs]

@@ -42,10 +42,12 @@ def test_bad_input_is_a_message_not_a_traceback(capsys: pytest.CaptureFixture[st
 def test_a_block_too_large_for_the_batch_budget_is_refused_not_hung() -> None:
     from engine.engine import EngineConfig, LLMEngine
     from engine.params import DecodeParams
+    from engine.request_error import RequestError
     from engine.scheduler import SchedulerConfig
 
     engine = LLMEngine.from_checkpoint(config=EngineConfig(
         num_blocks=64, scheduler=SchedulerConfig(max_batch_tokens=256)))
-    with pytest.raises(ValueError, match="block_length: spec_quadratic with a block of 16"):
+    with pytest.raises(RequestError, match="spec_quadratic with block_length 16") as err:
         engine.add_request("x", decode=DecodeParams(mode="spec_quadratic", block_length=16))
+    assert err.value.param == "block_length"
     assert not engine.has_unfinished()
