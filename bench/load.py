@@ -107,17 +107,17 @@ async def one_request(client: httpx.AsyncClient, url: str, body: dict[str, Any],
 async def run_clients(url: str, active: Callable[[float], int], duration_s: float,
                       make_body: Callable[[random.Random], dict[str, Any]],
                       num_clients: int, seed: int = 0, timeout_s: float = 120.0,
-                      disconnect_p: float = 0.0, refusal_pause_s: float = 0.25
-                      ) -> list[Outcome]:
-    """num_clients loops; client i sends while i < active(t). A refused client pauses
-    refusal_pause_s before its next request (a client backing off)."""
+                      disconnect_p: float = 0.0, refusal_pause_s: float = 0.25,
+                      stop: asyncio.Event | None = None) -> list[Outcome]:
+    """num_clients loops; client i sends while i < active(t), until duration_s or `stop`.
+    A refused client pauses refusal_pause_s before its next request (backing off)."""
     t0 = time.monotonic()
     outcomes: list[Outcome] = []
     limits = httpx.Limits(max_connections=num_clients + 4)
 
     async def client_loop(i: int, client: httpx.AsyncClient) -> None:
         rng = random.Random(seed * 1000 + i)
-        while (t := time.monotonic() - t0) < duration_s:
+        while (t := time.monotonic() - t0) < duration_s and not (stop and stop.is_set()):
             if i >= active(t):
                 await asyncio.sleep(0.1)
                 continue
