@@ -44,8 +44,9 @@ class PoolShape:
 
 class PipelinedEngine(LLMEngine):
     def __init__(self, pools: SpeculationPools, model_config: ModelConfig,
-                 codec: TextCodec | None, config: EngineConfig = EngineConfig(),
+                 codec: TextCodec | None, config: EngineConfig | None = None,
                  policy: SchedulingPolicy | None = None, hedge: bool = False) -> None:
+        config = config or EngineConfig()
         super().__init__(pools, model_config, codec, config, policy)
         self.pools = pools
         # A draft cache is never longer than the verify cache's reservation (p + B), so
