@@ -58,6 +58,9 @@ class SpeculationPools(Executor):
         self.verify_stats = PoolStats()
         self.replicas = [_DraftReplica(d) for d in drafts]
         self.wall_s = 0.0  # time inside step(), both pools together
+        # Set to a list to record (verify tokens, verify works, draft tokens, draft works)
+        # per step (bench/disagg.py replays them through a GPU cost model).
+        self.step_log: list[tuple[int, int, int, int]] | None = None
         self.on_shutdown: list[Any] = []
 
     # --- DraftPoolView ---------------------------------------------------------------------
@@ -106,6 +109,10 @@ class SpeculationPools(Executor):
         if verify_out is not None:
             self.verify_stats.add(verify_plan, verify_out)
         results = self._merge(plan, verify_out, jobs, drafts)
+        if self.step_log is not None:
+            draft_works = [w for p in draft_plans.values() for w in p.works]
+            self.step_log.append((verify_plan.num_tokens, len(verify_works),
+                                  sum(w.num_tokens for w in draft_works), len(draft_works)))
         elapsed = time.perf_counter() - start
         self.wall_s += elapsed
         return StepOutput(results, elapsed)
