@@ -9,8 +9,9 @@ DeploymentHandle exactly as the ingress runs it, and answered with the same resp
 
 What a batch job adds to a request (`Steering`): a priority below online traffic, its share
 of the job's deadline as the SLO's deadline_ms (best-effort: never refused as infeasible),
-and a seed derived from the custom_id when the body sets none, so a resumed job reproduces
-a clean run (the HTTP API draws a random seed then; any seed is within its contract).
+AR instead of auto while the job is on schedule (pacer.py), and a seed derived from the
+custom_id when the body sets none, so a resumed job reproduces a clean run (the HTTP API
+draws a random seed then; any seed is within its contract).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from cluster.job_builder import BadRequest
 from cluster.openai_protocol import ChatCompletionRequest, CompletionRequest, error_body
 from cluster.responses import ResponseBuilder
 from cluster.slo import MAX_SLO_MS, SLOSpec
+from engine.params import Mode
 
 MODELS: dict[str, type[CompletionRequest] | type[ChatCompletionRequest]] = {
     "completion": CompletionRequest, "chat": ChatCompletionRequest}
@@ -41,6 +43,7 @@ MODELS: dict[str, type[CompletionRequest] | type[ChatCompletionRequest]] = {
 class Steering:
     priority: int = -1  # a cap: a body's own priority is kept when lower
     deadline_ms: float | None = None  # this request's share of the job's deadline
+    cheap: bool = False  # the job is on schedule: an auto request runs AR (least work)
 
     def __post_init__(self) -> None:
         if self.deadline_ms is not None and not 0 < self.deadline_ms <= MAX_SLO_MS:
@@ -114,6 +117,10 @@ class Adapter:
         update: dict[str, Any] = {"priority": min(body.priority, steer.priority)}
         if body.seed is None:
             update["seed"] = seed_of(custom_id)
+        model = self.config.model
+        if (steer.cheap and (body.mode or model.default_mode) is Mode.AUTO
+                and Mode.AR in model.allowed_modes):
+            update["mode"] = Mode.AR
         if steer.deadline_ms is not None:
             base = body.slo or self.config.model.default_slo or SLOSpec()
             mine = min(x for x in (base.deadline_ms, steer.deadline_ms) if x is not None)
