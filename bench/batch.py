@@ -2,7 +2,8 @@
 
 deadline: one metered model-server app (ray_configs/batch.yaml, the replicas `tandem batch`
   starts itself), the same seeded job (held-out prompts, T = 0.8, mode auto) run with a
-  generous and then a tight deadline (`--tight-factor` x the generous run's wall time).
+  generous and then a tight deadline (`--tight-factor` x that generous run's wall time),
+  `--repeats` pairs.
   Reports whether each met its deadline and the device work: tokens put through the model
   (decode, prefill apart) per output token, counted by the replica's executor meter.
 online: ray_configs/local.yaml served over HTTP; closed-loop streaming clients with a TTFT
@@ -18,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -91,13 +93,14 @@ def deadline_bench(args: argparse.Namespace) -> dict[str, Any]:
             None, args.window)
     inp = write_job(tmp / "job.jsonl", args.requests, args.max_tokens)
     rows = {}
-    generous = run_job(inp, tmp / "generous.out", "bench-batch", cfg_path, args.generous,
-                       args.window)
-    rows["generous"] = generous
-    tight_s = round(generous["wall_s"] * args.tight_factor, 1)
-    rows["tight"] = run_job(inp, tmp / "tight.out", "bench-batch", cfg_path, tight_s,
-                            args.window)
-    return {k: _row(v) for k, v in rows.items()}
+    for r in range(args.repeats):  # pairs side by side: the machine's speed drifts
+        generous = run_job(inp, tmp / f"generous{r}.out", "bench-batch", cfg_path,
+                           args.generous, args.window)
+        rows[f"generous #{r + 1}"] = _row(generous)
+        tight_s = round(generous["wall_s"] * args.tight_factor, 1)
+        rows[f"tight #{r + 1}"] = _row(run_job(inp, tmp / f"tight{r}.out", "bench-batch",
+                                               cfg_path, tight_s, args.window))
+    return rows
 
 
 def _row(s: dict[str, Any]) -> dict[str, Any]:
@@ -171,10 +174,11 @@ def online_bench(args: argparse.Namespace) -> dict[str, Any]:
     from ray import serve
 
     from cluster.app import make_app
-    from tests.cluster.conftest import free_port
 
     ray = init_ray()
-    port = free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(make_app(load_config(yaml_args("local.yaml", args.threads))), name="tandem",
               route_prefix="/")
@@ -214,7 +218,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--window", type=int, default=4, help="batch requests in flight")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--generous", type=float, default=600.0, help="seconds")
-    p.add_argument("--tight-factor", type=float, default=0.85)
+    p.add_argument("--tight-factor", type=float, default=0.9)
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--clients", type=int, default=2, help="online closed-loop clients")
     p.add_argument("--seconds", type=float, default=30.0, help="online measuring window")
     p.add_argument("--online-tokens", type=int, default=32)
