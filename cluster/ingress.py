@@ -23,7 +23,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cluster import job_builder
+from cluster import job_builder, limits
 from cluster.config import TandemConfig, load_config
 from cluster.job import ChoiceEvent, GenerateJob, JobAccepted, JobError
 from cluster.job_builder import BadRequest
@@ -36,6 +36,7 @@ from cluster.openai_protocol import (
 from cluster.responses import ResponseBuilder
 
 app = FastAPI(title="tandem", description="OpenAI-compatible tri-mode LLM server")
+app.add_middleware(limits.BodySizeLimit)  # 413 over config.limits.max_body_bytes
 
 
 def _error(status: int, message: str, param: str | None = None,
@@ -74,6 +75,7 @@ class OpenAIIngress:
         self.server = model_server
         self.config = load_config(config)
         self.model_name = self.config.model.name
+        app.state.max_body_bytes = self.config.limits.max_body_bytes
         self.board = BoardClient(self._app_name())
 
     @staticmethod
@@ -108,6 +110,7 @@ class OpenAIIngress:
 
     @app.post("/v1/completions")
     async def completions(self, body: CompletionRequest, request: Request) -> Any:
+        limits.check_completion(body, self.config.limits)
         self._check(request, body.model)
         rid = f"cmpl-{uuid.uuid4().hex}"
         job = job_builder.completion_job(body, self.config, rid)
@@ -117,6 +120,7 @@ class OpenAIIngress:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(self, body: ChatCompletionRequest, request: Request) -> Any:
+        limits.check_chat(body, self.config.limits)
         self._check(request, body.model)
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         job = job_builder.chat_job(body, self.config, rid)
