@@ -1,7 +1,8 @@
 """One Batch request -> the HTTP API's validation and generation -> the answer the API gives.
 
 The one place where a batch job meets the serving code: the body is validated by the same
-pydantic models (cluster/openai_protocol.py), refused with the same error bodies
+pydantic models (cluster/openai_protocol.py) and request limits (cluster/limits.py; not the
+body-size 413, which is the HTTP layer's), refused with the same error bodies
 (job_builder.invalid_body / check_model, which the ingress uses too), turned into the same
 GenerateJob (job_builder), run by the model server's `generate` stream through a Ray Serve
 DeploymentHandle exactly as the ingress runs it, and answered with the same response body
@@ -25,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 from ray.exceptions import RayError
 from ray.serve.handle import DeploymentHandle
 
-from cluster import job_builder
+from cluster import job_builder, limits
 from cluster.batch.lines import BatchLine
 from cluster.config import TandemConfig
 from cluster.job import ChoiceEvent, GenerateJob, JobAccepted, JobError
@@ -97,6 +98,10 @@ class Adapter:
             errors = [{**e, "loc": ("body", *e["loc"])} for e in err.errors()]
             return _refusal(rid, job_builder.invalid_body(errors))
         try:
+            if isinstance(body, CompletionRequest):
+                limits.check_completion(body, self.config.limits)
+            else:
+                limits.check_chat(body, self.config.limits)
             job_builder.check_model(body.model, self.model_name)
             if body.stream:
                 raise BadRequest(400, "stream: a batch request cannot stream", "stream")

@@ -36,6 +36,8 @@ LINES = {  # custom_id -> (url, body)
     "top-logprobs": (CHAT, {"messages": [{"role": "user", "content": "x"}],
                             "top_logprobs": 1}),
     "block": (CMPL, {"prompt": "x", "mode": "spec_linear", "block_length": 1}),
+    "surrogate": (CMPL, {"prompt": "x\ud800"}),  # cluster/limits.py
+    "long-stop": (CMPL, {"prompt": "x", "stop": ["y" * 300]}),
 }
 
 
