@@ -27,7 +27,8 @@ from bench import deploy
 from bench.load import Outcome, body_of, run_clients
 
 SLO = {"ttft_ms": 30_000.0}
-HEAD = {"tandem_head": 1.0}  # a custom resource only the head node has
+HEAD = {"tandem_head": 0.01}  # a custom resource only the head node has (100 of it)
+HEAD_NODE = {"tandem_head": 100.0}
 
 
 def kill_actor(class_name: str) -> Callable[[Any], str]:
@@ -54,7 +55,7 @@ def app_args(fault: str) -> tuple[str, dict[str, Any]]:
     ms = args["model_server"]
     if fault == "node":  # two replicas, one per node: one survives the node
         ms.update(num_replicas=2, max_replicas_per_node=1)
-    else:
+    elif fault != "shard_rank":  # (a tp2 replica sits in its placement group's bundle 0)
         ms["ray_actor_options"] = {"num_cpus": 0, "resources": HEAD}
     return f"faults-{fault}", args
 
@@ -143,10 +144,10 @@ def start_cluster() -> Any:
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "resources": HEAD, "include_dashboard": False,
+        "num_cpus": 2, "resources": HEAD_NODE, "include_dashboard": False,
         "object_store_memory": 150 * 1024**2})
-    for _ in range(2):
-        cluster.add_node(num_cpus=2, object_store_memory=100 * 1024**2)
+    for _ in range(2):  # 3 CPUs: room for a tp2 group (0.01 + 2 x 1)
+        cluster.add_node(num_cpus=3, object_store_memory=100 * 1024**2)
     ray.init(address=cluster.address, log_to_driver=False)
     cluster.wait_for_nodes()
     return cluster

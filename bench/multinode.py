@@ -31,7 +31,7 @@ def start_cluster(num_workers: int, cpus: int) -> Any:
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "resources": HEAD, "include_dashboard": False,
+        "num_cpus": 2, "resources": faults.HEAD_NODE, "include_dashboard": False,
         "object_store_memory": 150 * 1024**2})
     for _ in range(num_workers):
         cluster.add_node(num_cpus=cpus, object_store_memory=100 * 1024**2)
