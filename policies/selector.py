@@ -32,12 +32,20 @@ from dataclasses import dataclass
 
 from policies.acceptance import AcceptanceEstimator
 from policies.cost_model import CostModel
+from policies.meet_most import Menu, meet_most
 from policies.option import AR1, CANDIDATES, LINEAR, QUADRATIC, Option, candidates
 from policies.preemption import slack_of
 from policies.request_view import RequestView
 
 INF = math.inf
 QUAD_HORIZON = 8.0
+# What auto chooses among: each request's block comes from its own acceptance (the cheapest
+# option that meets its pace, or the one that buys the most throughput). Long blocks pay
+# where a chunk of tens of tokens costs about a one-token step (a GPU near the bandwidth
+# bound: bench/profiles/roofline-h200-llama8b.json); on the CPU profile the cost model
+# prices them out.
+POOL = CANDIDATES[:4] + (Option(LINEAR, 8), Option(QUADRATIC, 4), Option(QUADRATIC, 6),
+                         *CANDIDATES[4:])
 
 
 @dataclass(frozen=True)
@@ -55,10 +63,11 @@ class SelectorConfig:
     # 1.09x -> 1.05x).
     rescue_loss: float = 0.03
     rescue_slack_steps: float = 20.0
-    pool: tuple[Option, ...] = CANDIDATES
+    pool: tuple[Option, ...] = POOL
+    meet_most: bool = True  # pass 2 as one search for the most requests met (else rescues)
 
 
-@dataclass
+@dataclass(eq=False)  # identity: a slot is one request in one select()
 class _Slot:
     view: RequestView
     option: Option
@@ -87,6 +96,8 @@ class ModeSelector:
         self._rate_sum = sum(s.rate for s in slots)  # tokens per forward of the whole batch
         self._base_throughput = self._throughput()  # rescues together lose at most a share
         by_urgency = sorted((s for s in slots if s.is_free), key=self._urgency(now))
+        if self.config.meet_most:
+            self._meet_most(by_urgency)
         for s in by_urgency:
             self._rescue(s, depth=1)
         self._speed_up_all(by_urgency)
@@ -99,7 +110,7 @@ class ModeSelector:
         option = AR1 if is_free else (v.option if v.is_mid_iteration else v.fixed)
         assert option is not None
         need = v.needed_time_per_token(now) * self.config.safety if v.has_slo else INF
-        if need != INF and (need <= 0 or need < self._best_alone(v)):
+        if need != INF and (need <= 0 or need / self.config.safety < self._best_alone(v)):
             need = math.nan  # lost: even alone, no option makes it
         return _Slot(v, option, self._rate(v, option), need, is_free)
 
@@ -188,7 +199,35 @@ class ModeSelector:
         current = [s.view.option] if s.view.option in self._options(s.view) else []
         return current + sorted(self._options(s.view), key=lambda o: o.work_tokens)
 
-    # --- the two passes --------------------------------------------------------------------
+    # --- the passes ------------------------------------------------------------------------
+
+    def _meet_most(self, order: list[_Slot]) -> None:
+        """Pass 2a, for requests whose pace only speculation meets (slower than AR alone is
+        too slow): the options that meet the most requests together (policies/meet_most.py;
+        the others are counted at AR so that none is broken); a speculation-only request
+        left out gets the fastest option that breaks nobody met."""
+        hopeful = [s for s in order if s.need != INF and not math.isnan(s.need)]
+        alone = self.cost.predict(1, 1)
+        only = {s for s in hopeful if s.need / self.config.safety < alone}
+        missing = {s for s in only if not self._meets(s, self._step())}
+        if not missing:
+            return
+        base = self._tokens - sum(s.option.work_tokens - 1 for s in hopeful)
+        base_rate = self._rate_sum - sum(s.rate - 1 for s in hopeful)
+        step = self._step()
+        spare = self.config.rescue_slack_steps * step
+        others_wait = all(slack_of(o.view, self._now, step / o.rate) >= spare
+                          for o in self._slots if o not in missing)
+        floor = 0.0 if others_wait else self._base_throughput * (1 - self.config.rescue_loss)
+        menus = [Menu.pruned(s, (1, 1.0), [
+            (o.work_tokens, s.need * self._rate(s.view, o), o, self._rate(s.view, o))
+            for o in (self._options(s.view) if s in only else [AR1])]) for s in hopeful]
+        chosen = meet_most(menus, base, self._step, self._max_tokens, base_rate, floor)
+        for s in hopeful:
+            self._switch(s, chosen.get(s, AR1))
+        for s in hopeful:
+            if s in only and s not in chosen:
+                self._fastest(s, self._guarded(s, s.view.priority), False, 0.0)
 
     def _rescue(self, s: _Slot, depth: int) -> bool:
         """Give s the cheapest option that meets it without breaking anyone; True if met."""
