@@ -25,36 +25,36 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
-O = TypeVar("O")
-Choice = tuple[int, float, O, float]  # (work, longest step that meets it, option, rate)
+Opt = TypeVar("Opt")
+Choice = tuple[int, float, Opt, float]  # (work, longest step that meets it, option, rate)
 
 
 @dataclass(frozen=True)
-class Menu(Generic[K, O]):
+class Menu(Generic[K, Opt]):
     key: K
     fallback: tuple[int, float]  # (work, tokens per forward) when not met
-    choices: tuple[Choice[O], ...]
+    choices: tuple[Choice[Opt], ...]
 
     @staticmethod
-    def pruned(key: K, fallback: tuple[int, float], choices: Sequence[Choice[O]]
-               ) -> Menu[K, O]:
+    def pruned(key: K, fallback: tuple[int, float], choices: Sequence[Choice[Opt]]
+               ) -> Menu[K, Opt]:
         """Only the options worth their work: by work, each one must meet a longer step."""
-        out: list[Choice[O]] = []
+        out: list[Choice[Opt]] = []
         for c in sorted(choices, key=lambda c: (c[0], -c[1])):
             if not out or c[1] > out[-1][1]:
                 out.append(c)
         return Menu(key, fallback, tuple(out))
 
-    def cheapest(self, step: float) -> Choice[O] | None:
+    def cheapest(self, step: float) -> Choice[Opt] | None:
         for choice in self.choices:
             if choice[1] >= step:
                 return choice
         return None
 
 
-def meet_most(menus: Sequence[Menu[K, O]], base_tokens: int, step_of: Callable[[int], float],
+def meet_most(menus: Sequence[Menu[K, Opt]], base_tokens: int, step_of: Callable[[int], float],
               max_tokens: int, base_rate: float = 0.0, floor: float = 0.0,
-              max_steps: int = 24) -> dict[K, O]:
+              max_steps: int = 24) -> dict[K, Opt]:
     """The options of the requests to meet (the others are left out). base_tokens and
     base_rate: the batch's work and tokens per forward with every menu request at its
     fallback; floor: the least tokens per second the batch may drop to."""
@@ -63,7 +63,7 @@ def meet_most(menus: Sequence[Menu[K, O]], base_tokens: int, step_of: Callable[[
     if len(bounds) > max_steps:
         bounds = [bounds[round(i * (len(bounds) - 1) / (max_steps - 1))]
                   for i in range(max_steps)]
-    best: dict[K, O] = {}
+    best: dict[K, Opt] = {}
     best_score = (0, 0)
     for step in bounds:
         extra = []

@@ -33,19 +33,23 @@ from dataclasses import dataclass
 from policies.acceptance import AcceptanceEstimator
 from policies.cost_model import CostModel
 from policies.meet_most import Menu, meet_most
-from policies.option import AR1, CANDIDATES, LINEAR, QUADRATIC, Option, candidates
+from policies.option import AR1, DIFFUSION, LINEAR, QUADRATIC, Option, candidates
 from policies.preemption import slack_of
 from policies.request_view import RequestView
 
 INF = math.inf
 QUAD_HORIZON = 8.0
-# What auto chooses among: each request's block comes from its own acceptance (the cheapest
-# option that meets its pace, or the one that buys the most throughput). Long blocks pay
-# where a chunk of tens of tokens costs about a one-token step (a GPU near the bandwidth
-# bound: bench/profiles/roofline-h200-llama8b.json); on the CPU profile the cost model
-# prices them out.
-POOL = CANDIDATES[:4] + (Option(LINEAR, 8), Option(QUADRATIC, 4), Option(QUADRATIC, 6),
-                         *CANDIDATES[4:])
+# What auto chooses among: every block of each mode within `block_bounds` that the profile
+# has acceptance for (so the simulator replays real iterations for it); each request's block
+# comes from its own acceptance (policies/acceptance.py): the cheapest option that meets its
+# pace, or the one that buys the most throughput. Long blocks pay where a chunk of tens of
+# tokens costs about a one-token step (a GPU near the bandwidth bound:
+# bench/profiles/roofline-h200-llama8b.json); on the CPU profile the cost model prices them
+# out.
+LADDER = (AR1, *(Option(LINEAR, b) for b in (2, 3, 4, 6, 8, 12, 16)),
+          *(Option(QUADRATIC, b) for b in (2, 3, 4, 5, 6, 8)),
+          *(Option(DIFFUSION, b) for b in (8, 16)))
+BLOCK_BOUNDS = ((LINEAR, 4, 8), (QUADRATIC, 2, 6), (DIFFUSION, 8, 16))
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,8 @@ class SelectorConfig:
     # 1.09x -> 1.05x).
     rescue_loss: float = 0.03
     rescue_slack_steps: float = 20.0
-    pool: tuple[Option, ...] = POOL
+    pool: tuple[Option, ...] = LADDER
+    block_bounds: tuple[tuple[str, int, int], ...] = BLOCK_BOUNDS  # (mode, lo, hi)
     meet_most: bool = True  # pass 2 as one search for the most requests met (else rescues)
 
 
@@ -82,6 +87,10 @@ class ModeSelector:
         self.cost, self.acceptance, self.config = cost, acceptance, config
         self.interference_s = 0.0  # mean time prefill chunks add to a step (set by the policy)
         self._rates: dict[tuple[str, Option], float] = {}
+        bounds = {m: (lo, hi) for m, lo, hi in config.block_bounds}
+        self.pool = tuple(o for o in config.pool if o == AR1 or (
+            o in acceptance.overall and o.mode in bounds
+            and bounds[o.mode][0] <= o.block <= bounds[o.mode][1]))
 
     def select(self, decoders: Sequence[RequestView], now: float,
                max_tokens: int | None = None) -> dict[str, Option]:
@@ -115,7 +124,7 @@ class ModeSelector:
         return _Slot(v, option, self._rate(v, option), need, is_free)
 
     def _options(self, v: RequestView) -> list[Option]:
-        return candidates(v.allow_lossy, self.config.pool)
+        return candidates(v.allow_lossy, self.pool)
 
     def _rate(self, v: RequestView, option: Option) -> float:
         key = (v.id, option)
