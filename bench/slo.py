@@ -22,11 +22,11 @@ import statistics
 import sys
 from pathlib import Path
 
+from engine.simulator import SimConfig, Simulator
 from policies.metrics import summarize
 from policies.option import AR, DIFFUSION, LINEAR, QUADRATIC, Option, default_option
 from policies.policy import PolicyConfig, SLOPolicy
 from policies.profile import Profile
-from policies.simulator import SimConfig, Simulator
 from policies.workloads import LOADS, WORKLOADS, capacity_rps, generate
 
 PROFILE = Path(__file__).with_name("slo_profile.json")
