@@ -12,11 +12,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 from policies.decision import BatchDecision, SchedulerView
-from policies.modes import DEFAULT_BLOCKS, Mode
+from policies.modes import Mode
 from policies.option import Option, option_of
 from policies.request_view import RequestView
 
-__all__ = ["DEFAULT_BLOCKS", "AdmissionError", "FirstComePolicy", "PolicyError",
+__all__ = ["AdmissionError", "FirstComePolicy", "PolicyError",
            "SchedulingPolicy"]
 
 

@@ -85,3 +85,10 @@ def work_tokens(mode: Mode | str, block: int) -> int:
 
 def default_block(mode: Mode | str) -> int:
     return MODE_FACTS[Mode(mode)].default_block
+
+
+def max_work_tokens(mode: Mode | str, block: int | None = None) -> int:
+    """The most tokens one step of a request asking for mode (auto: any mode) with block
+    (None: each mode's default) puts in the batch."""
+    modes = CONCRETE_MODES if Mode(mode) is Mode.AUTO else (Mode(mode),)
+    return max(MODE_FACTS[m].work_tokens(block or MODE_FACTS[m].default_block) for m in modes)
