@@ -60,6 +60,10 @@ def make_policy(config: TandemConfig) -> SchedulingPolicy:
 def build_engine(config: TandemConfig) -> LLMEngine:
     m = config.model
     policy = make_policy(config)
+    if config.speculation.is_disaggregated:  # a verify pool and draft pools (actors/)
+        from cluster.speculation import build_disaggregated
+
+        return build_disaggregated(config, policy)
     if m.tp == 1:
         return LLMEngine.from_checkpoint(m.model_dir, config.engine_config(), m.device, policy)
     import ray

@@ -4,7 +4,8 @@ Work is in tokens a mode puts in the batch per forward of one request (the sched
 currency, what the cost model is fitted on):
   ar 1; diffusion B (denoise passes, then a commit pass); spec_linear B (a draft pass, then
   a verify pass); spec_quadratic B(B+1) (B verified drafts and B sub-blocks of B masks; its
-  first forward is a plain draft pass of B).
+  first forward is a plain draft pass of B); spec_pipelined B (the verify chunk; its drafts
+  run on a separate draft pool, actors/pipelined_engine.py).
 docs/ARCHITECTURE.md describes the modes; engine/modes/ implements them.
 """
 
@@ -21,6 +22,7 @@ class Mode(StrEnum):
     DIFFUSION = "diffusion"
     SPEC_LINEAR = "spec_linear"
     SPEC_QUADRATIC = "spec_quadratic"
+    SPEC_PIPELINED = "spec_pipelined"  # linear speculation over a draft pool (disaggregated)
     AUTO = "auto"  # the scheduler chooses among the others, per request and step
 
     @property
@@ -72,6 +74,9 @@ MODE_FACTS: Mapping[Mode, ModeFacts] = MappingProxyType({f.mode: f for f in (
     ModeFacts(Mode.DIFFUSION, 8, (ChunkKind.DENOISE, ChunkKind.COMMIT)),
     ModeFacts(Mode.SPEC_LINEAR, 8, (ChunkKind.DRAFT, ChunkKind.VERIFY)),
     ModeFacts(Mode.SPEC_QUADRATIC, 4, (ChunkKind.DRAFT, ChunkKind.QUADRATIC)),
+    # Drafts run on the draft pool; the verify pool's batch holds the B-token verify chunk
+    # (or an AR token when the draft pool has nothing ready).
+    ModeFacts(Mode.SPEC_PIPELINED, 4, (ChunkKind.VERIFY, ChunkKind.AR)),
 )})
 CONCRETE_MODES: tuple[Mode, ...] = tuple(MODE_FACTS)
 LOSSLESS_MODES: tuple[Mode, ...] = tuple(m for m in CONCRETE_MODES if m.is_lossless)

@@ -24,7 +24,7 @@ def test_work_per_forward_of_each_mode():
 
 def test_defaults_losslessness_and_kinds():
     assert dict(DEFAULT_BLOCKS) == {Mode.AR: 1, Mode.DIFFUSION: 8, Mode.SPEC_LINEAR: 8,
-                                    Mode.SPEC_QUADRATIC: 4}
+                                    Mode.SPEC_QUADRATIC: 4, Mode.SPEC_PIPELINED: 4}
     assert [m for m, f in MODE_FACTS.items() if not f.is_lossless] == [Mode.DIFFUSION]
     assert default_option("spec_quadratic") == Option(Mode.SPEC_QUADRATIC, 4)
     assert ChunkKind("score") is ChunkKind.SCORE
