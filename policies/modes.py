@@ -60,6 +60,11 @@ class ModeFacts:
     def is_lossless(self) -> bool:
         return self.mode.is_lossless
 
+    def draft_tokens(self, block: int) -> int:
+        """Tokens one step puts on a separate draft pool: pipelined speculation recomputes
+        the block under verification (B) and drafts the next one (B masks)."""
+        return 2 * block if self.mode is Mode.SPEC_PIPELINED else 0
+
     def work_tokens(self, block: int) -> int:
         """Tokens one steady-state forward of one request puts in the batch."""
         if self.mode is Mode.AR:

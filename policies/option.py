@@ -8,10 +8,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from policies.modes import CONCRETE_MODES, DEFAULT_BLOCKS, LOSSLESS_MODES, Mode, work_tokens
+from policies.modes import (
+    CONCRETE_MODES,
+    DEFAULT_BLOCKS,
+    LOSSLESS_MODES,
+    MODE_FACTS,
+    Mode,
+    work_tokens,
+)
 
 AR, LINEAR, QUADRATIC, DIFFUSION = (Mode.AR, Mode.SPEC_LINEAR, Mode.SPEC_QUADRATIC,
                                     Mode.DIFFUSION)
+# Only where a deployment has a draft pool (speculation.placement: disaggregated): the
+# verify pool runs B tokens per step while the draft pool drafts the next block.
+PIPELINED = Mode.SPEC_PIPELINED
 MODES = CONCRETE_MODES
 LOSSLESS = LOSSLESS_MODES
 
@@ -34,6 +44,7 @@ class Option:
         # load: hash and look up once.
         object.__setattr__(self, "_hash", hash((self.mode, self.block)))
         object.__setattr__(self, "_work", work_tokens(self.mode, self.block))
+        object.__setattr__(self, "_draft", MODE_FACTS[self.mode].draft_tokens(self.block))
 
     def __hash__(self) -> int:
         return self._hash
@@ -42,6 +53,11 @@ class Option:
     def work_tokens(self) -> int:
         """Tokens one steady-state forward puts in the batch."""
         return self._work
+
+    @property
+    def draft_tokens(self) -> int:
+        """Tokens one step puts on a draft pool (pipelined speculation only)."""
+        return self._draft
 
     @property
     def is_lossless(self) -> bool:
@@ -70,6 +86,10 @@ CANDIDATES = (AR1, Option(LINEAR, 4), Option(QUADRATIC, 2), Option(QUADRATIC, 3)
 TRACED = (Option(LINEAR, 4), Option(LINEAR, 8), Option(LINEAR, 16), Option(QUADRATIC, 2),
           Option(QUADRATIC, 3), Option(QUADRATIC, 4), Option(QUADRATIC, 6),
           Option(DIFFUSION, 8), Option(DIFFUSION, 16))
+
+
+# What auto adds where the deployment has a draft pool (cluster/speculation.py).
+PIPELINED_CANDIDATES = (Option(PIPELINED, 4),)  # B = 4: its prior comes from linear/4
 
 
 def default_option(mode: str) -> Option:

@@ -21,6 +21,7 @@ from policies.deferral import Deferral, DeferralConfig
 from policies.modes import ChunkKind
 from policies.option import AR1, Option, candidates
 from policies.ordering import by_urgency
+from policies.pipelined import tokens_per_step
 from policies.preemption import victim_order
 from policies.profile import Profile
 from policies.request_view import RequestView
@@ -49,7 +50,8 @@ class SLOPolicy:
     def __init__(self, profile: Profile, config: PolicyConfig = PolicyConfig()) -> None:
         self.config = config
         self.cost = CostModel(profile.cost)
-        self.acceptance = AcceptanceEstimator(profile.tokens_per_forward())
+        self.acceptance = AcceptanceEstimator({**tokens_per_step(profile.traces),
+                                               **profile.tokens_per_forward()})
         self.selector = ModeSelector(self.cost, self.acceptance, config.selector)
         self.admission = AdmissionControl(self.cost, config.admission)
         self.deferral = Deferral(self.cost, self.acceptance, config.deferral)
