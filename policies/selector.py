@@ -36,6 +36,7 @@ from policies.meet_most import Menu, meet_most
 from policies.option import AR1, DIFFUSION, LINEAR, PIPELINED, QUADRATIC, Option, candidates
 from policies.preemption import slack_of
 from policies.request_view import RequestView
+from policies.slo import SAFETY
 
 INF = math.inf
 QUAD_HORIZON = 8.0
@@ -55,7 +56,7 @@ BLOCK_BOUNDS = ((LINEAR, 4, 8), (QUADRATIC, 2, 6), (DIFFUSION, 8, 16))
 
 @dataclass(frozen=True)
 class SelectorConfig:
-    safety: float = 0.85  # plan to use at most this share of the time left
+    safety: float = SAFETY  # plan to use at most this share of the time left
     switch_gain: float = 0.03  # keep the current option unless another is this much better
     min_gain: float = 0.10  # spare compute buys speed only for this much more throughput
     off_track_slip: float = 0.1  # others may slow a request that is off track by this share
