@@ -79,7 +79,7 @@ class ModelSettings(_Strict):
 
 class ActorOptions(_Strict):
     num_cpus: float = Field(0, ge=0, description="Logical CPUs the replica actor takes. 0 on a "
-                            "small CPU box, or serve.run waits forever (PLATFORM-NOTES).")
+                            "small CPU box, or serve.run waits forever for a free CPU.")
     num_gpus: float = Field(0, ge=0, description="GPUs of the replica actor itself (tp = 1).")
     memory: int | None = Field(None, ge=0, description="Bytes of memory to reserve.")
     resources: dict[str, float] = Field(default_factory=dict,
