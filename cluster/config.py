@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from cluster.openai_protocol import MAX_MESSAGES, MAX_N, MAX_STOP
 from cluster.slo import SLOSpec
+from cluster.speculation import SpeculationSettings, check_against_model
 from engine.engine import EngineConfig
 from engine.params import Mode
 from engine.scheduler import SchedulerConfig
@@ -64,8 +65,9 @@ class ModelSettings(_Strict):
     engine_core: Literal["auto", "process", "thread"] = Field(
         "auto", description="Where a replica's engine runs: `process` = an engine-core "
         "process beside the replica (its step loop never waits on the replica's event loop "
-        "or GIL); `thread` = a thread of the replica; auto = process at tp = 1 unless a test "
-        "injects an engine factory, thread at tp >= 2 (the shard actors do the forwards).")
+        "or GIL); `thread` = a thread of the replica; auto = process at tp = 1 (fused "
+        "speculation) unless a test injects an engine factory, else thread (shard or draft "
+        "actors do the forwards).")
 
     @model_validator(mode="after")
     def _check_modes(self) -> ModelSettings:
@@ -84,7 +86,7 @@ class ModelSettings(_Strict):
 
 class ActorOptions(_Strict):
     num_cpus: float = Field(0, ge=0, description="Logical CPUs the replica actor takes. 0 on a "
-                            "small CPU box, or serve.run waits forever (PLATFORM-NOTES).")
+                            "small CPU box, or serve.run waits forever for a free CPU.")
     num_gpus: float = Field(0, ge=0, description="GPUs of the replica actor itself (tp = 1).")
     memory: int | None = Field(None, ge=0, description="Bytes of memory to reserve.")
     resources: dict[str, float] = Field(default_factory=dict,
@@ -184,18 +186,38 @@ class TandemConfig(_Strict):
                                   description="Bounds on one request (body, prompt, n, ...).")
     api_keys: list[str] = Field(default_factory=list, description="Accepted bearer tokens for "
                                 "/v1/*; empty = no authentication.")
+    speculation: SpeculationSettings = Field(
+        default_factory=SpeculationSettings,
+        description="Fused or disaggregated (draft pool + verify pool) self-speculation.")
     layout: Literal["single", "split"] = Field(
         "single", description="single = the OpenAI API folded into the model-server "
         "deployment (one Ray hop per streamed chunk; `ingress` unused); split = the API as a "
         "deployment of its own (`ingress`) calling the model server through a handle.")
 
+    @model_validator(mode="after")
+    def _check_speculation(self) -> TandemConfig:
+        check_against_model(self.speculation, self.model.tp, self.model.auto_mode,
+                            self.model.default_mode)
+        return self
+
+    @model_validator(mode="after")
+    def _check_placement(self) -> TandemConfig:
+        if self.model.tp >= 2 and self.model_server.max_replicas_per_node is not None:
+            # Serve refuses it at deploy time (found by bench/multinode.py).
+            raise ValueError("model_server.max_replicas_per_node: Ray Serve does not allow it "
+                             "with placement groups (tp >= 2); size the shard group to a node "
+                             "(STRICT_PACK) to place one replica per node")
+        return self
+
     def engine_core_kind(self, has_factory: bool = False) -> str:
         kind = self.model.engine_core
+        fused_tp1 = self.model.tp == 1 and not self.speculation.is_disaggregated
         if kind == "auto":
-            kind = "process" if self.model.tp == 1 and not has_factory else "thread"
-        if kind == "process" and self.model.tp != 1:
-            raise ValueError("model.engine_core: process serves tp = 1 only (at tp >= 2 the "
-                             "shard actors already run the forwards outside the replica)")
+            kind = "process" if fused_tp1 and not has_factory else "thread"
+        if kind == "process" and not fused_tp1:
+            raise ValueError("model.engine_core: process serves tp = 1, fused speculation only "
+                             "(otherwise Ray actors already run the forwards outside the "
+                             "replica, and the core process has no Ray)")
         return kind
 
     def engine_config(self) -> EngineConfig:
@@ -206,15 +228,23 @@ class TandemConfig(_Strict):
                             max_model_len=m.max_model_len, scheduler=sched)
 
     def placement_bundles(self) -> list[dict[str, float]] | None:
-        """[replica bundle] + one bundle per rank, packed on one node; None at tp = 1."""
-        if self.model.tp < 2:
+        """[replica bundle] + one bundle per rank, packed on one node; None at tp = 1
+        (fused). Disaggregated: the verify pool's ranks (even one); the draft pools reserve
+        their own groups (draft_bundles)."""
+        spec = self.speculation
+        tp = spec.verify_tp(self.model.tp) if spec.is_disaggregated else self.model.tp
+        if tp < 2 and not spec.is_disaggregated:
             return None
         replica = {"CPU": max(self.shards.replica_cpus,
                               self.model_server.ray_actor_options.num_cpus)}
-        rank = {"CPU": self.shards.cpus_per_rank}
-        if self.model.device == "cuda":
-            rank["GPU"] = self.shards.gpus_per_rank
-        return [replica] + [dict(rank) for _ in range(self.model.tp)]
+        rank = spec.rank_bundle(self.model.device, self.shards.cpus_per_rank,
+                                self.shards.gpus_per_rank)
+        return [replica] + [dict(rank) for _ in range(tp)]
+
+    def draft_bundles(self) -> list[list[dict[str, float]]]:
+        """Disaggregated: one STRICT_PACK placement group per draft pool ([] when fused)."""
+        return self.speculation.draft_bundles(self.model.device, self.shards.cpus_per_rank,
+                                              self.shards.gpus_per_rank)
 
     def model_server_options(self) -> dict[str, Any]:
         opts = self.model_server.to_serve()

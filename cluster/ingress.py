@@ -12,6 +12,7 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from cluster import failover
 from cluster.config import TandemConfig, load_config
 from cluster.job import ChoiceEvent, GenerateJob, JobAccepted, JobError
 from cluster.metrics_board import BoardClient
@@ -26,11 +27,17 @@ class HandleBackend:
 
     async def stream(self, job: GenerateJob
                      ) -> AsyncIterator[JobAccepted | JobError | list[ChoiceEvent]]:
-        gen = self.handle.options(stream=True).generate.remote(job)
+        """A replica lost before its first item: sent again (cluster/failover.py); lost
+        after: a 503 JobError, which ends the stream with an error event."""
+        gen, first = await failover.first_item(
+            lambda: self.handle.options(stream=True).generate.remote(job))
         try:
+            yield first
             async for item in gen:
                 yield [ChoiceEvent.from_wire(e) for e in item] if isinstance(item, list) \
                     else item
+        except failover.REPLICA_LOST as err:
+            yield JobError(503, failover.lost_message(err), None, "server_error")
         finally:
             gen.cancel()  # a no-op once it ended; an abort if the caller went away
 

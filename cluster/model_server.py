@@ -31,6 +31,7 @@ from cluster.job import ChoiceEvent, GenerateJob, JobAccepted, JobError
 from cluster.metrics import ServerMetrics
 from cluster.metrics_board import PUSH_INTERVAL_S, BoardClient
 from cluster.scaling_signals import ScalingSignals
+from cluster.speculation import slo_policy_config
 from engine.engine import LLMEngine
 from engine.policy import FirstComePolicy, SchedulingPolicy
 from engine.slo_policy import SLOSchedulingPolicy
@@ -56,12 +57,16 @@ def make_policy(config: TandemConfig) -> SchedulingPolicy:
             raise FileNotFoundError(f"model.slo_profile: no SLO profile at {profile}")
         log.warning("no SLO profile at %s: serving first-come (policy auto)", profile)
         return FirstComePolicy(auto_mode=m.auto_mode)
-    return SLOSchedulingPolicy.from_profile(str(profile))
+    return SLOSchedulingPolicy.from_profile(str(profile), slo_policy_config(config))
 
 
 def build_engine(config: TandemConfig) -> LLMEngine:
     m = config.model
     policy = make_policy(config)
+    if config.speculation.is_disaggregated:  # a verify pool and draft pools (actors/)
+        from cluster.speculation import build_disaggregated
+
+        return build_disaggregated(config, policy)
     if m.tp == 1:
         return LLMEngine.from_checkpoint(m.model_dir, config.engine_config(), m.device, policy)
     import ray

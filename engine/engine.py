@@ -1,13 +1,16 @@
 """One process's engine: requests in, the step loop, outputs out.
 
     plan = scheduler.schedule(); out = executor.step(plan); scheduler.update(plan, out)
+
+The policy's decision is made inside schedule(), once, from a read-only view; what the step
+measured reaches it as data in the next view (docs/ARCHITECTURE.md, "The step loop").
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,13 +26,15 @@ from engine.modes.spec_linear import SpecLinearMode
 from engine.modes.spec_quadratic import SpecQuadraticMode
 from engine.params import DecodeParams, Mode, SamplingParams
 from engine.plan import StepPlan
-from engine.policy import DEFAULT_BLOCKS, SchedulingPolicy
+from engine.policy import SchedulingPolicy
 from engine.request import Request
 from engine.request_error import RequestError
 from engine.scheduler import Scheduler, SchedulerConfig, StepEvents
 from models.checkpoint import DEFAULT_MODEL_DIR, load_checkpoint
 from models.config import ModelConfig
 from models.tokenizer import TextCodec
+from policies.modes import max_work_tokens
+from policies.slo import SLO
 
 
 @dataclass(frozen=True)
@@ -100,9 +105,13 @@ class StepFailed(RuntimeError):
 class LLMEngine:
     def __init__(self, executor: Executor, model_config: ModelConfig, codec: TextCodec | None,
                  config: EngineConfig = EngineConfig(),
-                 policy: SchedulingPolicy | None = None) -> None:
+                 policy: SchedulingPolicy | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """clock: seconds, for token times and the step's wall time (a simulated clock
+        makes the engine run in simulated time: engine/simulator.py)."""
         self.executor, self.model_config, self.codec, self.config = (
             executor, model_config, codec, config)
+        self.clock = clock
         self.max_model_len = config.max_model_len or model_config.max_position_embeddings
         self.pool = BlockPool(config.num_blocks, config.block_size)
         kv = KVCacheManager(self.pool)
@@ -153,33 +162,38 @@ class LLMEngine:
         if any(not 0 <= t < vocab for t in prompt_ids):
             raise RequestError("prompt", f"prompt token ids must be in [0, {vocab})")
         self._check_block_fits(decode)
-        # Room for the whole sequence, plus the drafts a step writes beyond it.
-        extra = decode.block_length or max(DEFAULT_BLOCKS.values())
-        need = self.pool.blocks_for(n + sampling.max_tokens + extra)
+        # Room for the whole sequence, plus one step's work beyond it (auto: any mode's).
+        step = max_work_tokens(decode.mode, decode.block_length)
+        need = self.pool.blocks_for(n + sampling.max_tokens + step)
         if need > self.pool.num_blocks:
             raise RequestError("max_tokens", f"the prompt and max_tokens need {need} KV "
                                              f"blocks; this server has {self.pool.num_blocks}")
 
     def add_request(self, prompt: str | Sequence[int], sampling: SamplingParams | None = None,
                     decode: DecodeParams | None = None, request_id: str | None = None,
-                    priority: int = 0, slo: object = None, logprobs: bool = False) -> Request:
+                    priority: int = 0, slo: SLO | None = None,
+                    arrival_time: float | None = None, logprobs: bool = False) -> Request:
         """Check and queue a request. Raises RequestError (a field at fault) or the policy's
-        AdmissionError (refused for load). With logprobs, each output carries the
-        log-probability of every new token (engine/logprobs.py)."""
+        AdmissionError (refused for load). arrival_time: when it arrived on the engine's
+        clock, if before now (it waited for the step in flight). With logprobs, each output
+        carries the log-probability of every new token (engine/logprobs.py)."""
         ids = self.tokenize(prompt)
         sampling = sampling or SamplingParams()
         decode = decode or DecodeParams()
         self.check(ids, sampling, decode)
         req = Request(request_id or f"req-{next(self._ids)}", ids, sampling, decode,
+                      arrival_time=self.clock() if arrival_time is None else arrival_time,
                       priority=priority, slo=slo)
-        self.scheduler.policy.admit(req, self.scheduler)
-        self.scheduler.add(req)
+        self.scheduler.admit(req)  # AdmissionError if the policy refuses it
         if logprobs:
             self._logprob_ids.add(req.id)
         return req
 
     def _check_block_fits(self, decode: DecodeParams) -> None:
         """A step's work must fit the batch budget, or the request could never run."""
+        if decode.mode is not Mode.AUTO and decode.mode not in self.scheduler.modes:
+            raise ValueError(f"mode: {decode.mode.value} needs a deployment with a draft pool "
+                             "(speculation.placement: disaggregated)")
         if decode.mode is Mode.AUTO or decode.block_length is None:
             return
         need = self.scheduler.modes[decode.mode].work_tokens(decode.block_length)
@@ -207,7 +221,7 @@ class LLMEngine:
     # --- the step loop -------------------------------------------------------------------------
 
     def step(self) -> list[RequestOutput]:
-        self._step_start = time.monotonic()
+        self._step_start = start = self.clock()
         plan = self.scheduler.schedule()
         if not plan.works:
             if self.scheduler.running or self.scheduler.waiting:
@@ -218,7 +232,7 @@ class LLMEngine:
             out = self.executor.step(plan)
         except Exception as err:
             raise self._fail_running(err) from err
-        events = self.scheduler.update(plan, out)
+        events = self.scheduler.update(plan, out, wall_s=self.clock() - start)
         self.num_steps += 1
         self.last_step_s = out.elapsed_s
         return self._with_logprobs(self._outputs(plan, events))
@@ -237,7 +251,7 @@ class LLMEngine:
 
     def _outputs(self, plan: StepPlan, events: StepEvents
                  ) -> list[tuple[Request, RequestOutput]]:
-        now = time.monotonic()
+        now = self.clock()
         outs = []
         finished = {r.id: r for r in events.finished}
         for work in plan.works:

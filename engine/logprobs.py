@@ -5,7 +5,7 @@ emitted, for the requests that ask, with one extra causal pass through the same 
 (local or sharded), with no KV writes: over the tokens after the request's verified cache
 (read through its block table), or over prompt + output without a cache once the request
 has finished and its blocks are gone. Row p-1 of that pass is the AR distribution of the
-token at p, which is the distribution every lossless mode samples from (DESIGN.md),
+token at p, which is the distribution every lossless mode samples from (docs/ARCHITECTURE.md),
 so the numbers are right whichever mode ran. For each new token the pass scores the chosen
 token (score rows) and draws the greedy top token with its probability (sample rows at
 temperature 0). Logprobs are of the model's raw softmax (temperature 1, no top-p), as in
@@ -20,8 +20,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from engine.executor import Executor
-from engine.plan import SCORE, ChunkWork, StepPlan
+from engine.plan import ChunkWork, StepPlan
 from models.batch import Chunk
+from policies.modes import ChunkKind
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class LogprobScorer:
             preds = range(r.first - 1, len(ids) - 1)  # token p-1 predicts token p
             rows = [p - c for p in preds]
             works.append(ChunkWork(
-                request_id=f"logprobs-{i}", kind=SCORE, mode=SCORE,
+                request_id=f"logprobs-{i}", kind=ChunkKind.SCORE, mode=ChunkKind.SCORE.value,
                 chunk=Chunk.causal(ids[c:], c, c, r.block_table), sample_rows=rows,
                 sample_positions=[p + 1 for p in preds], score_rows=rows,
                 score_tokens=[ids[p + 1] for p in preds], temperature=0.0))
