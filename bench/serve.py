@@ -10,8 +10,9 @@ clients, each sending its next request when the last one ends. Several serving l
 (`--variants`, see VARIANTS) run side by side as separate apps; at each concurrency the
 engine and every variant alternate, `--repeats` times, and the best run of each counts (the
 machine is shared). CPU per token is read from /proc around each HTTP run (bench/proc_cpu.py)
-and the best run's is shown; "stack" is every serving process's CPU minus what the engine
-alone spent on the same tokens (its forwards and sampling).
+and the best run's is shown; "stack" is the CPU of the processes on a token's path (proxy,
+replicas, engine core) minus what the engine alone spent on the same tokens (its forwards
+and sampling); the controller, Ray's daemons and the client are shown apart.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # The layout before 2026-12-03: ingress deployment -> model server, engine thread.
     "split-thread": {"layout": "split", "model": {"engine_core": "thread"}},
 }
+
+
+# Processes not on a token's path: their CPU is shown, not counted in "stack" (the
+# controller's and Ray's own loops run at the same rate with no traffic at all).
+BACKGROUND = ("bench (client)", "controller", "ray daemons")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -170,8 +176,7 @@ def measure_level(engine: LLMEngine, urls: dict[str, str], groups: dict[str, lis
     print(f"  C={c:<3} engine {e.tok_s:7.1f} tok/s, {engine_ms:.2f} CPU ms/token  "
           f"{_fmt_lat(row['engine'])}", flush=True)
     for name, (h, cpu) in best_h.items():
-        serving = {k: v for k, v in cpu.items() if k != "bench (client)"}
-        stack = sum(serving.values()) - engine_ms
+        stack = sum(v for k, v in cpu.items() if k not in BACKGROUND) - engine_ms
         row[name] = {"http_tok_s": round(h.tok_s, 1), "ratio": round(h.tok_s / e.tok_s, 3),
                      "cpu_ms_per_token": {k: round(v, 3) for k, v in cpu.items()},
                      "stack_cpu_ms_per_token": round(stack, 3), **_lat(h)}
