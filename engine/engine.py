@@ -15,6 +15,7 @@ import torch
 
 from engine.executor import Executor, ModelExecutor
 from engine.kv_cache import BlockPool, KVCacheManager
+from engine.model_limits import context_limit, decode_for_checkpoint
 from engine.modes.ar import ARMode
 from engine.modes.base import ModeContext
 from engine.modes.diffusion import DiffusionMode
@@ -82,10 +83,19 @@ class LLMEngine:
                  policy: SchedulingPolicy | None = None) -> None:
         self.executor, self.model_config, self.codec, self.config = (
             executor, model_config, codec, config)
-        self.max_model_len = config.max_model_len or model_config.max_position_embeddings
+        self.max_model_len, self.context_source = context_limit(model_config,
+                                                                config.max_model_len)
         self.pool = BlockPool(config.num_blocks, config.block_size)
         kv = KVCacheManager(self.pool)
-        ctx = ModeContext(kv, model_config.mask_token_id, model_config.eos_token_id)
+        # config.json's ids, and the tokenizer's where config.json has none (special_tokens.py)
+        special = codec.special if codec is not None else None
+        self.mask_id = model_config.mask_token_id
+        if self.mask_id is None and special is not None:
+            self.mask_id = special.mask_id
+        eos = {model_config.eos_token_id, *(special.eos_ids if special else ())} - {None}
+        if not eos:
+            raise ValueError("eos_token_id: the checkpoint names no end-of-sequence token")
+        ctx = ModeContext(kv, self.mask_id, frozenset(eos))
         modes = {m.mode: m for m in (ARMode(ctx), DiffusionMode(ctx), SpecLinearMode(ctx),
                                      SpecQuadraticMode(ctx))}
         detok = codec.decode if codec is not None else None
@@ -104,11 +114,14 @@ class LLMEngine:
 
     # --- requests ----------------------------------------------------------------------------
 
-    def tokenize(self, prompt: str | Sequence[int]) -> list[int]:
+    def tokenize(self, prompt: str | Sequence[int], add_special_tokens: bool = True
+                 ) -> list[int]:
+        """Text as the tokenizer's post-processor encodes it (add_special_tokens=False for a
+        rendered chat, which holds its own); token ids as they are."""
         if isinstance(prompt, str):
             if self.codec is None:
                 raise ValueError("this engine has no tokenizer: pass token ids")
-            return self.codec.encode(prompt)
+            return self.codec.encode(prompt, add_special_tokens)
         return list(prompt)
 
     def add_request(self, prompt: str | Sequence[int], sampling: SamplingParams | None = None,
@@ -120,11 +133,12 @@ class LLMEngine:
             raise ValueError("prompt: empty after tokenization")
         if len(ids) + sampling.max_tokens > self.max_model_len:
             raise ValueError(f"prompt ({len(ids)} tokens) + max_tokens ({sampling.max_tokens})"
-                             f" exceeds the model's context of {self.max_model_len}")
+                             f" exceeds the model's context of {self.max_model_len} (set by "
+                             f"{self.context_source})")
         vocab = self.model_config.vocab_size
         if any(not 0 <= t < vocab for t in ids):
             raise ValueError(f"prompt: token ids must be in [0, {vocab})")
-        decode = decode or DecodeParams()
+        decode = decode_for_checkpoint(decode or DecodeParams(), self.mask_id)
         self._check_block_fits(decode)
         req = Request(request_id or f"req-{next(self._ids)}", ids, sampling, decode,
                       priority=priority, slo=slo)

@@ -73,13 +73,14 @@ def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float,
     return rmsnorm_reference(x, weight, eps, residual)
 
 
-def rope(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, theta: float
-         ) -> tuple[torch.Tensor, torch.Tensor]:
+def rope(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, theta: float,
+         inv_freq: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """inv_freq: [D/2] fp32 scaled frequencies (models/rope_scaling.py); None = from theta."""
     if use_triton(q) and not torch.is_grad_enabled():
         _prepare_triton()
         from kernels.rope_triton import rope_triton
-        return rope_triton(q, k, positions, theta)
-    return rope_reference(q, k, positions, theta)
+        return rope_triton(q, k, positions, theta, inv_freq)
+    return rope_reference(q, k, positions, theta, inv_freq)
 
 
 def store_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
