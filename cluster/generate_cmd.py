@@ -11,6 +11,7 @@ from pathlib import Path
 from engine.engine import EngineConfig, LLMEngine, StepFailed
 from engine.params import DecodeParams, Mode, SamplingParams
 from models.checkpoint import DEFAULT_MODEL_DIR
+from models.dtype import CHOICES
 from models.errors import CheckpointError
 
 MODES = [m.value for m in Mode if m is not Mode.AUTO]
@@ -32,6 +33,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tp", type=int, default=0,
                    help="run through a group of N tensor-parallel Ray shard workers")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=CHOICES, default="auto",
+                   help="auto: the checkpoint's torch_dtype on CUDA, float32 on CPU")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p.parse_args(argv)
 
@@ -40,8 +43,8 @@ def build_engine(args: argparse.Namespace) -> LLMEngine:
     config = EngineConfig(num_blocks=256)
     if args.tp:
         from actors.engine_factory import sharded_engine  # needs Ray
-        return sharded_engine(args.model, args.tp, config, device=args.device)
-    return LLMEngine.from_checkpoint(args.model, config, args.device)
+        return sharded_engine(args.model, args.tp, config, device=args.device, dtype=args.dtype)
+    return LLMEngine.from_checkpoint(args.model, config, args.device, dtype=args.dtype)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,13 +8,14 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from engine.executor import Executor, ModelExecutor
 from engine.kv_cache import BlockPool, KVCacheManager
+from engine.kv_sizing import KVRequest, KVSizing, measure_gpu_budget, size_kv
 from engine.model_limits import context_limit, decode_for_checkpoint
 from engine.modes.ar import ARMode
 from engine.modes.base import ModeContext
@@ -29,6 +30,7 @@ from engine.scheduler import Scheduler, SchedulerConfig, StepEvents
 from engine.stop import final_text, stable_text
 from models.checkpoint import DEFAULT_MODEL_DIR, load_checkpoint
 from models.config import ModelConfig
+from models.dtype import DTYPES, resolve_dtype
 from models.tokenizer import TextCodec
 
 
@@ -100,6 +102,7 @@ class LLMEngine:
                                      SpecQuadraticMode(ctx))}
         detok = codec.decode if codec is not None else None
         self.scheduler = Scheduler(config.scheduler, kv, modes, ctx, policy, detok)
+        self.kv_sizing: KVSizing | None = None  # how num_blocks was chosen, when from memory
         self._ids = itertools.count()
         self.num_steps = 0
         self.last_step_s = 0.0
@@ -107,10 +110,25 @@ class LLMEngine:
     @classmethod
     def from_checkpoint(cls, model_dir: str | Path = DEFAULT_MODEL_DIR,
                         config: EngineConfig = EngineConfig(), device: str = "cpu",
-                        policy: SchedulingPolicy | None = None) -> LLMEngine:
-        model = load_checkpoint(model_dir, device=device)
+                        policy: SchedulingPolicy | None = None, dtype: str = "float32",
+                        kv: KVRequest | None = None) -> LLMEngine:
+        """dtype: auto, bfloat16, float16 or float32 (models/dtype.py). kv: size the cache
+        from memory (engine/kv_sizing.py); None keeps config.num_blocks."""
+        dtype = resolve_dtype(dtype, model_dir, device)
+        model = load_checkpoint(model_dir, dtype=DTYPES[dtype], device=device)
+        sizing = None
+        if kv is not None:
+            budget = None
+            if device.startswith("cuda") and kv.gpu_memory_utilization and kv.num_blocks is None:
+                budget = measure_gpu_budget(model, kv.gpu_memory_utilization,
+                                            config.scheduler.max_batch_tokens)
+            sizing = size_kv(kv, model.config, config.block_size, DTYPES[dtype], device, 1,
+                             budget)
+            config = replace(config, num_blocks=sizing.num_blocks)
         executor = ModelExecutor(model, config.num_blocks, config.block_size)
-        return cls(executor, model.config, TextCodec.load(model_dir), config, policy)
+        engine = cls(executor, model.config, TextCodec.load(model_dir), config, policy)
+        engine.kv_sizing = sizing
+        return engine
 
     # --- requests ----------------------------------------------------------------------------
 
@@ -243,9 +261,9 @@ class LLMEngine:
 
 
 def default_engine(model_dir: str | Path = DEFAULT_MODEL_DIR, device: str | None = None,
-                   **config: object) -> LLMEngine:
+                   dtype: str = "auto", **config: object) -> LLMEngine:
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return LLMEngine.from_checkpoint(model_dir, EngineConfig(**config), device)
+    return LLMEngine.from_checkpoint(model_dir, EngineConfig(**config), device, dtype=dtype)
 
 
 __all__ = ["DecodeParams", "EngineConfig", "LLMEngine", "Mode", "RequestOutput",

@@ -89,9 +89,10 @@ def test_chat_prompt_equals_apply_chat_template(ckpt) -> None:
     assert out.token_ids == hf_greedy(hf, list(want))
 
 
-def test_tp2_logits_equal_tp1(ckpt) -> None:
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 1e-5), (torch.bfloat16, 0.1)])
+def test_tp2_logits_equal_tp1(ckpt, dtype: torch.dtype, tol: float) -> None:
     path = ckpt[1]
-    full = load_checkpoint(path)
+    full = load_checkpoint(path, dtype=dtype)
     ids = torch.randint(0, full.config.vocab_size, (11,),
                         generator=torch.Generator().manual_seed(0)).tolist()
     mask = TextCodec.load(path).mask_id
@@ -100,7 +101,7 @@ def test_tp2_logits_equal_tp1(ckpt) -> None:
     with torch.inference_mode():
         ref = full(batch).logits
     hub = _Hub(2)
-    ranks = [load_checkpoint(path, tp=ThreadTP(r, 2, hub=hub)) for r in range(2)]
+    ranks = [load_checkpoint(path, tp=ThreadTP(r, 2, hub=hub), dtype=dtype) for r in range(2)]
     out: list[torch.Tensor | None] = [None, None]
 
     def run(r: int) -> None:
@@ -113,7 +114,8 @@ def test_tp2_logits_equal_tp1(ckpt) -> None:
         t.start()
     for t in threads:
         t.join(timeout=120)
-    assert out[0] is not None and (out[0] - ref).abs().max().item() <= 1e-5
+    assert out[0] is not None and out[0].dtype == dtype
+    assert (out[0].float() - ref.float()).abs().max().item() <= tol
 
 
 @pytest.mark.parametrize("scaling", [
@@ -134,3 +136,23 @@ def test_rope_scaling_equals_transformers(scaling: dict) -> None:
     theta, parsed = parse_rope(raw, "config.json")
     got, factor = rope_frequencies(32, theta, parsed)
     assert torch.equal(got, want) and factor == pytest.approx(want_factor)
+
+
+def test_rope_kernel_takes_scaled_frequencies() -> None:
+    from kernels.rope_ref import rope_reference
+    from kernels.rope_triton import rope_triton
+
+    raw = {"max_position_embeddings": 512, "rope_parameters": {
+        "rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 32}}
+    theta, scaling = parse_rope(raw, "config.json")
+    inv_freq, _ = rope_frequencies(16, theta, scaling)
+    gen = torch.Generator().manual_seed(0)
+    q, k = torch.randn(5, 4, 16, generator=gen), torch.randn(5, 2, 16, generator=gen)
+    pos = torch.tensor([0, 3, 40, 200, 511])
+    want = rope_reference(q, k, pos, theta, inv_freq)
+    got = rope_triton(q, k, pos, theta, inv_freq)
+    plain = rope_reference(q, k, pos, theta)
+    assert torch.allclose(got[0], want[0], atol=1e-5) and torch.allclose(got[1], want[1],
+                                                                           atol=1e-5)
+    assert not torch.allclose(plain[0], want[0], atol=1e-3)  # the scaling changed something
