@@ -1,10 +1,4 @@
-"""What a checkpoint allows a request: its context length and its decoding modes.
-
-A sliding-window model (Mistral's `sliding_window`) is served with its context capped at the
-window: inside the window, sliding-window attention is exactly full causal attention, so the
-output is the model's own. Past it, every query would have to drop its oldest keys, which
-the paged cache and the attention kernels do not do; such a request is refused instead.
-"""
+"""What a checkpoint allows a request: its context length and its decoding modes."""
 
 from __future__ import annotations
 
@@ -16,15 +10,11 @@ from models.config import ModelConfig
 
 def context_limit(model: ModelConfig, requested: int | None) -> tuple[int, str]:
     """(tokens of context, what sets it) for max_model_len `requested` (None = the model's)."""
-    limit, why = model.max_position_embeddings, "max_position_embeddings"
-    if model.sliding_window is not None and model.sliding_window < limit:
-        limit, why = model.sliding_window, "config.json sliding_window"
+    limit, why = model.max_position_embeddings, "config.json max_position_embeddings"
     if requested is None:
         return limit, why
     if requested > limit:
-        raise ValueError(f"max_model_len: {requested} exceeds the model's {why} of {limit}"
-                         + (" (attention past the window is not implemented)"
-                            if why.endswith("sliding_window") else ""))
+        raise ValueError(f"max_model_len: {requested} exceeds the model's {why} of {limit}")
     return requested, "max_model_len"
 
 

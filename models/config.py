@@ -34,7 +34,7 @@ class ModelConfig:
     qkv_bias: bool = False  # Qwen2; Llama's attention_bias (with o_bias)
     o_bias: bool = False
     rope_scaling: dict[str, Any] | None = None  # models/rope_scaling.py; None = plain RoPE
-    sliding_window: int | None = None  # Mistral: the context is capped at it (engine)
+    sliding_window: int | None = None  # Mistral: keys within this many positions only
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads",

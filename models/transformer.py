@@ -125,6 +125,9 @@ class TriModeLM(nn.Module):
     def __init__(self, config: ModelConfig, tp: TensorParallel = SINGLE) -> None:
         super().__init__()
         self.config, self.tp = config, tp
+        # A window no context reaches is full attention: skip the mask work then.
+        window = config.sliding_window
+        self.window = window if window and window < config.max_position_embeddings else None
         self.model = Backbone(config, tp)
         self.lm_head = ColumnParallelLinear(config.hidden_size, config.vocab_size)
         self.tie_weights()
@@ -139,7 +142,8 @@ class TriModeLM(nn.Module):
         """Logits for rows `logits_rows` of the flat batch (all rows when None)."""
         plan = dispatch.prepare_attention(
             batch.cu_seqlens, batch.causal_limit, batch.block_lo, batch.block_hi,
-            batch.context_lens, batch.block_tables, batch.max_chunk_len, batch.max_context_len)
+            batch.context_lens, batch.block_tables, batch.max_chunk_len, batch.max_context_len,
+            self.window, batch.positions if self.window is not None else None)
         x = self.model.embed_tokens(batch.tokens)  # [T, D]
         residual = None
         new_k, new_v = [], []

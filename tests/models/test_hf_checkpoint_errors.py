@@ -21,6 +21,7 @@ from cluster.model_server import ModelServer
 from cluster.openai_protocol import ChatCompletionRequest, CompletionRequest
 from engine.engine import EngineConfig, LLMEngine
 from engine.params import DecodeParams, Mode, SamplingParams
+from models.batch import Chunk, ChunkBatch
 from models.checkpoint import load_checkpoint
 from models.errors import CheckpointError
 
@@ -119,14 +120,24 @@ def test_truncated_safetensors_is_named(ckpt: Path) -> None:
         load_checkpoint(ckpt)
 
 
-def test_sliding_window_caps_the_context(base: Path) -> None:
-    engine = LLMEngine.from_checkpoint(base, EngineConfig(num_blocks=64, block_size=8))
-    assert engine.max_model_len == 80
-    with pytest.raises(ValueError, match="context of 80 .set by config.json sliding_window"):
-        engine.add_request("hello", SamplingParams(max_tokens=80))
-    with pytest.raises(ValueError, match="max_model_len: 200 exceeds the model's config.json "
-                                         "sliding_window of 80"):
-        LLMEngine.from_checkpoint(base, EngineConfig(num_blocks=64, max_model_len=200))
+def test_sliding_window_is_honoured(base: Path) -> None:
+    """Mistral's window of 12 over a 30-token sequence: the logits equal transformers' (which
+    applies the window) and differ from full attention's."""
+    import transformers
+
+    model = load_checkpoint(base)
+    assert model.window == 12
+    ids = torch.randint(0, model.config.vocab_size, (30,),
+                        generator=torch.Generator().manual_seed(0))
+    hf = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
+    batch = ChunkBatch.from_chunks([Chunk.causal(ids.tolist())])
+    with torch.no_grad():
+        ours, ref = model(batch).logits, hf(ids[None]).logits[0]
+        model.window = None
+        full = model(batch).logits
+    assert (ours - ref).abs().max().item() <= 1e-4
+    assert (full[12:] - ref[12:]).abs().max().item() > 1e-2  # the window matters here
+    assert torch.allclose(full[:12], ref[:12], atol=1e-4)  # and not before it
 
 
 def test_template_errors_are_400s_naming_messages(ckpt: Path) -> None:
