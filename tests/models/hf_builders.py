@@ -1,7 +1,8 @@
 """Small random checkpoints written by transformers itself, each with a tokenizer of its own
 special-token names trained here with `tokenizers` (nothing downloaded): a Llama-3-style one
 (llama3 rope scaling, BOS post-processor, Jinja chat template, bf16 weights, tied
-embeddings, eos list), a Mistral one (<s> </s> <pad> <mask>, a sliding window of 12 that every test sequence outgrows, sharded files) and a Qwen2 one
+embeddings, eos list), a Mistral one (<s> </s> <pad> <mask>, sharded files, a sliding
+window of 12 that every test sequence outgrows) and a Qwen2 one
 (attention biases, ChatML, mask token named only in tokenizer_config.json)."""
 
 from __future__ import annotations
