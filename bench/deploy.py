@@ -68,3 +68,33 @@ def wait_for_replicas(app: str, want: int, timeout_s: float,
             return time.monotonic() - t0
         time.sleep(0.5)
     return None
+
+
+def live_actors() -> list[tuple[str, int, str]]:
+    """(class name, pid, node id) of every live actor of this Ray. Ray's state API needs the
+    dashboard, which these runs leave out; the GCS table is read directly."""
+    import ray._private.state as state
+
+    return [(a["ActorClassName"], a["Pid"], a["Address"]["NodeID"])
+            for a in state.actors().values() if a["State"] == "ALIVE" and a["Pid"]]
+
+
+def serve_pids(app: str) -> dict[str, int]:
+    """Role -> pid of the live Serve processes of `app` (first of each role): model_server,
+    ingress, proxy, controller."""
+    roles = {f"ServeReplica:{app}:ModelServer": "model_server",
+             f"ServeReplica:{app}:OpenAIIngress": "ingress",
+             "ProxyActor": "proxy", "ServeController": "controller"}
+    out: dict[str, int] = {}
+    for cls, pid, _ in live_actors():
+        role = roles.get(cls)
+        if role is not None and role not in out:
+            out[role] = pid
+    return out
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise ValueError(f"no VmRSS for pid {pid}")

@@ -49,7 +49,9 @@ def make_policy(config: TandemConfig) -> SchedulingPolicy:
 
         if not profile.is_file():
             raise FileNotFoundError(f"no SLO profile at {profile}")
-        return SLOSchedulingPolicy.from_profile(str(profile))
+        from cluster.speculation import slo_policy_config
+
+        return SLOSchedulingPolicy.from_profile(str(profile), slo_policy_config(config))
     except Exception:
         if m.policy == "slo":
             raise
@@ -60,6 +62,10 @@ def make_policy(config: TandemConfig) -> SchedulingPolicy:
 def build_engine(config: TandemConfig) -> LLMEngine:
     m = config.model
     policy = make_policy(config)
+    if config.speculation.is_disaggregated:  # a verify pool and draft pools (actors/)
+        from cluster.speculation import build_disaggregated
+
+        return build_disaggregated(config, policy)
     if m.tp == 1:
         return LLMEngine.from_checkpoint(m.model_dir, config.engine_config(), m.device, policy,
                                          m.dtype, config.kv_request())

@@ -166,6 +166,9 @@ class LLMEngine:
 
     def _check_block_fits(self, decode: DecodeParams) -> None:
         """A step's work must fit the batch budget, or the request could never run."""
+        if decode.mode is not Mode.AUTO and decode.mode not in self.scheduler.modes:
+            raise ValueError(f"mode: {decode.mode.value} needs a deployment with a draft pool "
+                             "(speculation.placement: disaggregated)")
         if decode.mode is Mode.AUTO or decode.block_length is None:
             return
         need = self.scheduler.modes[decode.mode].work_tokens(decode.block_length)

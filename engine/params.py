@@ -12,6 +12,7 @@ class Mode(StrEnum):
     DIFFUSION = "diffusion"
     SPEC_LINEAR = "spec_linear"
     SPEC_QUADRATIC = "spec_quadratic"
+    SPEC_PIPELINED = "spec_pipelined"  # needs a draft pool (speculation: disaggregated)
     AUTO = "auto"
 
     @property

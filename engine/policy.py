@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 DEFAULT_BLOCKS: Mapping[Mode, int] = {
     Mode.AR: 1, Mode.DIFFUSION: 8, Mode.SPEC_LINEAR: 8, Mode.SPEC_QUADRATIC: 4,
+    Mode.SPEC_PIPELINED: 4,
 }
 
 

@@ -12,8 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 AR, LINEAR, QUADRATIC, DIFFUSION = "ar", "spec_linear", "spec_quadratic", "diffusion"
-MODES = (AR, LINEAR, QUADRATIC, DIFFUSION)
-LOSSLESS = (AR, LINEAR, QUADRATIC)
+# Only where a deployment has a draft pool (speculation.placement: disaggregated): the
+# verify pool runs B tokens per step while the draft pool drafts the next block.
+PIPELINED = "spec_pipelined"
+MODES = (AR, LINEAR, QUADRATIC, DIFFUSION, PIPELINED)
+LOSSLESS = (AR, LINEAR, QUADRATIC, PIPELINED)
 
 
 @dataclass(frozen=True, order=True)
@@ -40,6 +43,12 @@ class Option:
         return self.block * (self.block + 1) if self.mode == QUADRATIC else self.block
 
     @property
+    def draft_tokens(self) -> int:
+        """Tokens one step puts on a draft pool: pipelined speculation recomputes the block
+        under verification (B) and drafts the next one (B masks)."""
+        return 2 * self.block if self.mode == PIPELINED else 0
+
+    @property
     def is_lossless(self) -> bool:
         return self.mode != DIFFUSION
 
@@ -54,7 +63,7 @@ class Option:
 
 
 AR1 = Option(AR)
-DEFAULT_BLOCKS = {AR: 1, LINEAR: 8, QUADRATIC: 4, DIFFUSION: 8}
+DEFAULT_BLOCKS = {AR: 1, LINEAR: 8, QUADRATIC: 4, DIFFUSION: 8, PIPELINED: 4}
 # What auto chooses among (diffusion only for requests that allow lossy output). Short
 # blocks only: in the simulator (bench/slo_profile.json, mixed workload, 6 seeds) adding
 # linear B=8/16 or quadratic B=4/6 lowered attainment at every load (-0.2 to -2 points):
@@ -67,6 +76,10 @@ CANDIDATES = (AR1, Option(LINEAR, 4), Option(QUADRATIC, 2), Option(QUADRATIC, 3)
 TRACED = (Option(LINEAR, 4), Option(LINEAR, 8), Option(LINEAR, 16), Option(QUADRATIC, 2),
           Option(QUADRATIC, 3), Option(QUADRATIC, 4), Option(QUADRATIC, 6),
           Option(DIFFUSION, 8), Option(DIFFUSION, 16))
+
+
+# What auto adds where the deployment has a draft pool (cluster/speculation.py).
+PIPELINED_CANDIDATES = (Option(PIPELINED, 4),)  # B = 4: its prior comes from linear/4
 
 
 def default_option(mode: str) -> Option:

@@ -18,6 +18,7 @@ from policies.cost_model import CostModel
 from policies.deferral import Deferral, DeferralConfig
 from policies.option import AR1, Option, candidates
 from policies.ordering import by_urgency
+from policies.pipelined import tokens_per_step
 from policies.preemption import choose_victim
 from policies.profile import Profile
 from policies.request_view import RequestView
@@ -46,7 +47,8 @@ class SLOPolicy:
     def __init__(self, profile: Profile, config: PolicyConfig = PolicyConfig()) -> None:
         self.config = config
         self.cost = CostModel(profile.cost)
-        self.acceptance = AcceptanceEstimator(profile.tokens_per_forward())
+        self.acceptance = AcceptanceEstimator({**tokens_per_step(profile.traces),
+                                               **profile.tokens_per_forward()})
         self.selector = ModeSelector(self.cost, self.acceptance, config.selector)
         self.admission = AdmissionControl(self.cost, config.admission)
         self.deferral = Deferral(self.cost, self.acceptance, config.deferral)

@@ -32,7 +32,15 @@ from dataclasses import dataclass
 
 from policies.acceptance import AcceptanceEstimator
 from policies.cost_model import CostModel
-from policies.option import AR1, CANDIDATES, LINEAR, QUADRATIC, Option, candidates
+from policies.option import (
+    AR1,
+    CANDIDATES,
+    LINEAR,
+    PIPELINED,
+    QUADRATIC,
+    Option,
+    candidates,
+)
 from policies.preemption import slack_of
 from policies.request_view import RequestView
 
@@ -84,6 +92,7 @@ class ModeSelector:
         self._slots = slots
         self._max_tokens = max_tokens if max_tokens is not None else 1 << 30
         self._tokens = sum(s.option.work_tokens for s in slots)
+        self._draft_tokens = sum(s.option.draft_tokens for s in slots)  # on the draft pool
         self._rate_sum = sum(s.rate for s in slots)  # tokens per forward of the whole batch
         self._base_throughput = self._throughput()  # rescues together lose at most a share
         by_urgency = sorted((s for s in slots if s.is_free), key=self._urgency(now))
@@ -116,7 +125,7 @@ class ModeSelector:
         rate = self.acceptance.tokens_per_forward(option, v.id)
         if option.mode == LINEAR:  # an iteration is two forwards and emits <= remaining
             rate = min(rate, v.remaining / 2)
-        elif option.mode == QUADRATIC:
+        elif option.mode in (QUADRATIC, PIPELINED):
             rate = min(rate, float(v.remaining))
         if option.mode == QUADRATIC and v.option != option:
             # Entering quadratic speculation costs a plain draft pass that emits nothing:
@@ -131,8 +140,8 @@ class ModeSelector:
         return min(low, self._rate(v, option))
 
     def _best_alone(self, v: RequestView) -> float:
-        return min(self.cost.predict(o.work_tokens, 1) / self._rate(v, o)
-                   for o in self._options(v))
+        return min(max(self.cost.predict(o.work_tokens, 1), self.cost.predict(o.draft_tokens, 1))
+                   / self._rate(v, o) for o in self._options(v))
 
     def _urgency(self, now: float):  # noqa: ANN202
         def key(s: _Slot) -> tuple[float, float]:
@@ -142,13 +151,21 @@ class ModeSelector:
 
     # --- the batch -------------------------------------------------------------------------
 
-    def _step(self, tokens: int | None = None) -> float:
+    def _step(self, tokens: int | None = None, draft_tokens: int | None = None) -> float:
+        """The step: the verify (or only) pool's, or the draft pool's where that is longer
+        (pipelined speculation: both run at once; same model, so the same cost model, with
+        every request's overhead charged to the draft pool too: conservative)."""
         tokens = self._tokens if tokens is None else tokens
-        step = self._steps.get(tokens)
+        draft = self._draft_tokens if draft_tokens is None else draft_tokens
+        step = self._steps.get((tokens, draft))
         if step is None:  # asked ~25x per request per select, for a few distinct sizes
-            step = self._steps[tokens] = (self.cost.predict(tokens, self._num_requests)
-                                          + self.interference_s)
+            step = self._steps[(tokens, draft)] = (
+                max(self.cost.predict(tokens, self._num_requests),
+                    self.cost.predict(draft, self._num_requests)) + self.interference_s)
         return step
+
+    def _draft_if(self, s: _Slot, option: Option) -> int:
+        return self._draft_tokens - s.option.draft_tokens + option.draft_tokens
 
     @staticmethod
     def _meets(s: _Slot, step_s: float, rate: float | None = None) -> bool:
@@ -181,6 +198,7 @@ class ModeSelector:
     def _switch(self, s: _Slot, option: Option) -> None:
         rate = self._rate(s.view, option)
         self._tokens += option.work_tokens - s.option.work_tokens
+        self._draft_tokens += option.draft_tokens - s.option.draft_tokens
         self._rate_sum += rate - s.rate
         s.option, s.rate = option, rate
 
@@ -202,8 +220,8 @@ class ModeSelector:
             self._base_throughput * (1 - self.config.rescue_loss))
         for option in self._by_work(s):
             tokens = self._tokens - s.option.work_tokens + option.work_tokens
-            rate = self._rate(s.view, option)
-            if tokens > self._max_tokens or not self._meets(s, self._step(tokens), rate):
+            rate, draft = self._rate(s.view, option), self._draft_if(s, option)
+            if tokens > self._max_tokens or not self._meets(s, self._step(tokens, draft), rate):
                 continue
             if (on_track and option not in (AR1, s.view.option)
                     and not self._safe_bet(s, tokens, option)):
@@ -236,7 +254,8 @@ class ModeSelector:
     def _safe_bet(self, s: _Slot, tokens: int, option: Option) -> bool:
         """A request on track without the margin does not trade that for a gamble: the
         option must keep it on track even if it accepts drafts worse than expected."""
-        return self._step(tokens) / self._rate_low(s.view, option) <= s.need / self.config.safety
+        step = self._step(tokens, self._draft_if(s, option))
+        return step / self._rate_low(s.view, option) <= s.need / self.config.safety
 
     def _fastest(self, s: _Slot, guarded: list[tuple[_Slot, float]],
                  cautious: bool, floor: float) -> None:
@@ -248,7 +267,7 @@ class ModeSelector:
         others = self._rate_sum - s.rate
         for option in self._options(s.view):
             tokens = self._tokens - s.option.work_tokens + option.work_tokens
-            step = self._step(tokens)
+            step = self._step(tokens, self._draft_if(s, option))
             rate = (self._rate_low(s.view, option) if cautious and option != s.view.option
                     else self._rate(s.view, option))
             if (tokens <= self._max_tokens and step <= cap and step / rate < best_tpt
@@ -287,7 +306,8 @@ class ModeSelector:
             best_value *= 1 + self.config.switch_gain  # stay unless clearly better
         for option in self._options(s.view):
             tokens = self._tokens - s.option.work_tokens + option.work_tokens
-            new_step, rate = self._step(tokens), self._rate(s.view, option)
+            new_step = self._step(tokens, self._draft_if(s, option))
+            rate = self._rate(s.view, option)
             # A request that meets its SLO does not gamble it on speed: the option must
             # still meet it if this request accepts drafts worse than expected.
             sure = rate if option in (AR1, s.view.option) else self._rate_low(s.view, option)
