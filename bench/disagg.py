@@ -23,7 +23,7 @@ from pathlib import Path
 
 import ray
 
-from actors.engine_factory import ensure_ray, sharded_engine
+from actors.engine_factory import sharded_engine
 from actors.pipelined_engine import PipelinedEngine, PoolShape, disaggregated_engine
 from bench.roofline import H200, Llama8B, step_s
 from engine.engine import EngineConfig, LLMEngine
@@ -177,7 +177,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--reps", type=int, default=2, help="runs per cell; the fastest is kept")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args(argv)
-    ensure_ray(4)
+    # A Ray of our own (address="local"): another job's cluster on the machine must not
+    # share these CPUs or be joined by accident.
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     config = EngineConfig(num_blocks=512)
     fused = sharded_engine(DEFAULT_MODEL_DIR, 1, config)
     fused.executor = TracingExecutor(fused.executor)
