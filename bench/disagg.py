@@ -26,6 +26,7 @@ import ray
 from actors.engine_factory import sharded_engine
 from actors.pipelined_engine import PipelinedEngine, PoolShape, disaggregated_engine
 from bench.roofline import H200, Llama8B, step_s
+from bench.synthetic_acceptance import expected_tokens
 from engine.engine import EngineConfig, LLMEngine
 from engine.executor import Executor
 from engine.modes.spec_pipelined import draft_chunk
@@ -168,6 +169,49 @@ def sync_costs(engine: PipelinedEngine, block: int, reps: int) -> dict[str, dict
     return out
 
 
+def gpu_model(alpha: float, block: int, batch: int) -> dict[str, tuple[float, int]]:
+    """MODELLED tokens/s and GPUs of each way to decode `batch` requests that accept each
+    draft token with probability alpha (geometric runs, bench/synthetic_acceptance.py), an
+    8B model on H200s (bench/roofline.py), one GPU per pool. Steady state:
+    linear: 2 steps per iteration of B tokens each; quadratic: 1 step of B(B+1);
+    pipelined: a full acceptance (alpha^(B-1)) saves the next draft step, so 2 - a^(B-1)
+    steps per iteration, a step the longer of the verify pool's (the requests verifying,
+    B tokens each) and the draft pool's (every request, <= 2B tokens each); hedged: 1 step,
+    the draft pool drafting B(B+1) tokens a request."""
+    model, r, b = Llama8B(), batch, block
+
+    def step(tokens: float, requests: float) -> float:
+        return step_s(H200, model, round(tokens), max(1, round(requests)))
+
+    e = expected_tokens(alpha, b)  # tokens per iteration
+    steps = 2 - alpha ** (b - 1)
+    verifying = r / steps
+    return {
+        "ar": (r / step(r, r), 1),
+        "fused linear": (r * e / (2 * step(r * b, r)), 1),
+        "fused quadratic": (r * e / step(r * b * (b + 1), r), 1),
+        "pipelined": (r * e / steps / max(step(verifying * b, verifying),
+                                          step(r * 2 * b, r)), 2),
+        "pipelined hedged": (r * e / max(step(r * b, r), step(r * b * (b + 1), r)), 2),
+    }
+
+
+def gpu_table(alphas: tuple[float, ...] = (0.55, 0.8, 0.95), blocks: tuple[int, ...] = (4, 8),
+              batches: tuple[int, ...] = (1, 4, 16, 64)) -> str:
+    lines = ["MODELLED (not measured): 8B bf16 on H200 (bench/roofline.py), geometric "
+             "acceptance alpha per draft token; tokens/s per GPU (pipelined: total / 2)",
+             f"{'alpha':>5} {'B':>2} {'batch':>5} " + " ".join(
+                 f"{k:>16}" for k in gpu_model(0.5, 4, 1)) + "   pipelined total"]
+    for alpha in alphas:
+        for b in blocks:
+            for r in batches:
+                row = gpu_model(alpha, b, r)
+                lines.append(f"{alpha:>5.2f} {b:>2} {r:>5} " + " ".join(
+                    f"{v / g:>16.0f}" for v, g in row.values())
+                    + f"   {row['pipelined'][0]:>15.0f}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="tandem bench disagg", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -176,7 +220,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--block", type=int, default=4)
     p.add_argument("--reps", type=int, default=2, help="runs per cell; the fastest is kept")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--gpu-model", action="store_true", help="print only the modelled GPU "
+                   "table (no Ray, no CPU run)")
     args = p.parse_args(argv)
+    if args.gpu_model:
+        print(gpu_table())
+        return
     # A Ray of our own (address="local"): another job's cluster on the machine must not
     # share these CPUs or be joined by accident.
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
@@ -208,6 +257,7 @@ def main(argv: list[str] | None = None) -> None:
         disagg.executor.shutdown()
         fused.executor.shutdown()
     print(table(cells, sync))
+    print(gpu_table())
     if args.json:
         args.json.write_text(json.dumps({"cells": [asdict(c) for c in cells], "sync": sync,
                                          "args": vars(args) | {"json": str(args.json)}},
