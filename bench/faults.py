@@ -27,7 +27,8 @@ from bench import deploy
 from bench.load import Outcome, body_of, run_clients
 
 SLO = {"ttft_ms": 30_000.0}
-HEAD = {"tandem_head": 1.0}  # a custom resource only the head node has
+HEAD = {"tandem_head": 0.01}  # a custom resource only the head node has (100 of it)
+HEAD_NODE = {"tandem_head": 100.0}
 
 
 def kill_actor(class_name: str) -> Callable[[Any], str]:
@@ -54,7 +55,7 @@ def app_args(fault: str) -> tuple[str, dict[str, Any]]:
     ms = args["model_server"]
     if fault == "node":  # two replicas, one per node: one survives the node
         ms.update(num_replicas=2, max_replicas_per_node=1)
-    else:
+    elif fault != "shard_rank":  # (a tp2 replica sits in its placement group's bundle 0)
         ms["ray_actor_options"] = {"num_cpus": 0, "resources": HEAD}
     return f"faults-{fault}", args
 
@@ -136,27 +137,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def start_cluster() -> Any:
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    import ray
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "resources": HEAD, "include_dashboard": False,
-        "object_store_memory": 150 * 1024**2})
-    for _ in range(2):
-        cluster.add_node(num_cpus=2, object_store_memory=100 * 1024**2)
-    ray.init(address=cluster.address, log_to_driver=False)
-    cluster.wait_for_nodes()
-    return cluster
-
-
 def main(argv: list[str] | None = None) -> None:
     from ray import serve
 
     args = parse_args(argv)
-    cluster = start_cluster()
+    cluster = deploy.start_cluster(2, 3, HEAD_NODE)  # 3 CPUs: room for a tp2 group
     results = {}
     for fault in args.faults.split(","):
         name, cfg = app_args(fault)

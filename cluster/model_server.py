@@ -49,7 +49,9 @@ def make_policy(config: TandemConfig) -> SchedulingPolicy:
 
         if not profile.is_file():
             raise FileNotFoundError(f"no SLO profile at {profile}")
-        return SLOSchedulingPolicy.from_profile(str(profile))
+        from cluster.speculation import slo_policy_config
+
+        return SLOSchedulingPolicy.from_profile(str(profile), slo_policy_config(config))
     except Exception:
         if m.policy == "slo":
             raise

@@ -101,3 +101,15 @@ def build_disaggregated(config: Any, policy: Any, in_replica: bool = True) -> An
                                 device=m.device, policy=policy, hedge=spec.hedge,
                                 verify_placement=pg, verify_bundle_offset=1 if pg else 0,
                                 num_cpus_per_rank=config.shards.cpus_per_rank)
+
+
+def slo_policy_config(config: Any) -> Any:  # noqa: ANN401
+    """The SLO policy's config for a TandemConfig: with a draft pool, auto may also choose
+    pipelined speculation (policies/option.py PIPELINED_CANDIDATES); None when fused."""
+    if not config.speculation.is_disaggregated:
+        return None
+    from policies.option import PIPELINED_CANDIDATES
+    from policies.policy import PolicyConfig
+    from policies.selector import LADDER, SelectorConfig
+
+    return PolicyConfig(selector=SelectorConfig(pool=LADDER + PIPELINED_CANDIDATES))

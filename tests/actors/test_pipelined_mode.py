@@ -176,3 +176,31 @@ def test_draft_cache_stays_in_step_acceptance_matches_the_fused_drafts(tiny_mode
         got = _acceptance(engine.generate(prompts, sampling, DecodeParams(
             mode=PIPELINED, block_length=4)), PIPELINED.value)
         assert got >= 0.85 * want, f"hedge={hedge}: acceptance {got:.2f} vs fused {want:.2f}"
+
+
+def test_slo_policy_with_a_draft_pool_runs_pipelined_requests_as_ar(tiny_model, codec, fused,
+                                                                    prompts) -> None:
+    """The SLO-aware scheduler on a disaggregated engine (the pipelined option in its pool,
+    cluster/speculation.py): auto and pinned pipelined requests finish with AR's tokens."""
+    from cluster.config import TandemConfig
+    from cluster.speculation import slo_policy_config
+    from engine.slo_policy import SLOSchedulingPolicy
+    from policies.slo import SLO
+
+    config = TandemConfig.model_validate({"speculation": {"placement": "disaggregated"}})
+    policy = SLOSchedulingPolicy.from_profile("bench/slo_profile.json",
+                                              slo_policy_config(config))
+    assert any(o.mode == "spec_pipelined" for o in policy.policy.selector.config.pool)
+    pools = SpeculationPools(ModelExecutor(tiny_model, NUM_BLOCKS),
+                             [ModelExecutor(tiny_model, NUM_BLOCKS)])
+    engine = PipelinedEngine(pools, tiny_model.config, codec, EngineConfig(NUM_BLOCKS),
+                             policy)
+    sampling = SamplingParams(max_tokens=24, temperature=0.8, seed=2, ignore_eos=True)
+    reqs = [engine.add_request(p, sampling, DecodeParams(mode=m), slo=SLO(tpot_ms=t))
+            for p, m, t in zip(prompts[:2], [PIPELINED, Mode.AUTO], [None, 20.0],
+                               strict=True)]
+    done = {}
+    while engine.has_unfinished():
+        done.update({o.request_id: o for o in engine.step() if o.finished})
+    assert [done[r.id].token_ids for r in reqs] == _ar(fused, prompts[:2], sampling)
+    assert done[reqs[0].id].modes.get("spec_pipelined", 0) > 0

@@ -21,7 +21,7 @@ def test_model_server_replica_sigkill_under_load(ray_session) -> None:
     kill = faults.KILLS["model_server"]
     with running_app(load_config(app["args"]), app["name"]) as url:
         res = asyncio.run(faults.under_load(url, lambda: kill(None), clients=4, kill_at=4.0,
-                                            duration=30.0, timeout_s=30.0))
+                                            duration=60.0, timeout_s=30.0))
     assert res["served_again_s"] is not None, res
     assert res["hanging"] == 0 and res["failed_before_kill"] == 0, res
     assert res["after_recovery"] > 0 and res["lost_after_recovery"] == 0, res
