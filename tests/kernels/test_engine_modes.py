@@ -29,7 +29,7 @@ from engine.executor import ModelExecutor
 from engine.params import DecodeParams, Mode, SamplingParams
 from engine.plan import StepOutput, StepPlan
 from kernels.sampling_ref import filter_logits, gumbel_noise
-from models.checkpoint import load_checkpoint
+from models.checkpoint import DEFAULT_MODEL_DIR, load_checkpoint
 from models.fuse import fuse_projections
 from models.tokenizer import TextCodec
 
@@ -102,7 +102,8 @@ def _run(backend: str, monkeypatch: pytest.MonkeyPatch, seed: int, max_tokens: i
     decode = [DecodeParams(mode=m, block_length=block) for m in MODES]
     executor = MarginExecutor(model, 64, tol=TOLERANCE[model.lm_head.weight.dtype],
                               threshold=decode[1].threshold)
-    engine = LLMEngine(executor, model.config, TextCodec.load(), EngineConfig(num_blocks=64))
+    engine = LLMEngine(executor, model.config, TextCodec.load(DEFAULT_MODEL_DIR),
+                       EngineConfig(num_blocks=64))
     sampling = [SamplingParams(max_tokens=max_tokens, temperature=t, seed=seed,
                                ignore_eos=True) for t in TEMPERATURES]
     outs = engine.generate(PROMPTS, sampling, decode)
