@@ -12,6 +12,9 @@ requests that did (refused ones included, as failures).
   tandem bench slo --json           # {"runs": [{"where", "workload", "load", "policy", ...}]}
   tandem bench slo --calibrate      # re-measure the profile on this machine first
   tandem bench slo --where sim --plot bench/slo_attainment.png
+  tandem bench slo --where sim --profile bench/profiles/roofline-h200-llama8b.json \
+      --acceptance nld8b --workloads tight,mixed_tight   # modelled GPU, synthetic acceptance
+  tandem bench slo --where sim --workload-spec my.json --workloads voice   # own workloads
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from policies.option import AR, DIFFUSION, LINEAR, QUADRATIC, Option, default_op
 from policies.policy import PolicyConfig, SLOPolicy
 from policies.profile import Profile
 from policies.simulator import SimConfig, Simulator
-from policies.workloads import LOADS, WORKLOADS, capacity_rps, generate
+from policies.workload_spec import WorkloadSpecError, load_workloads
+from policies.workloads import LOADS, WORKLOADS, Workload, capacity_rps, generate
 
 PROFILE = Path(__file__).with_name("slo_profile.json")
 PLOT = Path(__file__).with_name("slo_attainment.png")
@@ -50,16 +54,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="tandem bench slo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--profile", type=Path, default=PROFILE)
+    p.add_argument("--profile", type=Path, default=PROFILE,
+                   help="cost points + acceptance traces (bench/profiles/ holds GPU ones)")
+    p.add_argument("--acceptance", choices=("profile", "nld8b"), default="profile",
+                   help="profile: the profile's traces; nld8b: synthetic traces at "
+                        "Nemotron-Labs-Diffusion-8B's published tokens per forward")
+    p.add_argument("--workload-spec", type=Path, default=None,
+                   help="JSON file of extra workloads (policies/workload_spec.py)")
     p.add_argument("--calibrate", action="store_true", help="re-measure the profile first")
     p.add_argument("--where", default="sim,engine", help="sim, engine or both")
-    p.add_argument("--workloads", default=",".join(WORKLOADS))
+    p.add_argument("--workloads", default=None,
+                   help=f"names, comma-separated (default: {','.join(WORKLOADS)} and every "
+                        "workload of --workload-spec)")
     p.add_argument("--engine-workloads", default="mixed")
     p.add_argument("--loads", default=",".join(LOADS))
     p.add_argument("--policies", default=",".join(SIM_POLICIES))
     p.add_argument("--engine-policies", default=",".join(ENGINE_POLICIES))
     p.add_argument("--sim-requests", type=int, default=300)
-    p.add_argument("--sim-seeds", type=int, default=2)
+    p.add_argument("--sim-seeds", type=int, default=3)
     p.add_argument("--engine-requests", type=int, default=40)
     p.add_argument("--engine-repeats", type=int, default=2,
                    help="engine runs per load and policy (different arrivals), averaged")
@@ -79,23 +91,50 @@ def _row(where: str, workload: str, load: str, policy: str, results: list, rate:
            "attainment": round(s.attainment, 4), "goodput": round(s.goodput, 4),
            "rate_rps": round(rate, 3), "num_requests": s.num_requests,
            "num_refused": s.num_refused}
-    for kind in ("interactive", "batch"):
+    for kind in sorted({r.kind for r in results}):
         k = summarize(results, kind)
-        if k.num_requests:
-            row[f"attainment_{kind}"] = round(k.attainment, 4)
+        row[f"attainment_{kind}"] = round(k.attainment, 4)
+        row[f"refused_{kind}"] = k.num_refused
     return row
 
 
-def sim_runs(profile: Profile, args: argparse.Namespace) -> list[dict]:
+def workloads_of(args: argparse.Namespace) -> dict[str, Workload]:
+    """The workloads the run asked for, by name; exits with a message naming a bad one."""
+    known: dict[str, Workload] = dict(WORKLOADS)
+    extra: dict[str, Workload] = {}
+    if args.workload_spec is not None:
+        try:
+            extra = load_workloads(args.workload_spec)
+        except WorkloadSpecError as e:
+            sys.exit(f"tandem bench slo: --workload-spec {args.workload_spec}: {e.field}: "
+                     f"{e.message}")
+        known.update(extra)
+    names = _split(args.workloads) if args.workloads else [*WORKLOADS, *extra]
+    for flag, text in (("--workloads", ",".join(names)),
+                       ("--engine-workloads", args.engine_workloads)):
+        for name in _split(text):
+            if name not in known:
+                sys.exit(f"tandem bench slo: {flag}: unknown workload {name!r}; known: "
+                         f"{', '.join(known)}")
+    for load in _split(args.loads):
+        if load not in LOADS:
+            sys.exit(f"tandem bench slo: --loads: unknown load {load!r}; known: "
+                     f"{', '.join(LOADS)}")
+    return {n: known[n] for n in dict.fromkeys(names + _split(args.engine_workloads))}
+
+
+def sim_runs(profile: Profile, args: argparse.Namespace,
+             workloads: dict[str, Workload]) -> list[dict]:
     runs = []
     cost = SLOPolicy(profile).cost
-    for workload in _split(args.workloads):
+    for workload in _split(args.workloads) if args.workloads else list(workloads):
+        mix = workloads[workload]
         for load in _split(args.loads):
-            rate = LOADS[load] * capacity_rps(workload, cost)
+            rate = LOADS[load] * capacity_rps(mix, cost)
             for name in _split(args.policies):
                 per_seed = []
                 for seed in range(args.sim_seeds):
-                    specs = generate(workload, rate, args.sim_requests, cost,
+                    specs = generate(mix, rate, args.sim_requests, cost,
                                      _num_prompts(profile), seed)
                     policy = SLOPolicy(profile, policy_config(name))
                     sim = Simulator(profile, policy, SimConfig(seed=seed))
@@ -104,7 +143,8 @@ def sim_runs(profile: Profile, args: argparse.Namespace) -> list[dict]:
     return runs
 
 
-def engine_runs(profile: Profile, args: argparse.Namespace) -> list[dict]:
+def engine_runs(profile: Profile, args: argparse.Namespace,
+                workloads: dict[str, Workload]) -> list[dict]:
     import torch
 
     from bench.slo_engine import EngineBench, ScaledCost
@@ -118,8 +158,8 @@ def engine_runs(profile: Profile, args: argparse.Namespace) -> list[dict]:
             for repeat in range(args.engine_repeats):  # policies interleaved per repeat
                 slowdown = bench.slowdown(base)
                 cost = ScaledCost(base, slowdown)
-                rate = LOADS[load] * capacity_rps(workload, cost)
-                specs = generate(workload, rate, args.engine_requests, cost,
+                rate = LOADS[load] * capacity_rps(workloads[workload], cost)
+                specs = generate(workloads[workload], rate, args.engine_requests, cost,
                                  len(bench.prompts), seed=100 + repeat)
                 for name in rows:
                     results = bench.run(specs, profile, policy_config(name))
@@ -155,10 +195,15 @@ def main(argv: list[str] | None = None) -> None:
 
         print("calibrating on the real engine ...", file=sys.stderr, flush=True)
         calibrate(threads=args.threads).save(args.profile)
+    workloads = workloads_of(args)
     profile = Profile.load(args.profile)
+    if args.acceptance == "nld8b":
+        from bench.synthetic_acceptance import with_nld8b_acceptance
+
+        profile = with_nld8b_acceptance(profile)
     where = _split(args.where)
-    runs = (sim_runs(profile, args) if "sim" in where else [])
-    runs += (engine_runs(profile, args) if "engine" in where else [])
+    runs = (sim_runs(profile, args, workloads) if "sim" in where else [])
+    runs += (engine_runs(profile, args, workloads) if "engine" in where else [])
     if args.plot:
         from bench.slo_plot import plot
 

@@ -12,6 +12,7 @@ COMMANDS = {
     "generate": ("cluster.generate_cmd", "generate text from a prompt in any decoding mode"),
     "bench": ("bench.cli", "benchmarks: modes, slo, serve"),
     "serve": ("cluster.serve_cmd", "start the OpenAI-compatible server"),
+    "batch": ("cluster.batch.cmd", "run an OpenAI Batch JSONL file against a deadline"),
 }
 
 

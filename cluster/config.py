@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cluster.openai_protocol import MAX_MESSAGES, MAX_N, MAX_STOP
 from cluster.slo import SLOSpec
 from engine.engine import EngineConfig
 from engine.params import Mode
@@ -101,6 +102,9 @@ class DeploymentSettings(_Strict):
     max_ongoing_requests: int = Field(64, ge=1, description="Requests a replica takes at once.")
     max_replicas_per_node: int | None = Field(
         None, ge=1, description="Spread replicas over nodes (1 = one replica per node).")
+    graceful_shutdown_timeout_s: float | None = Field(
+        None, ge=0, description="How long a replica that is going away (downscaling, a "
+        "redeploy) may finish its open streams before it is killed; Serve's default: 20 s.")
     ray_actor_options: ActorOptions = Field(default_factory=ActorOptions,
                                             description="Resources of each replica actor.")
 
@@ -131,6 +135,8 @@ class DeploymentSettings(_Strict):
             opts["num_replicas"] = self.num_replicas
         if self.max_replicas_per_node is not None:
             opts["max_replicas_per_node"] = self.max_replicas_per_node
+        if self.graceful_shutdown_timeout_s is not None:
+            opts["graceful_shutdown_timeout_s"] = self.graceful_shutdown_timeout_s
         return opts
 
 
@@ -139,6 +145,21 @@ class ShardSettings(_Strict):
     gpus_per_rank: float = Field(1, ge=0, description="GPUs per rank (device cuda only).")
     replica_cpus: float = Field(0.01, gt=0, description="CPUs of the replica's own bundle "
                                 "(it only schedules; Ray refuses an empty bundle).")
+
+
+class LimitSettings(_Strict):
+    """What one request may ask (cluster/limits.py checks them at the HTTP edge): over a
+    bound, 413 (body) or 400 naming the field, before any work is done."""
+
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Request body size.")
+    max_prompt_chars: int = Field(200_000, ge=1, description="Characters of one prompt (or "
+                                  "token ids of one token prompt; all messages of a chat).")
+    max_prompts: int = Field(16, ge=1, description="Prompts in one completion request.")
+    max_n: int = Field(MAX_N, ge=1, le=MAX_N, description="Choices per prompt.")
+    max_stop: int = Field(MAX_STOP, ge=0, le=MAX_STOP, description="Stop strings.")
+    max_stop_chars: int = Field(256, ge=1, description="Characters of one stop string.")
+    max_messages: int = Field(256, ge=1, le=MAX_MESSAGES,
+                              description="Messages in one chat request.")
 
 
 class TandemConfig(_Strict):
@@ -153,6 +174,8 @@ class TandemConfig(_Strict):
         description="The HTTP ingress deployment.")
     shards: ShardSettings = Field(default_factory=ShardSettings,
                                   description="Placement of tensor-parallel ranks (tp >= 2).")
+    limits: LimitSettings = Field(default_factory=LimitSettings,
+                                  description="Bounds on one request (body, prompt, n, ...).")
     api_keys: list[str] = Field(default_factory=list, description="Accepted bearer tokens for "
                                 "/v1/*; empty = no authentication.")
 

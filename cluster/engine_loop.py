@@ -240,6 +240,10 @@ class AsyncEngineLoop:
     def _as_job_error(job: GenerateJob, err: Exception) -> JobError:
         if isinstance(err, Refused):
             return err.error
+        if isinstance(err, AdmissionError) and err.status == 503:
+            # Infeasible even alone on this server: the request's SLO is at fault, not the
+            # load, and a retry cannot help (issue 16: hostile input gets a 4xx, no 5xx).
+            return JobError(400, f"slo: {err.reason}", "slo")
         if isinstance(err, AdmissionError):
             kind = "rate_limit_error" if err.status == 429 else "service_unavailable"
             return JobError(err.status, err.reason, None, kind)

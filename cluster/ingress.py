@@ -23,7 +23,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cluster import job_builder
+from cluster import job_builder, limits
 from cluster.config import TandemConfig, load_config
 from cluster.job import ChoiceEvent, GenerateJob, JobAccepted, JobError
 from cluster.job_builder import BadRequest
@@ -32,11 +32,11 @@ from cluster.openai_protocol import (
     ChatCompletionRequest,
     CompletionRequest,
     error_body,
-    param_of,
 )
 from cluster.responses import ResponseBuilder
 
 app = FastAPI(title="tandem", description="OpenAI-compatible tri-mode LLM server")
+app.add_middleware(limits.BodySizeLimit)  # 413 over config.limits.max_body_bytes
 
 
 def _error(status: int, message: str, param: str | None = None,
@@ -46,14 +46,7 @@ def _error(status: int, message: str, param: str | None = None,
 
 @app.exception_handler(RequestValidationError)
 async def _invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
-    err = exc.errors()[0]
-    if err["type"] == "json_invalid":
-        return _error(400, f"the body is not valid JSON: {err.get('ctx', {}).get('error', '')}",
-                      None, code="json_invalid")
-    param = param_of(tuple(err["loc"]), err["msg"])
-    msg = err["msg"].removeprefix("Value error, ")
-    message = msg if param is None or msg.startswith(param) else f"{param}: {msg}"
-    return _error(400, message, param, code=err["type"])
+    return await _bad_request(request, job_builder.invalid_body(list(exc.errors())))
 
 
 @app.exception_handler(BadRequest)
@@ -82,6 +75,7 @@ class OpenAIIngress:
         self.server = model_server
         self.config = load_config(config)
         self.model_name = self.config.model.name
+        app.state.max_body_bytes = self.config.limits.max_body_bytes
         self.board = BoardClient(self._app_name())
 
     @staticmethod
@@ -116,6 +110,7 @@ class OpenAIIngress:
 
     @app.post("/v1/completions")
     async def completions(self, body: CompletionRequest, request: Request) -> Any:
+        limits.check_completion(body, self.config.limits)
         self._check(request, body.model)
         rid = f"cmpl-{uuid.uuid4().hex}"
         job = job_builder.completion_job(body, self.config, rid)
@@ -125,6 +120,7 @@ class OpenAIIngress:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(self, body: ChatCompletionRequest, request: Request) -> Any:
+        limits.check_chat(body, self.config.limits)
         self._check(request, body.model)
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         job = job_builder.chat_job(body, self.config, rid)
@@ -134,9 +130,7 @@ class OpenAIIngress:
 
     def _check(self, request: Request, model: str | None) -> None:
         self._authorize(request)
-        if model is not None and model != self.model_name:
-            raise BadRequest(404, f"The model `{model}` does not exist (this server serves "
-                                  f"`{self.model_name}`).", "model", code="model_not_found")
+        job_builder.check_model(model, self.model_name)
 
     def _authorize(self, request: Request) -> None:
         keys = self.config.api_keys

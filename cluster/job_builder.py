@@ -7,7 +7,7 @@ import secrets
 from cluster import chat_template
 from cluster.config import TandemConfig
 from cluster.job import ChoiceSpec, GenerateJob
-from cluster.openai_protocol import ChatCompletionRequest, CompletionRequest, _Common
+from cluster.openai_protocol import ChatCompletionRequest, CompletionRequest, _Common, param_of
 from engine.params import DecodeParams, SamplingParams
 
 
@@ -19,6 +19,26 @@ class BadRequest(Exception):
         super().__init__(message)
         self.status, self.message, self.param, self.type, self.code = (
             status, message, param, type_, code)
+
+
+def invalid_body(errors: list[dict]) -> BadRequest:
+    """The 400 for a body that fails validation; errors as FastAPI gives them (loc starts
+    with "body"). The HTTP ingress and batch jobs answer the same."""
+    err = errors[0]
+    if err["type"] == "json_invalid":
+        return BadRequest(400, "the body is not valid JSON: "
+                               f"{err.get('ctx', {}).get('error', '')}", None, code="json_invalid")
+    param = param_of(tuple(err["loc"]), err["msg"])
+    msg = err["msg"].removeprefix("Value error, ")
+    message = msg if param is None or msg.startswith(param) else f"{param}: {msg}"
+    return BadRequest(400, message, param, code=err["type"])
+
+
+def check_model(model: str | None, served: str) -> None:
+    """404 for a body naming another model than the one served."""
+    if model is not None and model != served:
+        raise BadRequest(404, f"The model `{model}` does not exist (this server serves "
+                              f"`{served}`).", "model", code="model_not_found")
 
 
 def _decode(body: _Common, config: TandemConfig) -> DecodeParams:

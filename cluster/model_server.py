@@ -24,6 +24,7 @@ from cluster.engine_loop import AsyncEngineLoop
 from cluster.job import GenerateJob, JobAccepted, JobError
 from cluster.metrics import ServerMetrics
 from cluster.metrics_board import PUSH_INTERVAL_S, BoardClient
+from cluster.scaling_signals import ScalingSignals
 from engine.engine import LLMEngine
 from engine.policy import FirstComePolicy, SchedulingPolicy
 from policies.profile import Profile
@@ -115,6 +116,7 @@ class ModelServer:
         self.engine = (engine_factory or build_engine)(self.config)
         self.prom = ServerMetrics(self.config.model.name)
         self.loop = AsyncEngineLoop(self.engine, self.prom)
+        self.signals = ScalingSignals(self.prom)
         self.replica = _replica_id() or "local"
         self._pusher: asyncio.Task | None = None
 
@@ -157,6 +159,10 @@ class ModelServer:
         return {"replica": self.replica, "kv_free_blocks": pool.num_free,
                 "kv_blocks": pool.num_blocks, "num_running": len(sched.running),
                 "num_waiting": len(sched.waiting)}
+
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """Ray Serve's custom autoscaling metrics (cluster/autoscaling.py scales on them)."""
+        return self.signals.read()
 
     async def model_info(self) -> dict[str, Any]:
         return {"id": self.config.model.name, "max_model_len": self.engine.max_model_len,

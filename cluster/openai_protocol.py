@@ -12,6 +12,7 @@ from engine.params import Mode
 
 MAX_N = 16
 MAX_STOP = 4
+MAX_MESSAGES = 4096
 
 
 class _Body(BaseModel):
@@ -120,7 +121,7 @@ class ChatMessage(_Body):
 
 
 class ChatCompletionRequest(_Common):
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False

@@ -26,6 +26,8 @@ class SLOSpec(BaseModel):
                                   description="Mean time per output token after the first.")
     deadline_ms: float | None = Field(None, gt=0, le=MAX_SLO_MS, allow_inf_nan=False,
                                       description="End-to-end latency.")
+    best_effort: bool = Field(False, description="Never refused at admission when the bounds "
+                              "look infeasible: run anyway, as fast as it can (batch jobs).")
 
     @property
     def is_empty(self) -> bool:
@@ -51,7 +53,7 @@ def engine_slo(spec: SLOSpec | None) -> object:
     except ImportError:
         return RequestSLO(**fields)
     try:
-        return SLO(**fields)
+        return SLO(**fields, best_effort=spec.best_effort)
     except TypeError as err:  # a different constructor: keep serving, say so once
         log.warning("policies.slo.SLO(%s) failed (%s); passing a RequestSLO", fields, err)
         return RequestSLO(**fields)

@@ -57,6 +57,8 @@ class Simulator:
                 self._arrive(SimRequest(arrivals[k], fixed))
                 k += 1
             if not (self.running or self.waiting):
+                if k == len(arrivals):
+                    break  # the last arrivals were refused
                 self.now = arrivals[k].arrival_s
                 continue
             self._step()

@@ -8,6 +8,10 @@ DistServe), so that one workload definition means the same on any machine:
   batch:       prompt 32-48, output 48-96 tokens; end to end <= 4x its AR latency alone
                (prefill + output x AR time per token), no TTFT/TPOT bound.
   mixed:       each arrival is interactive or batch with probability 1/2.
+  tight:       as interactive, but TPOT <= 0.7x AR's time per token alone: only
+               speculation meets it (a voice agent reading faster than one AR stream).
+  mixed_tight: 30 % tight, 70 % batch.
+More workloads of the same form can come from a JSON file (policies/workload_spec.py).
 Load is the arrival rate as a fraction of a capacity measured in the same units: the
 requests per second AR sustains at a batch of `CAPACITY_BATCH` (from the cost model).
 """
@@ -41,14 +45,33 @@ class RequestClass:
     tpot_scale: float | None = None  # x AR time per token alone
     deadline_scale: float | None = None  # x AR end to end alone
 
+    def __post_init__(self) -> None:
+        for name in ("prompt_tokens", "output_tokens"):
+            lo, hi = getattr(self, name)
+            if not 1 <= lo <= hi:
+                raise ValueError(f"{name} must be [lo, hi] with 1 <= lo <= hi, got [{lo}, {hi}]")
+        for name in ("ttft_scale", "tpot_scale", "deadline_scale"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+
+
+Workload = tuple[tuple[RequestClass, float], ...]  # (class, weight) pairs
 
 INTERACTIVE = RequestClass("interactive", (16, 48), (16, 48), ttft_scale=6.0, tpot_scale=1.5)
 BATCH = RequestClass("batch", (32, 48), (48, 96), deadline_scale=4.0)
-WORKLOADS: dict[str, tuple[tuple[RequestClass, float], ...]] = {
+TIGHT = RequestClass("tight", (16, 48), (16, 48), ttft_scale=6.0, tpot_scale=0.7)
+WORKLOADS: dict[str, Workload] = {
     "interactive": ((INTERACTIVE, 1.0),),
     "batch": ((BATCH, 1.0),),
     "mixed": ((INTERACTIVE, 0.5), (BATCH, 0.5)),
+    "tight": ((TIGHT, 1.0),),
+    "mixed_tight": ((TIGHT, 0.3), (BATCH, 0.7)),
 }
+
+
+def mix_of(workload: str | Workload) -> Workload:
+    return WORKLOADS[workload] if isinstance(workload, str) else workload
 
 
 @dataclass(frozen=True)
@@ -74,22 +97,22 @@ def slo_for(cls: RequestClass, num_prompt: int, max_tokens: int, cost: CostModel
                deadline_ms=scaled(cls.deadline_scale, e2e))
 
 
-def mean_output(workload: str) -> float:
-    mix = WORKLOADS[workload]
+def mean_output(workload: str | Workload) -> float:
+    mix = mix_of(workload)
     total = sum(w for _, w in mix)
     return sum(w * sum(c.output_tokens) / 2 for c, w in mix) / total
 
 
-def capacity_rps(workload: str, cost: CostModel, batch: int = CAPACITY_BATCH) -> float:
+def capacity_rps(workload: str | Workload, cost: CostModel, batch: int = CAPACITY_BATCH) -> float:
     """Requests per second that AR completes at a steady batch of `batch`."""
     tokens_per_s = batch / cost.predict(batch, batch)
     return tokens_per_s / mean_output(workload)
 
 
-def generate(workload: str, rate_rps: float, num_requests: int, cost: CostModel,
+def generate(workload: str | Workload, rate_rps: float, num_requests: int, cost: CostModel,
              num_prompts: int, seed: int = 0) -> list[RequestSpec]:
     rng = random.Random(seed)
-    mix = WORKLOADS[workload]
+    mix = mix_of(workload)
     classes, weights = [c for c, _ in mix], [w for _, w in mix]
     t, specs = 0.0, []
     for i in range(num_requests):

@@ -1,0 +1,166 @@
+"""One run of `tandem batch`: read, check the output, state the plan against the deadline,
+start or reach the replicas, run, summarize. cmd.py parses the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from cluster.batch import journal, pacer, replicas
+from cluster.batch.adapter import Adapter
+from cluster.batch.cmd import DEFAULT_CONFIG, SERVED_CONFIG, UsageError
+from cluster.batch.lines import BatchInput, read_input
+from cluster.batch.progress import Progress, Tally, render, summary
+from cluster.batch.runner import JobRunner, RunOptions
+from cluster.config import TandemConfig, load_config
+from cluster.model_server import DEFAULT_PROFILE
+from cluster.serve_cmd import read_yaml
+from policies.profile import Profile
+
+
+class BatchJob:
+    def __init__(self, args: argparse.Namespace, start: float) -> None:
+        self.args, self.start = args, start
+        self.say_to = sys.stderr if args.json else sys.stdout
+        self.summary: dict[str, Any] | None = None  # set at the end
+
+    def say(self, text: str) -> None:
+        print(f"tandem batch: {text}", file=self.say_to, flush=True)
+
+    def run(self) -> int:
+        args = self.args
+        inp = read_input(args.input)
+        resumed = journal.prepare(args.output, inp)
+        errors_path = args.errors or args.output.with_name(args.output.stem + ".errors.jsonl")
+        journal.write_errors(errors_path, [e.to_json() for e in inp.errors])
+        todo = [line for line in inp.lines if line.custom_id not in resumed.done]
+        self.say(f"{inp.path}: {len(inp.lines)} requests, {len(inp.errors)} bad lines"
+                 f"{f' (listed in {errors_path})' if inp.errors else ''}; "
+                 f"{len(resumed.done)} already in {args.output}"
+                 + (f" (a torn last line of {resumed.truncated_bytes} bytes was cut)"
+                    if resumed.truncated_bytes else "") + f"; {len(todo)} to run")
+        config = self._config()
+        info = {"input": str(inp.path), "output": str(args.output),
+                "errors_file": str(errors_path), "requests": len(inp.lines),
+                "errors": len(inp.errors), "skipped": len(resumed.done), "todo": len(todo),
+                "deadline_s": args.deadline}
+        if not todo:
+            return self._finish(Tally(), info)
+        window = self._window(config)
+        if not self._plan(config, inp, todo, window):
+            return 3
+        return self._execute(config, todo, window, info)
+
+    def _config(self) -> TandemConfig:
+        path = self.args.config or (SERVED_CONFIG if self.args.app else DEFAULT_CONFIG)
+        try:
+            app, _ = read_yaml(path, None)
+            return load_config(app.get("args"))
+        except (OSError, ValueError, ValidationError, yaml.YAMLError) as err:
+            raise UsageError(f"config {path}: {err}") from None
+
+    def _window(self, config: TandemConfig) -> int:
+        if self.args.max_in_flight is not None:
+            return self.args.max_in_flight
+        per = config.model.max_num_seqs if self.args.app is None \
+            else max(1, config.model.max_num_seqs // 4)
+        return per * (config.model_server.num_replicas or 1)
+
+    def _plan(self, config: TandemConfig, inp: BatchInput, todo: list, window: int) -> bool:
+        """State the estimate against the deadline; False: --strict-deadline and too late."""
+        deadline = self.args.deadline
+        path = Path(config.model.slo_profile) if config.model.slo_profile else DEFAULT_PROFILE
+        if not path.is_file():
+            self.say(f"no step-cost profile at {path}: no estimate")
+            return True
+        work = pacer.workload_of(((line.kind, line.body) for line in todo),
+                                 config.model.default_max_tokens)
+        est = pacer.estimate(Profile.load(path), work, window,
+                             config.model_server.num_replicas or 1)
+        fastest = min(est, key=est.__getitem__)
+        ar = next(s for o, s in est.items() if o.mode == "ar")
+        text = (f"estimate for {work.num_output_tokens} tokens at most ({path.name}): "
+                f"AR {ar:.1f} s, fastest {fastest.key} {est[fastest]:.1f} s")
+        if deadline is None:
+            self.say(text + "; no deadline")
+            return True
+        if est[fastest] <= deadline:
+            self.say(text + f"; deadline {deadline:.0f} s: feasible")
+            return True
+        self.say(text + f"; deadline {deadline:.0f} s CANNOT be met even with "
+                 f"{fastest.key} (estimate ~{est[fastest]:.0f} s, an upper bound: every "
+                 "request to max_tokens)"
+                 + ("; not starting (--strict-deadline)" if self.args.strict_deadline
+                    else "; running best-effort"))
+        return not self.args.strict_deadline
+
+    def _execute(self, config: TandemConfig, todo: list, window: int,
+                 info: dict[str, Any]) -> int:
+        args = self.args
+        address = args.address or ("auto" if args.app else None)
+        owns_ray = replicas.init_ray(address)
+        is_local = owns_ray and address is None  # a Ray of our own: it goes down whole
+        target = None
+        try:
+            target = (replicas.connect(args.app) if args.app
+                      else replicas.start_own(config))
+            model_name = config.model.name
+            if not target.is_own:
+                model_name = target.handle.model_info.remote().result()["id"]
+            self.say(f"running on {'its own' if target.is_own else 'app ' + target.app} "
+                     f"replicas ({target.num_replicas}), {window} in flight, "
+                     f"priority {args.priority}")
+            left = None if args.deadline is None else max(
+                1e-3, args.deadline - (time.monotonic() - self.start))
+            pace = pacer.Pacer(left, len(todo), window)
+            info["startup_s"] = round(time.monotonic() - self.start, 3)
+            runner = JobRunner(Adapter(config, target.handle, model_name), None, pace,
+                               self._progress(len(todo)), RunOptions(window, args.priority))
+            interrupted = self._loop(runner, todo)
+            info["run_s"] = round(pace.elapsed(), 3)
+        finally:
+            if target is not None and not is_local:
+                replicas.stop_own(target)  # a cluster we joined keeps running
+            if owns_ray:
+                import ray
+
+                ray.shutdown()
+        code = self._finish(runner.tally, info)
+        return 130 if interrupted else code
+
+    def _progress(self, total: int) -> Progress:
+        show = self.args.progress if self.args.progress is not None else sys.stderr.isatty()
+        return Progress(total, self.args.deadline, show)
+
+    def _loop(self, runner: JobRunner, todo: list) -> bool:
+        """Run to the end; True when interrupted (Ctrl-C / SIGTERM)."""
+        with journal.ResultWriter(self.args.output) as writer:
+            runner.writer = writer
+            try:
+                asyncio.run(runner.run(todo))
+            except KeyboardInterrupt:
+                return True
+            finally:
+                runner.progress.close()
+        return False
+
+    def _finish(self, tally: Tally, info: dict[str, Any]) -> int:
+        wall = time.monotonic() - self.start
+        deadline = self.args.deadline
+        s = summary(tally, {**info, "wall_s": round(wall, 3),
+                            "met_deadline": None if deadline is None else wall <= deadline})
+        self.summary = s
+        if self.args.json:
+            print(render(s), file=sys.stderr, flush=True)
+            print(json.dumps(s), flush=True)
+        else:
+            print(render(s), flush=True)
+        return 1 if tally.num_failed else 0

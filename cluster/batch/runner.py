@@ -1,0 +1,97 @@
+"""The job loop: up to `window` requests in flight through the adapter, each given its
+share of the deadline when it is sent; each answer is written (appended, fsynced) the
+moment it comes, in the order they finish. Serve's handle routes the requests over the
+replicas and the engine's SLO scheduler orders and paces them: nothing here queues work
+beyond the window."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cluster.batch.adapter import Adapter, Answer, Steering
+from cluster.batch.journal import ResultWriter
+from cluster.batch.lines import BatchLine
+from cluster.batch.pacer import Pacer
+from cluster.batch.progress import Progress, Tally
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    window: int = 64  # requests in flight
+    priority: int = -1
+    retries: int = 2  # more tries for an answer that is a server-side failure
+
+    def __post_init__(self) -> None:
+        if self.window < 1 or self.retries < 0:
+            raise ValueError(f"window must be >= 1 and retries >= 0: {self}")
+
+
+def result_line(line: BatchLine, answer: Answer) -> dict[str, Any]:
+    """An OpenAI Batch output line."""
+    response = None
+    if answer.status_code is not None:
+        response = {"status_code": answer.status_code, "request_id": answer.request_id,
+                    "body": answer.body}
+    return {"id": f"batch_req_{uuid.uuid4().hex}", "custom_id": line.custom_id,
+            "response": response, "error": answer.error}
+
+
+class JobRunner:
+    def __init__(self, adapter: Adapter, writer: ResultWriter | None, pacer: Pacer,
+                 progress: Progress, options: RunOptions,
+                 on_result: Callable[[BatchLine, Answer], None] | None = None) -> None:
+        self.adapter, self.writer, self.pacer = adapter, writer, pacer
+        self.progress, self.options = progress, options
+        self.on_result = on_result
+        self.tally = Tally()
+
+    async def run(self, todo: Sequence[BatchLine]) -> Tally:
+        slots = asyncio.Semaphore(self.options.window)
+        tasks: set[asyncio.Task] = set()
+        failures: list[BaseException] = []
+
+        def finished(task: asyncio.Task) -> None:
+            tasks.discard(task)
+            slots.release()
+            if not task.cancelled() and task.exception() is not None:
+                failures.append(task.exception())  # type: ignore[arg-type]
+
+        try:
+            for line in todo:
+                await slots.acquire()
+                if failures:
+                    raise failures[0]
+                task = asyncio.create_task(self._one(line))
+                tasks.add(task)
+                task.add_done_callback(finished)
+            while tasks and not failures:
+                await asyncio.wait(set(tasks), return_when=asyncio.FIRST_COMPLETED)
+            if failures:
+                raise failures[0]
+        finally:
+            for task in tasks:  # Ctrl-C or an error: abort what is in flight
+                task.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+        return self.tally
+
+    async def _one(self, line: BatchLine) -> None:
+        for attempt in range(self.options.retries + 1):
+            steer = Steering(self.options.priority,
+                             self.pacer.deadline_ms(self.tally.num_finished))
+            answer = await self.adapter.answer(line, steer)
+            if not answer.is_transient or attempt == self.options.retries:
+                break
+            self.tally.num_retries += 1
+        assert self.writer is not None, "JobRunner.writer is set before run()"
+        self.writer.append(result_line(line, answer))
+        self.tally.add(answer)
+        self.progress.update(self.tally, self.pacer.elapsed(),
+                             self.pacer.projected_s(self.tally.num_finished))
+        if self.on_result is not None:
+            self.on_result(line, answer)
+
