@@ -40,7 +40,7 @@ class ZeroCostExecutor(Executor):
         return tok + 1 if tok in self.avoid else tok
 
     def step(self, plan: StepPlan) -> StepOutput:
-        start = time.perf_counter()
+        start = time.process_time()
         values, layout = pack_plan(plan.works)
         self.io.upload(values)
         tokens, accepted, scores = [], [], []
@@ -54,7 +54,7 @@ class ZeroCostExecutor(Executor):
             scores += [1.0] * len(w.score_rows)
         host = tokens + float_bits([0.95] * len(tokens)) + accepted + float_bits(scores)
         out = StepOutput(_results(host, layout), 0.0)
-        self.host_s.append(time.perf_counter() - start)
+        self.host_s.append(time.process_time() - start)
         return out
 
 
@@ -73,15 +73,16 @@ def run(config: ModelConfig, codec: TextCodec, mode: str, block: int, requests: 
                                           for r in engine.scheduler.running):
         engine.step()  # prefill everyone first
     executor.host_s.clear()
-    times = []
+    times, cpu = [], []
     for _ in range(steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         engine.step()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     if len(engine.scheduler.running) != requests:
         raise RuntimeError(f"{len(engine.scheduler.running)} running, wanted {requests}")
-    return {"step_ms": 1e3 * statistics.median(times),
-            "executor_host_ms": 1e3 * statistics.median(executor.host_s)}
+    return {"wall_ms": 1e3 * statistics.median(times), "step_ms": 1e3 * statistics.mean(cpu),
+            "executor_host_ms": 1e3 * statistics.mean(executor.host_s)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -91,17 +92,18 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     config = ModelConfig.from_json(DEFAULT_MODEL_DIR / "config.json")
     codec = TextCodec.load(DEFAULT_MODEL_DIR)
-    print(f"host time per step, zero-cost model, {args.requests} running requests "
-          f"(median of {args.steps} steps)")
-    print(f"{'mode':<16}{'block':>6}{'step ms':>10}{'executor ms':>13}{'rest ms':>9}")
+    print(f"host time per step, zero-cost model, {args.requests} running requests: CPU time "
+          f"of this process (mean of {args.steps} steps; robust to a shared machine) and "
+          f"wall time (median)")
+    print(f"{'mode':<16}{'block':>6}{'cpu ms':>9}{'executor':>10}{'rest':>8}{'wall ms':>9}")
     for mode, block in (("ar", 0), ("spec_linear", 4), ("spec_quadratic", 4),
                         ("diffusion", 8)):
         r = run(config, codec, mode, block, args.requests, args.steps)
         rest = r["step_ms"] - r["executor_host_ms"]
-        print(f"{mode:<16}{block:>6}{r['step_ms']:>10.3f}{r['executor_host_ms']:>13.3f}"
-              f"{rest:>9.3f}")
+        print(f"{mode:<16}{block:>6}{r['step_ms']:>9.3f}{r['executor_host_ms']:>10.3f}"
+              f"{rest:>8.3f}{r['wall_ms']:>9.3f}")
     print("executor = plan packing + upload tensor + result cut; rest = schedule, update, "
-          "outputs (detokenization)")
+          "outputs (detokenization); target: cpu ms < 1 (issue 13)")
 
 
 if __name__ == "__main__":
