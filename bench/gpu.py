@@ -124,7 +124,8 @@ def cost_profile(executor: ModelExecutor, args: argparse.Namespace, blocks_each:
     for shape in profile_shapes(args):
         plan = plan_for(shape, executor.model.config, args.context, args.block_size,
                         blocks_each)
-        s = time_it(lambda plan=plan: executor.step(plan), executor.device, args.repeats, 1)
+        s = time_it(lambda plan=plan: executor.step(plan), executor.device, args.repeats,
+                    min(1, args.warmup))
         points.append([shape.num_tokens, shape.batch, round(s, 6)])
     base = json.loads((ROOT / "bench" / "slo_profile.json").read_text())
     meta = {"measured": time.strftime("%Y-%m-%d %H:%M:%S"), "kind": "measured",
@@ -152,11 +153,11 @@ def slug(text: str) -> str:
 
 def table(rows: list[dict], eff: list[dict], header: str) -> str:
     lines = [header,
-             f"{'shape':<22}{'tokens':>7}{'fwd ms':>9}{'step ms':>9}{'bound ms':>10}"
+             f"{'shape':<22}{'tokens':>7}{'fwd ms':>10}{'step ms':>10}{'bound ms':>10}"
              f"{'x bound':>9}  {'graphs':<8}{'sync-free'}"]
     for r in rows:
-        lines.append(f"{r['shape']:<22}{r['tokens']:>7}{r['forward_ms']:>9.3f}"
-                     f"{r['step_ms']:>9.3f}{r['bound_ms']:>10.3f}{r['vs_bound']:>9.2f}  "
+        lines.append(f"{r['shape']:<22}{r['tokens']:>7}{r['forward_ms']:>10.3f}"
+                     f"{r['step_ms']:>10.3f}{r['bound_ms']:>10.3f}{r['vs_bound']:>9.2f}  "
                      f"{'n/a':<8}{r['sync']}")
     lines.append("speculation efficiency at batch 1 (decode fwd x forwards per iteration / "
                  "iteration time; target >= 0.9):")
@@ -180,8 +181,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     full = {"context": 1024, "repeats": 10, "warmup": 3, "decode": [1, 8, 32, 64],
             "linear": [4, 8, 16], "quadratic": [3, 4, 6, 8],
             "profile_batches": [1, 2, 4, 8, 16, 32, 64]}
-    dry = {"context": 24, "repeats": 1, "warmup": 1, "decode": [1, 2], "linear": [3],
-           "quadratic": [3], "profile_batches": [1, 2]}
+    dry = {"context": 24, "repeats": 1, "warmup": 0, "decode": [1, 2], "linear": [3],
+           "quadratic": [3], "profile_batches": [1]}
     for key, value in (dry if args.cpu else full).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
