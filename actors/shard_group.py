@@ -159,10 +159,17 @@ class ShardGroupExecutor(Executor):
     # --- the step --------------------------------------------------------------------------
 
     def step(self, plan: StepPlan) -> StepOutput:
+        return self.collect(self.submit(plan))
+
+    def submit(self, plan: StepPlan) -> list:
+        """Start the step on every rank and return at once (collect() waits for it), so
+        that a caller can run another group's step meanwhile."""
         if self.is_broken:
             self.rebuild()
         plan_ref = ray.put(plan)  # serialized once, read by every rank
-        refs = [w.step.remote(plan_ref) for w in self.workers]
+        return [w.step.remote(plan_ref) for w in self.workers]
+
+    def collect(self, refs: list) -> StepOutput:
         out = self._get(refs, self.config.step_timeout_s, "step")[0]
         assert isinstance(out, StepOutput)
         return out

@@ -145,6 +145,23 @@ class ShardWorker:
         out = self.executor.model(batch)
         return out.logits.float().cpu() if self.rank == 0 else None
 
+    def read_kv(self, slots: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's K and V at cache slots, per layer [n, local kv heads, head_dim] on
+        the CPU (bench/disagg.py times shipping a verify pool's KV to a draft pool)."""
+        assert self.executor is not None
+        idx = torch.tensor(slots, device=self.device)
+        return [(k.flatten(0, 1)[idx].cpu(), v.flatten(0, 1)[idx].cpu())
+                for k, v in self.executor.caches]
+
+    def write_kv(self, slots: list[int], kv: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
+        """Store K and V (as read_kv gives them, any dtype) at cache slots."""
+        assert self.executor is not None
+        idx = torch.tensor(slots, device=self.device)
+        for (k_cache, v_cache), (k, v) in zip(self.executor.caches, kv, strict=True):
+            k_cache.flatten(0, 1)[idx] = k.to(self.device, k_cache.dtype)
+            v_cache.flatten(0, 1)[idx] = v.to(self.device, v_cache.dtype)
+        return len(slots)
+
     def progress(self) -> Progress:
         return Progress(self.rank, self._step_seq, self._num_collectives, self._in_step)
 

@@ -9,6 +9,7 @@ SUITES = {
     "modes": ("bench.modes", "tokens per forward and speed of each decoding mode"),
     "slo": ("bench.slo", "SLO attainment and goodput: auto against each fixed mode"),
     "serve": ("bench.serve", "the HTTP server under load"),
+    "disagg": ("bench.disagg", "fused against disaggregated (draft + verify pool) speculation"),
 }
 
 

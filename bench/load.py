@@ -32,6 +32,7 @@ class Outcome:
     complete: bool = False  # a 200 whose stream reached [DONE]
     disconnected: bool = False  # the client hung up on purpose
     error: str | None = None  # what went wrong, for anything but a clean end or a 429
+    gaps_s: tuple[float, ...] = ()  # between consecutive text chunks (inter-token latency)
 
     @property
     def is_refused(self) -> bool:
@@ -68,6 +69,7 @@ async def one_request(client: httpx.AsyncClient, url: str, body: dict[str, Any],
     """Stream one completion; disconnect_after: hang up after that many text chunks."""
     start = time.monotonic()
     status, first, last, tokens, chunks = 0, None, None, 0, 0
+    gaps: list[float] = []
     slo = body.get("slo") or {}
 
     def done(**kw: Any) -> Outcome:
@@ -75,7 +77,8 @@ async def one_request(client: httpx.AsyncClient, url: str, body: dict[str, Any],
         if first is not None and last is not None and tokens > 1:
             tpot = (last - first) / (tokens - 1)
         return Outcome(start - t0, time.monotonic() - t0, status, slo,
-                       None if first is None else first - start, tpot, tokens, **kw)
+                       None if first is None else first - start, tpot, tokens,
+                       gaps_s=tuple(gaps), **kw)
     try:
         async with client.stream("POST", f"{url}/v1/completions", json=body) as r:
             status = r.status_code
@@ -95,6 +98,8 @@ async def one_request(client: httpx.AsyncClient, url: str, body: dict[str, Any],
                     tokens = obj["usage"]["completion_tokens"]
                 if any(c.get("text") for c in obj.get("choices", [])):
                     now = time.monotonic()
+                    if last is not None:
+                        gaps.append(now - last)
                     first = now if first is None else first
                     last, chunks = now, chunks + 1
                     if disconnect_after is not None and chunks >= disconnect_after:
@@ -107,17 +112,17 @@ async def one_request(client: httpx.AsyncClient, url: str, body: dict[str, Any],
 async def run_clients(url: str, active: Callable[[float], int], duration_s: float,
                       make_body: Callable[[random.Random], dict[str, Any]],
                       num_clients: int, seed: int = 0, timeout_s: float = 120.0,
-                      disconnect_p: float = 0.0, refusal_pause_s: float = 0.25
-                      ) -> list[Outcome]:
-    """num_clients loops; client i sends while i < active(t). A refused client pauses
-    refusal_pause_s before its next request (a client backing off)."""
+                      disconnect_p: float = 0.0, refusal_pause_s: float = 0.25,
+                      stop: asyncio.Event | None = None) -> list[Outcome]:
+    """num_clients loops; client i sends while i < active(t), until duration_s or `stop`.
+    A refused client pauses refusal_pause_s before its next request (backing off)."""
     t0 = time.monotonic()
     outcomes: list[Outcome] = []
     limits = httpx.Limits(max_connections=num_clients + 4)
 
     async def client_loop(i: int, client: httpx.AsyncClient) -> None:
         rng = random.Random(seed * 1000 + i)
-        while (t := time.monotonic() - t0) < duration_s:
+        while (t := time.monotonic() - t0) < duration_s and not (stop and stop.is_set()):
             if i >= active(t):
                 await asyncio.sleep(0.1)
                 continue
@@ -138,13 +143,15 @@ def summary(outcomes: list[Outcome]) -> dict[str, Any]:
     done = [o for o in outcomes if o.complete]
     ttft = [o.ttft_s * 1e3 for o in done if o.ttft_s is not None]
     tpot = [o.tpot_s * 1e3 for o in done if o.tpot_s is not None]
+    itl = [g * 1e3 for o in outcomes for g in o.gaps_s]
     return {"requests": n, "complete": len(done),
             "refused": sum(o.is_refused for o in outcomes),
             "disconnected": sum(o.disconnected for o in outcomes),
             "failed": len(failed), "errors": sorted({o.error or "" for o in failed})[:5],
             "attainment": sum(o.met_slo for o in outcomes) / n if n else 0.0,
             "ttft_ms_p50": percentile(ttft, 0.5), "ttft_ms_p99": percentile(ttft, 0.99),
-            "tpot_ms_p50": percentile(tpot, 0.5), "tpot_ms_p99": percentile(tpot, 0.99)}
+            "tpot_ms_p50": percentile(tpot, 0.5), "tpot_ms_p99": percentile(tpot, 0.99),
+            "itl_ms_p50": percentile(itl, 0.5), "itl_ms_p99": percentile(itl, 0.99)}
 
 
 def percentile(values: list[float], q: float) -> float:

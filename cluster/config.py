@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from cluster.openai_protocol import MAX_MESSAGES, MAX_N, MAX_STOP
 from cluster.slo import SLOSpec
+from cluster.speculation import SpeculationSettings, check_against_model
 from engine.engine import EngineConfig
 from engine.params import Mode
 from engine.scheduler import SchedulerConfig
@@ -78,7 +79,7 @@ class ModelSettings(_Strict):
 
 class ActorOptions(_Strict):
     num_cpus: float = Field(0, ge=0, description="Logical CPUs the replica actor takes. 0 on a "
-                            "small CPU box, or serve.run waits forever (PLATFORM-NOTES).")
+                            "small CPU box, or serve.run waits forever for a free CPU.")
     num_gpus: float = Field(0, ge=0, description="GPUs of the replica actor itself (tp = 1).")
     memory: int | None = Field(None, ge=0, description="Bytes of memory to reserve.")
     resources: dict[str, float] = Field(default_factory=dict,
@@ -178,6 +179,15 @@ class TandemConfig(_Strict):
                                   description="Bounds on one request (body, prompt, n, ...).")
     api_keys: list[str] = Field(default_factory=list, description="Accepted bearer tokens for "
                                 "/v1/*; empty = no authentication.")
+    speculation: SpeculationSettings = Field(
+        default_factory=SpeculationSettings,
+        description="Fused or disaggregated (draft pool + verify pool) self-speculation.")
+
+    @model_validator(mode="after")
+    def _check_speculation(self) -> TandemConfig:
+        check_against_model(self.speculation, self.model.tp, self.model.auto_mode,
+                            self.model.default_mode)
+        return self
 
     def engine_config(self) -> EngineConfig:
         m = self.model
@@ -187,15 +197,23 @@ class TandemConfig(_Strict):
                             max_model_len=m.max_model_len, scheduler=sched)
 
     def placement_bundles(self) -> list[dict[str, float]] | None:
-        """[replica bundle] + one bundle per rank, packed on one node; None at tp = 1."""
-        if self.model.tp < 2:
+        """[replica bundle] + one bundle per rank, packed on one node; None at tp = 1
+        (fused). Disaggregated: the verify pool's ranks (even one); the draft pools reserve
+        their own groups (draft_bundles)."""
+        spec = self.speculation
+        tp = spec.verify_tp(self.model.tp) if spec.is_disaggregated else self.model.tp
+        if tp < 2 and not spec.is_disaggregated:
             return None
         replica = {"CPU": max(self.shards.replica_cpus,
                               self.model_server.ray_actor_options.num_cpus)}
-        rank = {"CPU": self.shards.cpus_per_rank}
-        if self.model.device == "cuda":
-            rank["GPU"] = self.shards.gpus_per_rank
-        return [replica] + [dict(rank) for _ in range(self.model.tp)]
+        rank = spec.rank_bundle(self.model.device, self.shards.cpus_per_rank,
+                                self.shards.gpus_per_rank)
+        return [replica] + [dict(rank) for _ in range(tp)]
+
+    def draft_bundles(self) -> list[list[dict[str, float]]]:
+        """Disaggregated: one STRICT_PACK placement group per draft pool ([] when fused)."""
+        return self.speculation.draft_bundles(self.model.device, self.shards.cpus_per_rank,
+                                              self.shards.gpus_per_rank)
 
     def model_server_options(self) -> dict[str, Any]:
         opts = self.model_server.to_serve()

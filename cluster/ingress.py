@@ -23,7 +23,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cluster import job_builder, limits
+from cluster import failover, job_builder, limits
 from cluster.config import TandemConfig, load_config
 from cluster.job import ChoiceEvent, GenerateJob, JobAccepted, JobError
 from cluster.job_builder import BadRequest
@@ -145,12 +145,8 @@ class OpenAIIngress:
 
     async def _run(self, job: GenerateJob, builder: ResponseBuilder, stream: bool,
                    include_usage: bool) -> Any:
-        gen = self.server.options(stream=True).generate.remote(job)
-        try:
-            first = await gen.__anext__()
-        except BaseException:
-            gen.cancel()
-            raise
+        gen, first = await failover.first_item(
+            lambda: self.server.options(stream=True).generate.remote(job))
         if isinstance(first, JobError):
             raise _refusal(first)
         assert isinstance(first, JobAccepted)
@@ -164,6 +160,9 @@ class OpenAIIngress:
                     raise _refusal(item)
                 builder.add([ChoiceEvent.from_wire(e) for e in item])
             done = True
+        except failover.REPLICA_LOST as err:
+            done = True
+            raise failover.lost(err) from None
         finally:
             if not done:  # this handler was cancelled (client gone): abort the job
                 gen.cancel()
@@ -175,14 +174,17 @@ class OpenAIIngress:
         try:
             for chunk in builder.role_chunks():
                 yield _sse(chunk)
-            async for item in gen:
-                if isinstance(item, JobError):
-                    yield _sse(error_body(item.message, item.type, item.param))
-                    break
-                events = [ChoiceEvent.from_wire(e) for e in item]
-                payload = "".join(_sse(chunk) for chunk in builder.add(events))
-                if payload:  # one write per item, however many chunks it makes
-                    yield payload
+            try:
+                async for item in gen:
+                    if isinstance(item, JobError):
+                        yield _sse(error_body(item.message, item.type, item.param))
+                        break
+                    events = [ChoiceEvent.from_wire(e) for e in item]
+                    payload = "".join(_sse(chunk) for chunk in builder.add(events))
+                    if payload:  # one write per item, however many chunks it makes
+                        yield payload
+            except failover.REPLICA_LOST as err:  # an error event, not a cut connection
+                yield _sse(error_body(failover.lost_message(err), "server_error"))
             done = True
             if include_usage:
                 yield _sse(builder.usage_chunk())

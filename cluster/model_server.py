@@ -45,9 +45,10 @@ def make_policy(config: TandemConfig) -> SchedulingPolicy:
     if m.policy == "first_come":
         return first_come
     try:
+        from cluster.speculation import slo_policy_config
         from engine.slo_policy import SLOSchedulingPolicy
 
-        return SLOSchedulingPolicy.from_profile(cost_profile(config))
+        return SLOSchedulingPolicy.from_profile(cost_profile(config), slo_policy_config(config))
     except Exception:
         if m.policy == "slo":
             raise
@@ -83,6 +84,10 @@ def cost_profile(config: TandemConfig) -> str | Profile:
 def build_engine(config: TandemConfig) -> LLMEngine:
     m = config.model
     policy = make_policy(config)
+    if config.speculation.is_disaggregated:  # a verify pool and draft pools (actors/)
+        from cluster.speculation import build_disaggregated
+
+        return build_disaggregated(config, policy)
     if m.tp == 1:
         return LLMEngine.from_checkpoint(m.model_dir, config.engine_config(), m.device, policy)
     import ray

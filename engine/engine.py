@@ -1,13 +1,16 @@
 """One process's engine: requests in, the step loop, outputs out.
 
     plan = scheduler.schedule(); out = executor.step(plan); scheduler.update(plan, out)
+
+The policy's decision is made inside schedule(), once, from a read-only view; what the step
+measured reaches it as data in the next view (docs/ARCHITECTURE.md, "The step loop").
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +33,7 @@ from models.checkpoint import DEFAULT_MODEL_DIR, load_checkpoint
 from models.config import ModelConfig
 from models.fuse import fuse_projections
 from models.tokenizer import TextCodec
+from policies.slo import SLO
 
 
 @dataclass(frozen=True)
@@ -80,9 +84,13 @@ class StepFailed(RuntimeError):
 class LLMEngine:
     def __init__(self, executor: Executor, model_config: ModelConfig, codec: TextCodec | None,
                  config: EngineConfig = EngineConfig(),
-                 policy: SchedulingPolicy | None = None) -> None:
+                 policy: SchedulingPolicy | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """clock: seconds, for token times and the step's wall time (a simulated clock
+        makes the engine run in simulated time: engine/simulator.py)."""
         self.executor, self.model_config, self.codec, self.config = (
             executor, model_config, codec, config)
+        self.clock = clock
         self.max_model_len = config.max_model_len or model_config.max_position_embeddings
         self.pool = BlockPool(config.num_blocks, config.block_size)
         kv = KVCacheManager(self.pool)
@@ -114,7 +122,10 @@ class LLMEngine:
 
     def add_request(self, prompt: str | Sequence[int], sampling: SamplingParams | None = None,
                     decode: DecodeParams | None = None, request_id: str | None = None,
-                    priority: int = 0, slo: object = None) -> Request:
+                    priority: int = 0, slo: SLO | None = None,
+                    arrival_time: float | None = None) -> Request:
+        """Queue a request (AdmissionError if the policy refuses it). arrival_time: when it
+        arrived on the engine's clock, if before now (it waited for the step in flight)."""
         ids = self.tokenize(prompt)
         sampling = sampling or SamplingParams()
         if not ids:
@@ -128,13 +139,16 @@ class LLMEngine:
         decode = decode or DecodeParams()
         self._check_block_fits(decode)
         req = Request(request_id or f"req-{next(self._ids)}", ids, sampling, decode,
+                      arrival_time=self.clock() if arrival_time is None else arrival_time,
                       priority=priority, slo=slo)
-        self.scheduler.policy.admit(req, self.scheduler)
-        self.scheduler.add(req)
+        self.scheduler.admit(req)  # AdmissionError if the policy refuses it
         return req
 
     def _check_block_fits(self, decode: DecodeParams) -> None:
         """A step's work must fit the batch budget, or the request could never run."""
+        if decode.mode is not Mode.AUTO and decode.mode not in self.scheduler.modes:
+            raise ValueError(f"mode: {decode.mode.value} needs a deployment with a draft pool "
+                             "(speculation.placement: disaggregated)")
         if decode.mode is Mode.AUTO or decode.block_length is None:
             return
         need = self.scheduler.modes[decode.mode].work_tokens(decode.block_length)
@@ -153,6 +167,7 @@ class LLMEngine:
     # --- the step loop -------------------------------------------------------------------------
 
     def step(self) -> list[RequestOutput]:
+        start = self.clock()
         plan = self.scheduler.schedule()
         if not plan.works:
             if self.scheduler.running or self.scheduler.waiting:
@@ -163,7 +178,7 @@ class LLMEngine:
             out = self.executor.step(plan)
         except Exception as err:
             raise self._fail_running(err) from err
-        events = self.scheduler.update(plan, out)
+        events = self.scheduler.update(plan, out, wall_s=self.clock() - start)
         self.num_steps += 1
         self.last_step_s = out.elapsed_s
         return self._outputs(plan, events)
@@ -181,7 +196,7 @@ class LLMEngine:
         return StepFailed(f"step failed, {len(outs)} running request(s) ended: {message}", outs)
 
     def _outputs(self, plan: StepPlan, events: StepEvents) -> list[RequestOutput]:
-        now = time.monotonic()
+        now = self.clock()
         outs = []
         finished = {r.id: r for r in events.finished}
         for work in plan.works:

@@ -6,5 +6,5 @@
   pacer.py     the job's deadline -> each request's SLO; the start-up estimate
   replicas.py  where it runs: its own replicas from a config, or a running Serve app
   progress.py  the tqdm bar and the summary
-  runner.py    the job loop; cmd.py the command line
+  runner.py    the job loop; job.py one run of the command; cmd.py the command line
 """

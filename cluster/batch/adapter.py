@@ -1,7 +1,8 @@
 """One Batch request -> the HTTP API's validation and generation -> the answer the API gives.
 
 The one place where a batch job meets the serving code: the body is validated by the same
-pydantic models (cluster/openai_protocol.py), refused with the same error bodies
+pydantic models (cluster/openai_protocol.py) and request limits (cluster/limits.py; not the
+body-size 413, which is the HTTP layer's), refused with the same error bodies
 (job_builder.invalid_body / check_model, which the ingress uses too), turned into the same
 GenerateJob (job_builder), run by the model server's `generate` stream through a Ray Serve
 DeploymentHandle exactly as the ingress runs it, and answered with the same response body
@@ -9,8 +10,9 @@ DeploymentHandle exactly as the ingress runs it, and answered with the same resp
 
 What a batch job adds to a request (`Steering`): a priority below online traffic, its share
 of the job's deadline as the SLO's deadline_ms (best-effort: never refused as infeasible),
-and a seed derived from the custom_id when the body sets none, so a resumed job reproduces
-a clean run (the HTTP API draws a random seed then; any seed is within its contract).
+AR instead of auto while the job is on schedule (pacer.py), and a seed derived from the
+custom_id when the body sets none, so a resumed job reproduces a clean run (the HTTP API
+draws a random seed then; any seed is within its contract).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 from ray.exceptions import RayError
 from ray.serve.handle import DeploymentHandle
 
-from cluster import job_builder
+from cluster import job_builder, limits
 from cluster.batch.lines import BatchLine
 from cluster.config import TandemConfig
 from cluster.job import ChoiceEvent, GenerateJob, JobAccepted, JobError
@@ -32,6 +34,7 @@ from cluster.job_builder import BadRequest
 from cluster.openai_protocol import ChatCompletionRequest, CompletionRequest, error_body
 from cluster.responses import ResponseBuilder
 from cluster.slo import MAX_SLO_MS, SLOSpec
+from engine.params import Mode
 
 MODELS: dict[str, type[CompletionRequest] | type[ChatCompletionRequest]] = {
     "completion": CompletionRequest, "chat": ChatCompletionRequest}
@@ -41,6 +44,7 @@ MODELS: dict[str, type[CompletionRequest] | type[ChatCompletionRequest]] = {
 class Steering:
     priority: int = -1  # a cap: a body's own priority is kept when lower
     deadline_ms: float | None = None  # this request's share of the job's deadline
+    cheap: bool = False  # the job is on schedule: an auto request runs AR (least work)
 
     def __post_init__(self) -> None:
         if self.deadline_ms is not None and not 0 < self.deadline_ms <= MAX_SLO_MS:
@@ -94,6 +98,10 @@ class Adapter:
             errors = [{**e, "loc": ("body", *e["loc"])} for e in err.errors()]
             return _refusal(rid, job_builder.invalid_body(errors))
         try:
+            if isinstance(body, CompletionRequest):
+                limits.check_completion(body, self.config.limits)
+            else:
+                limits.check_chat(body, self.config.limits)
             job_builder.check_model(body.model, self.model_name)
             if body.stream:
                 raise BadRequest(400, "stream: a batch request cannot stream", "stream")
@@ -114,6 +122,10 @@ class Adapter:
         update: dict[str, Any] = {"priority": min(body.priority, steer.priority)}
         if body.seed is None:
             update["seed"] = seed_of(custom_id)
+        model = self.config.model
+        if (steer.cheap and (body.mode or model.default_mode) is Mode.AUTO
+                and Mode.AR in model.allowed_modes):
+            update["mode"] = Mode.AR
         if steer.deadline_ms is not None:
             base = body.slo or self.config.model.default_slo or SLOSpec()
             mine = min(x for x in (base.deadline_ms, steer.deadline_ms) if x is not None)

@@ -135,7 +135,7 @@ class ResultWriter:
         self.num_written = 0
 
     def append(self, result: dict[str, Any]) -> None:
-        data = (json.dumps(result, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        data = (json.dumps(result, separators=(",", ":")) + "\n").encode()
         view = memoryview(data)
         while view:  # a regular file takes it whole; loop in case it does not
             view = view[os.write(self._fd, view):]
@@ -158,5 +158,5 @@ def write_errors(path: str | Path, errors: list[dict[str, Any]]) -> None:
     """The errors file, rewritten whole each run (bad lines are found again each time)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors))
+    tmp.write_text("".join(json.dumps(e) + "\n" for e in errors))
     os.replace(tmp, path)

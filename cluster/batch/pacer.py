@@ -1,11 +1,25 @@
 """The job's deadline, as each request's SLO, and the start-up estimate. Plain Python.
 
 Pacing: with `window` requests in flight and `remaining` not finished, each new request
-gets deadline_ms = time left x window / remaining (all of the time left once the rest fit
-in one window), aimed at `margin` of the deadline. A job ahead of schedule hands out long
+gets its share, time left x window / remaining (all of the time left once the rest fit in
+one window), aimed at `margin` of the deadline. A job ahead of schedule hands out long
 deadlines, which AR, the least device work per token, meets; a job behind hands out short
 ones, and the SLO scheduler (policies/selector.py) buys them with speculation. The
 requests are best-effort, so a share too short for any mode is run, not refused.
+
+The share alone trusts the engine's own clock, and the engine predicts only its steps: on
+a busy 2-core box the time between steps (the replica's event loop, Ray's streaming, other
+processes) made a request take ~3x the predicted step time per token (bench/batch.py
+deadline, 2026-12-03), so a job fell behind while every share still looked easy for AR.
+The pacer therefore also closes the loop on the job's real progress: while it is `behind`
+windows behind the schedule (finished requests against a straight line from 0 to all of
+them at the target time, less one window: requests finish in waves), the share is
+multiplied by exp(-behind).
+
+Least work while ahead: the selector also spends spare compute on speed (its pass 3: at
+small batches speculation raises tokens per second), which a batch job on schedule does not
+need. So while the job is not behind, `is_ahead`, its auto requests run AR; behind, they
+run auto with the shrunk share, and the selector picks what meets it.
 
 Estimate: how long the job takes with each lossless option, from the machine's step-cost
 profile (bench/slo_profile.json: policies/cost_model.py) and the profile's tokens per
@@ -112,8 +126,20 @@ class Pacer:
             return None
         left = self.deadline_s * self.margin - self.elapsed()
         remaining = max(1, self.num_requests - num_finished)
-        share = left * min(1.0, self.window / remaining)
+        share = left * min(1.0, self.window / remaining) * math.exp(-self.behind(num_finished))
         return min(max(share * 1e3, 1.0), 3_600_000.0)  # SLOSpec's bounds: (0, 1 h]
+
+    def behind(self, num_finished: int) -> float:
+        """Windows of requests behind the schedule, beyond the one window that is always
+        in flight (0 when on time or ahead)."""
+        if self.deadline_s is None:
+            return 0.0
+        due = self.num_requests * min(1.0, self.elapsed() / (self.deadline_s * self.margin))
+        return max(0.0, (due - num_finished) / self.window - 1.0)
+
+    def is_ahead(self, num_finished: int) -> bool:
+        """On schedule with a deadline: the cheapest mode will do."""
+        return self.deadline_s is not None and self.behind(num_finished) == 0.0
 
     def projected_s(self, num_finished: int) -> float | None:
         """When the job will end at the pace so far (seconds from the start)."""

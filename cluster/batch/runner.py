@@ -81,8 +81,9 @@ class JobRunner:
 
     async def _one(self, line: BatchLine) -> None:
         for attempt in range(self.options.retries + 1):
-            steer = Steering(self.options.priority,
-                             self.pacer.deadline_ms(self.tally.num_finished))
+            done = self.tally.num_finished
+            steer = Steering(self.options.priority, self.pacer.deadline_ms(done),
+                             self.pacer.is_ahead(done))
             answer = await self.adapter.answer(line, steer)
             if not answer.is_transient or attempt == self.options.retries:
                 break

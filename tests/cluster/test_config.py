@@ -38,7 +38,7 @@ def test_every_yaml_validates_against_serve_and_the_config_model(name: str) -> N
 def test_yaml_specifics() -> None:
     local = load_config(app_args("local.yaml"))
     assert local.model.tp == 1 and local.placement_bundles() is None
-    assert local.model_server.ray_actor_options.num_cpus == 0  # PLATFORM-NOTES trap
+    assert local.model_server.ray_actor_options.num_cpus == 0  # else a 2-CPU box never places it
     tp2 = load_config(app_args("tp2.yaml"))
     assert tp2.placement_bundles() == [{"CPU": 0.01}, {"CPU": 1}, {"CPU": 1}]
     gpu = load_config(app_args("multinode-gpu.yaml"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from cluster.batch.pacer import Pacer, Workload, estimate, workload_of
@@ -23,14 +25,19 @@ def test_share_grows_when_ahead_and_shrinks_when_behind() -> None:
     p = Pacer(100.0, num_requests=100, window=10, margin=1.0, clock=clock)
     assert p.deadline_ms(0) == pytest.approx(10_000)  # 100 s x 10 / 100
     clock.t += 50
-    ahead, behind = p.deadline_ms(80), p.deadline_ms(20)  # half the time gone
+    ahead, on_time = p.deadline_ms(80), p.deadline_ms(50)  # half the time gone
     assert ahead == pytest.approx(50_000 * 10 / 20)
-    assert behind == pytest.approx(50_000 * 10 / 80)
-    assert ahead > 10_000 > behind
+    assert on_time == pytest.approx(50_000 * 10 / 50)
+    # 30 requests (3 windows) behind the schedule: the share, and exp(-(3 - 1)) on top.
+    assert p.behind(20) == pytest.approx(2.0) and not p.is_ahead(20)
+    assert p.deadline_ms(20) == pytest.approx(50_000 * 10 / 80 * math.exp(-2))
+    assert p.behind(45) == 0.0 and p.is_ahead(45)  # half a window behind: on schedule
+    assert ahead > on_time == 10_000 > p.deadline_ms(20)
     assert p.deadline_ms(95) == pytest.approx(50_000)  # the rest fit in one window
     clock.t += 60  # past the deadline: the shortest SLO, still valid (best-effort)
     assert p.deadline_ms(99) == 1.0
     assert Pacer(None, 10, 4).deadline_ms(0) is None
+    assert not Pacer(None, 10, 4).is_ahead(0)  # no deadline: auto as over HTTP
     assert p.projected_s(55) == pytest.approx(110 * 100 / 55)
 
 
