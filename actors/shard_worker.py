@@ -14,6 +14,7 @@ import math
 import os
 import socket
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -72,6 +73,9 @@ class ShardWorker:
         self._step_seq = self._num_collectives = 0
         self._in_step = False
         self._stall_s = 0.0
+        # Thread CPU seconds of each step's forward (bench/disagg.py: on a machine shared
+        # with other work, CPU time says what a step costs where wall time does not).
+        self.step_cpu_s: deque[float] = deque(maxlen=65536)
 
     # --- setup ---------------------------------------------------------------------------
 
@@ -132,7 +136,9 @@ class ShardWorker:
         try:
             if self._stall_s:
                 time.sleep(self._stall_s)  # fault injection (tests): a rank that hangs
+            cpu = time.thread_time()
             out = self.executor.step(plan)
+            self.step_cpu_s.append(time.thread_time() - cpu)
         finally:
             self._in_step = False
         return out if self.rank == 0 else None
@@ -161,6 +167,12 @@ class ShardWorker:
             k_cache.flatten(0, 1)[idx] = k.to(self.device, k_cache.dtype)
             v_cache.flatten(0, 1)[idx] = v.to(self.device, v_cache.dtype)
         return len(slots)
+
+    def take_step_cpu(self) -> list[float]:
+        """The CPU seconds of the steps since the last call, in order."""
+        out = list(self.step_cpu_s)
+        self.step_cpu_s.clear()
+        return out
 
     def progress(self) -> Progress:
         return Progress(self.rank, self._step_seq, self._num_collectives, self._in_step)
