@@ -1,8 +1,8 @@
 """Measure the SLO profile on the real engine: step time against batch tokens and requests,
 and acceptance traces of every speculative option (policies.profile describes the format).
 
-Step times are wall times of whole engine steps (schedule + forward + update), the time a
-request actually waits; each (tokens, requests) point is the median of its steps. Traces come
+Step times are wall times of engine steps (schedule + forward, the scheduler's step
+records); each (tokens, requests) point is the median of its steps. Traces come
 from greedy decoding of held-out prompts with ignore_eos, every prompt in every option.
 """
 
@@ -17,6 +17,8 @@ from collections import defaultdict
 from engine.engine import LLMEngine
 from engine.params import DecodeParams, Mode, SamplingParams
 from engine.policy import FirstComePolicy
+from policies.decision import StepRecord
+from policies.modes import ChunkKind
 from policies.option import AR, DIFFUSION, LINEAR, QUADRATIC, TRACED, Option
 from policies.profile import Iteration, Profile
 
@@ -33,42 +35,35 @@ COST_BATCHES = (
        [(AR, 1, 16), (QUADRATIC, 3, 4)], [(AR, 1, 16), (LINEAR, 4, 4)]])
 
 
-class RecordingPolicy(FirstComePolicy):
-    """First-come scheduling that also records step times and each request's iterations."""
+class Recorder:
+    """Step times and each request's iterations, from the scheduler's step records."""
 
     def __init__(self) -> None:
-        super().__init__()
         self.steps: list[tuple[int, int, float]] = []
         self.iterations: dict[str, list[Iteration]] = defaultdict(list)
         self._open: dict[str, int] = defaultdict(int)  # forwards in an unfinished iteration
-        self._t0: float | None = None
 
-    def order(self, requests):  # noqa: ANN001, ANN201
-        if self._t0 is None:
-            self._t0 = time.perf_counter()  # the first call of each schedule()
-        return super().order(requests)
-
-    def observe(self, plan, out, events, sched) -> None:  # noqa: ANN001
-        wall = time.perf_counter() - (self._t0 or time.perf_counter())
-        self._t0 = None
-        self.steps.append((plan.num_tokens, len(plan.works), max(wall, out.elapsed_s)))
-        for work in plan.works:
-            adv = events.advanced.get(work.request_id)
-            if adv is None or work.kind in ("prefill", "ar") or (
-                    work.kind == "draft" and work.mode == QUADRATIC):
+    def record(self, step: StepRecord | None) -> None:
+        if step is None:
+            return
+        self.steps.append((step.num_tokens, step.num_requests, step.seconds))
+        for w in step.works:
+            if w.kind in (ChunkKind.PREFILL, ChunkKind.AR) or (
+                    w.kind is ChunkKind.DRAFT and w.option is not None
+                    and w.option.mode is QUADRATIC):
                 continue
-            self._open[work.request_id] += 1
-            if adv.tokens:  # the iteration ended: verify, quadratic, commit (or EOS)
-                self.iterations[work.request_id].append(
-                    (self._open.pop(work.request_id), len(adv.tokens)))
+            self._open[w.request_id] += 1
+            if w.num_emitted:  # the iteration ended: verify, quadratic, commit (or EOS)
+                self.iterations[w.request_id].append(
+                    (self._open.pop(w.request_id), w.num_emitted))
 
 
-def _engine(policy: RecordingPolicy) -> LLMEngine:
-    return LLMEngine.from_checkpoint(policy=policy)
+def _engine() -> LLMEngine:
+    return LLMEngine.from_checkpoint(policy=FirstComePolicy())
 
 
-def _run(eng: LLMEngine, prompts: list[list[int]], options: list[Option], max_tokens: int,
-         max_steps: int | None = None) -> list[str]:
+def _run(eng: LLMEngine, recorder: Recorder, prompts: list[list[int]], options: list[Option],
+         max_tokens: int, max_steps: int | None = None) -> list[str]:
     """Run prompts[i] with options[i] (fixed modes) until done or max_steps; abort the rest."""
     ids = []
     for i, (p, option) in enumerate(zip(prompts, options, strict=True)):
@@ -79,6 +74,7 @@ def _run(eng: LLMEngine, prompts: list[list[int]], options: list[Option], max_to
     steps = 0
     while eng.has_unfinished() and (max_steps is None or steps < max_steps):
         eng.step()
+        recorder.record(eng.scheduler.last_step)
         steps += 1
     for rid in ids:
         eng.abort(rid)
@@ -90,17 +86,16 @@ def measure_cost(prompts: list[list[int]], rounds: int = 3, steps_per_batch: int
     """Median wall time per (tokens, requests) point, over `rounds` passes through every
     batch so that a burst of load from another process hits each point at most once; a
     point seen fewer than `min_samples` times is dropped."""
-    policy = RecordingPolicy()
-    eng = _engine(policy)
-    _run(eng, prompts[:4], [Option(AR)] * 4, 8)  # warm-up
-    policy.steps.clear()
+    eng, recorder = _engine(), Recorder()
+    _run(eng, recorder, prompts[:4], [Option(AR)] * 4, 8)  # warm-up
+    recorder.steps.clear()
     for r in range(rounds):
         for mix in COST_BATCHES[r % 2::2] + COST_BATCHES[(r + 1) % 2::2]:
             options = [Option(mode, block) for mode, block, n in mix for _ in range(n)]
             batch = [prompts[(i + r) % len(prompts)] for i in range(len(options))]
-            _run(eng, batch, options, 200, max_steps=steps_per_batch + 1)
+            _run(eng, recorder, batch, options, 200, max_steps=steps_per_batch + 1)
     groups: dict[tuple[int, int], list[float]] = defaultdict(list)
-    for tokens, reqs, s in policy.steps:
+    for tokens, reqs, s in recorder.steps:
         groups[(tokens, reqs)].append(s)
     return [(t, r, statistics.median(v)) for (t, r), v in sorted(groups.items())
             if len(v) >= min_samples]
@@ -109,9 +104,9 @@ def measure_cost(prompts: list[list[int]], rounds: int = 3, steps_per_batch: int
 def record_traces(prompts: list[list[int]], max_tokens: int) -> dict[Option, list]:
     traces = {}
     for option in TRACED:
-        policy = RecordingPolicy()
-        ids = _run(_engine(policy), prompts, [option] * len(prompts), max_tokens)
-        traces[option] = [policy.iterations[i] for i in ids]
+        recorder = Recorder()
+        ids = _run(_engine(), recorder, prompts, [option] * len(prompts), max_tokens)
+        traces[option] = [recorder.iterations[i] for i in ids]
     return traces
 
 
@@ -121,7 +116,7 @@ def calibrate(num_prompts: int = 16, max_tokens: int = 96, threads: int = 1) -> 
     from models.heldout import load_prompts
 
     torch.set_num_threads(threads)
-    eng = _engine(RecordingPolicy())
+    eng = _engine()
     prompts = [eng.tokenize(p) for p in load_prompts(num=num_prompts)]
     start = time.time()
     cost = measure_cost(prompts)

@@ -34,8 +34,34 @@ def start_ray(num_cpus: int = 4) -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
-    ray.init(num_cpus=num_cpus, include_dashboard=False, ignore_reinit_error=True,
-             log_to_driver=False, object_store_memory=200 * 1024**2)
+    # address="local": a new Ray of our own, never one another job on this machine started.
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+             ignore_reinit_error=True, log_to_driver=False, object_store_memory=200 * 1024**2)
+
+
+def start_cluster(num_workers: int, worker_cpus: int, head: dict[str, float]) -> Any:
+    """A head (2 CPUs, the custom resources `head`) and num_workers virtual worker nodes on
+    this machine (ray.cluster_utils.Cluster), and this driver connected to it. Cluster writes
+    its address to /tmp/ray/ray_current_cluster for `ray.init()` to find, which would send
+    every other Ray user on the machine to it (a plain ray.init(num_cpus=...) then fails):
+    that write is left out."""
+    from unittest import mock
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+    import ray._private.utils as ray_utils
+    from ray.cluster_utils import Cluster
+
+    with mock.patch.object(ray_utils, "write_ray_address", lambda *a, **k: None):
+        cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 2, "resources": head, "include_dashboard": False,
+            "object_store_memory": 150 * 1024**2})
+    for _ in range(num_workers):
+        cluster.add_node(num_cpus=worker_cpus, object_store_memory=100 * 1024**2)
+    ray.init(address=cluster.address, log_to_driver=False)
+    cluster.wait_for_nodes()
+    return cluster
 
 
 def deploy(config: TandemConfig | dict[str, Any], name: str) -> str:

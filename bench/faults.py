@@ -137,27 +137,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def start_cluster() -> Any:
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    import ray
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "resources": HEAD_NODE, "include_dashboard": False,
-        "object_store_memory": 150 * 1024**2})
-    for _ in range(2):  # 3 CPUs: room for a tp2 group (0.01 + 2 x 1)
-        cluster.add_node(num_cpus=3, object_store_memory=100 * 1024**2)
-    ray.init(address=cluster.address, log_to_driver=False)
-    cluster.wait_for_nodes()
-    return cluster
-
-
 def main(argv: list[str] | None = None) -> None:
     from ray import serve
 
     args = parse_args(argv)
-    cluster = start_cluster()
+    cluster = deploy.start_cluster(2, 3, HEAD_NODE)  # 3 CPUs: room for a tp2 group
     results = {}
     for fault in args.faults.split(","):
         name, cfg = app_args(fault)

@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import copy
 import json
-import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -22,22 +21,6 @@ import httpx
 from bench import deploy, faults
 
 HEAD = faults.HEAD
-
-
-def start_cluster(num_workers: int, cpus: int) -> Any:
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    import ray
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "resources": faults.HEAD_NODE, "include_dashboard": False,
-        "object_store_memory": 150 * 1024**2})
-    for _ in range(num_workers):
-        cluster.add_node(num_cpus=cpus, object_store_memory=100 * 1024**2)
-    ray.init(address=cluster.address, log_to_driver=False)
-    cluster.wait_for_nodes()
-    return cluster
 
 
 def placement(app: str) -> dict[str, list[str]]:
@@ -125,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--duration", type=float, default=60.0)
     p.add_argument("--json", type=Path, default=Path(__file__).parent / "multinode_results.json")
     args = p.parse_args(argv)
-    cluster = start_cluster(num_workers=3, cpus=3)
+    cluster = deploy.start_cluster(3, 3, faults.HEAD_NODE)
     res = {"spread": check_spread(), "tp2": check_tp2(), "gpu_layout": check_gpu_layout(),
            "node_loss": check_node_loss(cluster, args.clients, args.duration)}
     args.json.write_text(json.dumps(res, indent=1, default=str))

@@ -25,11 +25,11 @@ import statistics
 import sys
 from pathlib import Path
 
+from engine.simulator import SimConfig, Simulator
 from policies.metrics import summarize
 from policies.option import AR, DIFFUSION, LINEAR, QUADRATIC, Option, default_option
 from policies.policy import PolicyConfig, SLOPolicy
 from policies.profile import Profile
-from policies.simulator import SimConfig, Simulator
 from policies.workload_spec import WorkloadSpecError, load_workloads
 from policies.workloads import LOADS, WORKLOADS, Workload, capacity_rps, generate
 

@@ -91,7 +91,7 @@ class ModelSettings(_Strict):
 
 class ActorOptions(_Strict):
     num_cpus: float = Field(0, ge=0, description="Logical CPUs the replica actor takes. 0 on a "
-                            "small CPU box, or serve.run waits forever (PLATFORM-NOTES).")
+                            "small CPU box, or serve.run waits forever for a free CPU.")
     num_gpus: float = Field(0, ge=0, description="GPUs of the replica actor itself (tp = 1).")
     memory: int | None = Field(None, ge=0, description="Bytes of memory to reserve.")
     resources: dict[str, float] = Field(default_factory=dict,
@@ -199,6 +199,15 @@ class TandemConfig(_Strict):
     def _check_speculation(self) -> TandemConfig:
         check_against_model(self.speculation, self.model.tp, self.model.auto_mode,
                             self.model.default_mode)
+        return self
+
+    @model_validator(mode="after")
+    def _check_placement(self) -> TandemConfig:
+        if self.model.tp >= 2 and self.model_server.max_replicas_per_node is not None:
+            # Serve refuses it at deploy time (found by bench/multinode.py).
+            raise ValueError("model_server.max_replicas_per_node: Ray Serve does not allow it "
+                             "with placement groups (tp >= 2); size the shard group to a node "
+                             "(STRICT_PACK) to place one replica per node")
         return self
 
     def engine_config(self) -> EngineConfig:

@@ -23,6 +23,7 @@ from cluster.slo import engine_slo
 from engine.engine import LLMEngine, RequestOutput, StepFailed
 from engine.policy import AdmissionError
 from engine.request import Status
+from policies.modes import max_work_tokens
 
 log = logging.getLogger(__name__)
 
@@ -230,8 +231,8 @@ class AsyncEngineLoop:
             raise Refused(JobError(400, f"max_tokens: {len(ids)} prompt tokens + {max_tokens} "
                                         f"exceed the model's context of {limit}", "max_tokens"))
         pool = self.engine.pool
-        block = job.decode.block_length or 8
-        need = pool.blocks_for(len(ids) + max_tokens + block * (block + 1))
+        step = max_work_tokens(job.decode.mode, job.decode.block_length)  # auto: any mode
+        need = pool.blocks_for(len(ids) + max_tokens + step)
         if need > pool.num_blocks:
             raise Refused(JobError(400, f"max_tokens: the request needs {need} KV blocks, this "
                                         f"server has {pool.num_blocks}", "max_tokens"))

@@ -4,14 +4,13 @@ The decode modes return tokens, not distributions, so the model server scores wh
 emitted with one extra causal pass through the same executor (local or sharded), with no KV
 writes: over the tokens after the request's verified cache (read through its block table),
 or over prompt + output without a cache once the request has finished and its blocks are
-gone. Row p-1 of that pass is the AR distribution
-of the token at p, which is the distribution every lossless mode samples from (DESIGN.md),
-so the numbers are right whichever mode ran. For each new token the pass scores the chosen
-token (score rows) and draws the greedy top token with its probability (sample rows at
-temperature 0). Logprobs are of the model's raw softmax (temperature 1, no top-p), as in
-vLLM. Cost: per step that emits, one forward over the tokens the cache does not hold (a
-few), only for requests that ask; the whole sequence once, for the last step.
-"""
+gone. Row p-1 of that pass is the AR distribution of the token at p, which is the
+distribution every lossless mode samples from (docs/ARCHITECTURE.md), so the numbers are
+right whichever mode ran. For each new token the pass scores the chosen token (score rows)
+and draws the greedy top token with its probability (sample rows at temperature 0). Logprobs
+are of the model's raw softmax (temperature 1, no top-p), as in vLLM. Cost: per step that
+emits, one forward over the tokens the cache does not hold (a few), only for requests that
+ask; the whole sequence once, for the last step."""
 
 from __future__ import annotations
 
@@ -23,6 +22,7 @@ from cluster.job import TokenLogprob
 from engine.executor import Executor
 from engine.plan import ChunkWork, StepPlan
 from models.batch import Chunk
+from policies.modes import ChunkKind
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class LogprobScorer:
             preds = range(r.first - 1, len(ids) - 1)  # token p-1 predicts token p
             rows = [p - c for p in preds]
             works.append(ChunkWork(
-                request_id=f"logprobs-{i}", kind="score", mode="score",
+                request_id=f"logprobs-{i}", kind=ChunkKind.SCORE, mode="score",
                 chunk=Chunk.causal(ids[c:], c, c, r.block_table), sample_rows=rows,
                 sample_positions=[p + 1 for p in preds], score_rows=rows,
                 score_tokens=[ids[p + 1] for p in preds], temperature=0.0))

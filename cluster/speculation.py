@@ -108,8 +108,8 @@ def slo_policy_config(config: Any) -> Any:  # noqa: ANN401
     pipelined speculation (policies/option.py PIPELINED_CANDIDATES); None when fused."""
     if not config.speculation.is_disaggregated:
         return None
-    from policies.option import CANDIDATES, PIPELINED_CANDIDATES
+    from policies.option import PIPELINED_CANDIDATES
     from policies.policy import PolicyConfig
-    from policies.selector import SelectorConfig
+    from policies.selector import LADDER, SelectorConfig
 
-    return PolicyConfig(selector=SelectorConfig(pool=CANDIDATES + PIPELINED_CANDIDATES))
+    return PolicyConfig(selector=SelectorConfig(pool=LADDER + PIPELINED_CANDIDATES))

@@ -1,13 +1,16 @@
 """One process's engine: requests in, the step loop, outputs out.
 
     plan = scheduler.schedule(); out = executor.step(plan); scheduler.update(plan, out)
+
+The policy's decision is made inside schedule(), once, from a read-only view; what the step
+measured reaches it as data in the next view (docs/ARCHITECTURE.md, "The step loop").
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -31,7 +34,9 @@ from engine.stop import final_text, stable_text
 from models.checkpoint import DEFAULT_MODEL_DIR, load_checkpoint
 from models.config import ModelConfig
 from models.dtype import DTYPES, resolve_dtype
+from models.fuse import fuse_projections
 from models.tokenizer import TextCodec
+from policies.slo import SLO
 
 
 @dataclass(frozen=True)
@@ -82,9 +87,13 @@ class StepFailed(RuntimeError):
 class LLMEngine:
     def __init__(self, executor: Executor, model_config: ModelConfig, codec: TextCodec | None,
                  config: EngineConfig = EngineConfig(),
-                 policy: SchedulingPolicy | None = None) -> None:
+                 policy: SchedulingPolicy | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """clock: seconds, for token times and the step's wall time (a simulated clock
+        makes the engine run in simulated time: engine/simulator.py)."""
         self.executor, self.model_config, self.codec, self.config = (
             executor, model_config, codec, config)
+        self.clock = clock
         self.max_model_len, self.context_source = context_limit(model_config,
                                                                 config.max_model_len)
         self.pool = BlockPool(config.num_blocks, config.block_size)
@@ -115,7 +124,7 @@ class LLMEngine:
         """dtype: auto, bfloat16, float16 or float32 (models/dtype.py). kv: size the cache
         from memory (engine/kv_sizing.py); None keeps config.num_blocks."""
         dtype = resolve_dtype(dtype, model_dir, device)
-        model = load_checkpoint(model_dir, dtype=DTYPES[dtype], device=device)
+        model = fuse_projections(load_checkpoint(model_dir, dtype=DTYPES[dtype], device=device))
         sizing = None
         if kv is not None:
             budget = None
@@ -144,7 +153,10 @@ class LLMEngine:
 
     def add_request(self, prompt: str | Sequence[int], sampling: SamplingParams | None = None,
                     decode: DecodeParams | None = None, request_id: str | None = None,
-                    priority: int = 0, slo: object = None) -> Request:
+                    priority: int = 0, slo: SLO | None = None,
+                    arrival_time: float | None = None) -> Request:
+        """Queue a request (AdmissionError if the policy refuses it). arrival_time: when it
+        arrived on the engine's clock, if before now (it waited for the step in flight)."""
         ids = self.tokenize(prompt)
         sampling = sampling or SamplingParams()
         if not ids:
@@ -159,9 +171,9 @@ class LLMEngine:
         decode = decode_for_checkpoint(decode or DecodeParams(), self.mask_id)
         self._check_block_fits(decode)
         req = Request(request_id or f"req-{next(self._ids)}", ids, sampling, decode,
+                      arrival_time=self.clock() if arrival_time is None else arrival_time,
                       priority=priority, slo=slo)
-        self.scheduler.policy.admit(req, self.scheduler)
-        self.scheduler.add(req)
+        self.scheduler.admit(req)  # AdmissionError if the policy refuses it
         return req
 
     def _check_block_fits(self, decode: DecodeParams) -> None:
@@ -187,6 +199,7 @@ class LLMEngine:
     # --- the step loop -------------------------------------------------------------------------
 
     def step(self) -> list[RequestOutput]:
+        start = self.clock()
         plan = self.scheduler.schedule()
         if not plan.works:
             if self.scheduler.running or self.scheduler.waiting:
@@ -197,7 +210,7 @@ class LLMEngine:
             out = self.executor.step(plan)
         except Exception as err:
             raise self._fail_running(err) from err
-        events = self.scheduler.update(plan, out)
+        events = self.scheduler.update(plan, out, wall_s=self.clock() - start)
         self.num_steps += 1
         self.last_step_s = out.elapsed_s
         return self._outputs(plan, events)
@@ -215,7 +228,7 @@ class LLMEngine:
         return StepFailed(f"step failed, {len(outs)} running request(s) ended: {message}", outs)
 
     def _outputs(self, plan: StepPlan, events: StepEvents) -> list[RequestOutput]:
-        now = time.monotonic()
+        now = self.clock()
         outs = []
         finished = {r.id: r for r in events.finished}
         for work in plan.works:

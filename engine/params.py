@@ -4,20 +4,10 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from enum import StrEnum
 
+from policies.modes import Mode
 
-class Mode(StrEnum):
-    AR = "ar"
-    DIFFUSION = "diffusion"
-    SPEC_LINEAR = "spec_linear"
-    SPEC_QUADRATIC = "spec_quadratic"
-    SPEC_PIPELINED = "spec_pipelined"  # needs a draft pool (speculation: disaggregated)
-    AUTO = "auto"
-
-    @property
-    def is_lossless(self) -> bool:
-        return self is not Mode.DIFFUSION
+__all__ = ["DecodeParams", "Mode", "SamplingParams"]
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from models.batch import Chunk
+from policies.modes import ChunkKind
 
 
 @dataclass
@@ -15,8 +16,8 @@ class ChunkWork:
     """One request's share of a step: a chunk, where its KV goes, which rows to sample."""
 
     request_id: str
-    kind: str  # prefill | ar | draft | verify | denoise | commit | quadratic
-    mode: str
+    kind: ChunkKind  # a plain string is converted
+    mode: str  # a policies.modes.Mode value, or "prefill" / "score" for those kinds
     chunk: Chunk
     write_slots: list[int] = field(default_factory=list)  # KV of chunk rows 0.. goes here
     sample_rows: list[int] = field(default_factory=list)  # chunk-relative rows to sample
@@ -30,6 +31,7 @@ class ChunkWork:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        self.kind = ChunkKind(self.kind)
         n = len(self.chunk.tokens)
         if len(self.write_slots) > n:
             raise ValueError(f"{len(self.write_slots)} write slots for a chunk of {n}")

@@ -1,28 +1,23 @@
-"""The scheduler's decisions behind one small interface: order, mode, victim, admission,
-deferral.
+"""The scheduler's decisions behind one small interface: one plan per step, one admission
+check per arriving request, both over plain data (policies/decision.py).
 
 FirstComePolicy is the default: arrival order, each request's own mode (auto -> the
-engine's default), and the newest request is preempted first. The SLO-aware policy
-(policies/ + engine/slo_policy.py) implements the same interface.
+engine's default), the newest request preempted first, nobody refused or deferred. The
+SLO-aware policy (engine/slo_policy.py over policies/policy.py) implements the same
+interface. docs/ARCHITECTURE.md describes the seam.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
-from engine.params import Mode
-from engine.request import Request
+from policies.decision import BatchDecision, SchedulerView
+from policies.modes import Mode
+from policies.option import Option, option_of
+from policies.request_view import RequestView
 
-if TYPE_CHECKING:
-    from engine.plan import StepOutput, StepPlan
-    from engine.scheduler import Scheduler, StepEvents
-
-DEFAULT_BLOCKS: Mapping[Mode, int] = {
-    Mode.AR: 1, Mode.DIFFUSION: 8, Mode.SPEC_LINEAR: 8, Mode.SPEC_QUADRATIC: 4,
-    Mode.SPEC_PIPELINED: 4,
-}
+__all__ = ["AdmissionError", "FirstComePolicy", "PolicyError",
+           "SchedulingPolicy"]
 
 
 class AdmissionError(Exception):
@@ -33,49 +28,32 @@ class AdmissionError(Exception):
         self.reason, self.status = reason, status
 
 
+class PolicyError(RuntimeError):
+    """A policy's decision does not fit the scheduler's state (a bug in the policy)."""
+
+
 class SchedulingPolicy(ABC):
     @abstractmethod
-    def order(self, requests: list[Request]) -> list[Request]:
-        """Most urgent first."""
+    def plan(self, view: SchedulerView) -> BatchDecision:
+        """The step's decision: called once per step by Scheduler.schedule()."""
 
-    @abstractmethod
-    def choose_mode(self, req: Request, sched: Scheduler) -> tuple[Mode, int]:
-        """Mode and block length for req's next iteration."""
-
-    @abstractmethod
-    def victim(self, candidates: list[Request], sched: Scheduler) -> Request | None:
-        """Which running request to preempt when the cache runs dry (None: nobody)."""
-
-    def defer(self, req: Request, sched: Scheduler) -> bool:
-        """True: running req (past its prefill) sits out this step, so that the step is
-        shorter for requests at risk of missing their SLO. Nobody starves on it: the
-        scheduler runs deferred requests when nothing else would run."""
-        return False
-
-    def admit(self, req: Request, sched: Scheduler) -> None:  # noqa: B027 - optional
-        """Raise AdmissionError to refuse req."""
-
-    def observe(  # noqa: B027 - optional hook
-            self, plan: StepPlan, out: StepOutput, events: StepEvents, sched: Scheduler
-    ) -> None:
-        """Learn from a finished step (timings, acceptance)."""
+    def admit(self, request: RequestView, view: SchedulerView) -> None:  # noqa: B027
+        """Raise AdmissionError to refuse a request before it joins the waiting queue."""
 
 
 class FirstComePolicy(SchedulingPolicy):
     def __init__(self, auto_mode: Mode = Mode.SPEC_QUADRATIC,
-                 blocks: Mapping[Mode, int] = DEFAULT_BLOCKS) -> None:
+                 auto_block: int | None = None) -> None:
         if auto_mode is Mode.AUTO:
             raise ValueError("auto_mode must be a concrete mode")
-        self.auto_mode, self.blocks = auto_mode, dict(blocks)
+        self.auto_option = option_of(auto_mode, auto_block)
 
-    def order(self, requests: list[Request]) -> list[Request]:
-        return sorted(requests, key=lambda r: r.arrival_time)
+    def plan(self, view: SchedulerView) -> BatchDecision:
+        by_arrival = sorted(view.requests, key=lambda v: v.arrival_s)
+        options = {v.id: self.option(v) for v in view.requests}
+        newest_first = sorted(view.running, key=lambda v: v.arrival_s, reverse=True)
+        return BatchDecision(tuple(v.id for v in by_arrival), options,
+                             victims=tuple(v.id for v in newest_first))
 
-    def choose_mode(self, req: Request, sched: Scheduler) -> tuple[Mode, int]:
-        mode = req.decode.mode
-        if mode is Mode.AUTO:
-            mode = self.auto_mode
-        return mode, req.decode.block_length or self.blocks[mode]
-
-    def victim(self, candidates: list[Request], sched: Scheduler) -> Request | None:
-        return max(candidates, key=lambda r: r.arrival_time, default=None)
+    def option(self, v: RequestView) -> Option:
+        return v.fixed or self.auto_option

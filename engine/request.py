@@ -10,6 +10,11 @@ from typing import Any
 
 from engine.kv_cache import CacheEntry
 from engine.params import DecodeParams, Mode, SamplingParams
+from policies.option import option_of
+from policies.request_view import RequestView
+from policies.slo import SLO
+
+NO_SLO = SLO()
 
 
 class Status(StrEnum):
@@ -30,7 +35,7 @@ class RequestStats:
     token_times: list[float] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(eq=False)  # a request is an identity: `req in running` must not compare fields
 class Request:
     id: str
     prompt_ids: list[int]
@@ -38,7 +43,7 @@ class Request:
     decode: DecodeParams
     arrival_time: float = field(default_factory=time.monotonic)
     priority: int = 0
-    slo: Any = None  # policies.slo.SLO, read by SLO-aware schedulers
+    slo: SLO | None = None  # read by SLO-aware policies
     output_ids: list[int] = field(default_factory=list)
     status: Status = Status.WAITING
     finish_reason: str | None = None
@@ -74,3 +79,19 @@ class Request:
     @property
     def remaining_tokens(self) -> int:
         return self.sampling.max_tokens - len(self.output_ids)
+
+    def view(self, is_mid_iteration: bool) -> RequestView:
+        """The policy's plain-number picture of this request (is_mid_iteration: its mode
+        must continue the iteration it started, the scheduler's to say)."""
+        slo = self.slo or NO_SLO
+        mode, asked = self.current_mode, self.decode.mode
+        return RequestView(
+            id=self.id, arrival_s=self.arrival_time, slo=slo,
+            max_tokens=self.sampling.max_tokens, num_prompt=len(self.prompt_ids),
+            num_output=len(self.output_ids), num_pending=self.num_pending,
+            first_token_s=self.stats.first_token_time,
+            option=option_of(mode, self.current_block) if mode is not None else None,
+            fixed=None if asked is Mode.AUTO else option_of(asked, self.decode.block_length),
+            is_mid_iteration=is_mid_iteration,
+            allow_lossy=self.decode.allow_lossy or slo.allow_lossy,
+            priority=self.priority or slo.priority)

@@ -2,9 +2,9 @@
 
 Noise is Gumbel, drawn from a counter-based hash of (request seed, absolute position, token
 id): never of batch slot or step, so a draft at position p and the verifier at p see the
-same noise and every mode samples the same text (DESIGN.md). argmax(logits / T + gumbel)
-over the kept tokens is an exact draw from their softmax. The Triton kernel computes the
-same hash bit for bit in uint32.
+same noise and every mode samples the same text (docs/ARCHITECTURE.md, decoding modes).
+argmax(logits / T + gumbel) over the kept tokens is an exact draw from their softmax. The
+Triton kernel computes the same hash bit for bit in uint32.
 """
 
 from __future__ import annotations

@@ -11,6 +11,11 @@ accepts more than prose), so a request that accepts little under linear speculat
 expected to accept little under quadratic too; options it never tried are not mistaken for
 better ones just because only the tried ones carry its bad news.
 
+Blocks the profile has no trace for are priced on the mode's curve: drafts accepted in a
+run, each with probability alpha, so an iteration at block B emits on average
+1 + alpha + ... + alpha^(B-1) tokens; alpha is fitted per mode to the profile's traces.
+A request's block is then chosen from its own factor and pace by the selector.
+
 Counting is per iteration: forwards that emit nothing (linear's draft pass, quadratic's
 first draft pass, diffusion's denoise passes) are held until the forward that emits, then
 counted together, so linear speculation's (accepted + 1) / 2 per forward does not swing
@@ -22,7 +27,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from policies.option import AR, Option
+from policies.option import AR, LINEAR, QUADRATIC, Option
+
+FORWARDS_PER_ITERATION = {LINEAR: 2, QUADRATIC: 1}
+
+
+def expected_tokens(alpha: float, block: int) -> float:
+    """1 + alpha + ... + alpha^(block-1): the mean tokens of one iteration at block."""
+    return (block if alpha >= 1.0 else (1.0 - alpha ** block) / (1.0 - alpha))
+
+
+def fit_alpha(points: Mapping[int, float]) -> float:
+    """The alpha whose curve best fits {block: tokens per iteration} (least squares of
+    relative error over a grid of 0.01)."""
+    def error(a: float) -> float:
+        return sum((expected_tokens(a, b) / t - 1.0) ** 2 for b, t in points.items())
+    return min((i / 100 for i in range(1, 100)), key=error)
 
 
 @dataclass
@@ -53,12 +73,21 @@ class AcceptanceEstimator:
                         for o, v in prior.items()}
         self.factors: dict[str, RatioEstimate] = {}  # observed tokens / expected tokens
         self._held: dict[tuple[str, Option], int] = {}  # forwards that emitted nothing yet
+        self.mode_alpha = {m: fit_alpha({o.block: v * f for o, v in prior.items()
+                                         if o.mode == m})
+                           for m, f in FORWARDS_PER_ITERATION.items()
+                           if any(o.mode == m for o in prior)}
 
     def overall_value(self, option: Option) -> float:
         if option.mode == AR:
             return 1.0
         est = self.overall.get(option)
-        return est.value if est is not None else self.default
+        if est is not None:
+            return est.value
+        alpha = self.mode_alpha.get(option.mode)
+        if alpha is None:
+            return self.default
+        return expected_tokens(alpha, option.block) / FORWARDS_PER_ITERATION[option.mode]
 
     def factor(self, request_id: str | None) -> float:
         est = self.factors.get(request_id) if request_id is not None else None

@@ -27,6 +27,7 @@ from policies.option import Option
 from policies.ordering import effective_deadline
 from policies.preemption import slack_of
 from policies.request_view import RequestView
+from policies.slo import SAFETY
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class DeferralConfig:
     enabled: bool = True
     min_slack_steps: float = 20.0
     min_slack_share: float = 0.5  # of the time left until its deadline
-    safety: float = 0.85
+    safety: float = SAFETY
 
 
 class Deferral:

@@ -1,38 +1,51 @@
 """A decoding option: a mode and its block length, and what one forward of it costs.
 
-Modes are plain strings here (policies/ imports nothing from the engine): "ar",
-"spec_linear", "spec_quadratic", "diffusion". Work is in tokens put in the batch per
-forward, the engine's DecodeMode.work_tokens:
-  ar 1; spec_linear B (a draft pass, then a verify pass); spec_quadratic B(B+1) (a plain
-  draft pass of B first, when it starts); diffusion B (denoise passes, then a commit pass).
+Modes are policies.modes.Mode (a StrEnum: "ar" == Mode.AR); work per forward comes from
+that module's table, the one the engine's modes read too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-AR, LINEAR, QUADRATIC, DIFFUSION = "ar", "spec_linear", "spec_quadratic", "diffusion"
+from policies.modes import (
+    CONCRETE_MODES,
+    DEFAULT_BLOCKS,
+    LOSSLESS_MODES,
+    MODE_FACTS,
+    Mode,
+    work_tokens,
+)
+
+AR, LINEAR, QUADRATIC, DIFFUSION = (Mode.AR, Mode.SPEC_LINEAR, Mode.SPEC_QUADRATIC,
+                                    Mode.DIFFUSION)
 # Only where a deployment has a draft pool (speculation.placement: disaggregated): the
 # verify pool runs B tokens per step while the draft pool drafts the next block.
-PIPELINED = "spec_pipelined"
-MODES = (AR, LINEAR, QUADRATIC, DIFFUSION, PIPELINED)
-LOSSLESS = (AR, LINEAR, QUADRATIC, PIPELINED)
+PIPELINED = Mode.SPEC_PIPELINED
+MODES = CONCRETE_MODES
+LOSSLESS = LOSSLESS_MODES
 
 
 @dataclass(frozen=True, order=True)
 class Option:
-    mode: str
+    mode: Mode  # a plain string is converted
     block: int = 1
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; expected one of {MODES}")
+            raise ValueError(f"unknown mode {self.mode!r}; expected one of "
+                             f"{[str(m) for m in MODES]}")
+        object.__setattr__(self, "mode", Mode(self.mode))
         if self.mode == AR and self.block != 1:
             raise ValueError("ar has block 1")
         if self.mode != AR and not 2 <= self.block <= 64:
             raise ValueError(f"{self.mode} block must be in [2, 64], got {self.block}")
-        # The selector keys its memos by option ~1e5 times a second under load: hash once.
+        # The selector keys its memos by option and reads its work ~1e5 times a second under
+        # load: hash and look up once.
         object.__setattr__(self, "_hash", hash((self.mode, self.block)))
+        object.__setattr__(self, "_work", work_tokens(self.mode, self.block))
+        object.__setattr__(self, "_draft", MODE_FACTS[self.mode].draft_tokens(self.block))
+        object.__setattr__(self, "_lossless", self.mode.is_lossless)
 
     def __hash__(self) -> int:
         return self._hash
@@ -40,17 +53,16 @@ class Option:
     @property
     def work_tokens(self) -> int:
         """Tokens one steady-state forward puts in the batch."""
-        return self.block * (self.block + 1) if self.mode == QUADRATIC else self.block
+        return self._work
 
     @property
     def draft_tokens(self) -> int:
-        """Tokens one step puts on a draft pool: pipelined speculation recomputes the block
-        under verification (B) and drafts the next one (B masks)."""
-        return 2 * self.block if self.mode == PIPELINED else 0
+        """Tokens one step puts on a draft pool (pipelined speculation only)."""
+        return self._draft
 
     @property
     def is_lossless(self) -> bool:
-        return self.mode != DIFFUSION
+        return self._lossless
 
     @property
     def key(self) -> str:
@@ -63,7 +75,6 @@ class Option:
 
 
 AR1 = Option(AR)
-DEFAULT_BLOCKS = {AR: 1, LINEAR: 8, QUADRATIC: 4, DIFFUSION: 8, PIPELINED: 4}
 # What auto chooses among (diffusion only for requests that allow lossy output). Short
 # blocks only: in the simulator (bench/slo_profile.json, mixed workload, 6 seeds) adding
 # linear B=8/16 or quadratic B=4/6 lowered attainment at every load (-0.2 to -2 points):
@@ -88,3 +99,11 @@ def default_option(mode: str) -> Option:
 
 def candidates(allow_lossy: bool, pool: tuple[Option, ...] = CANDIDATES) -> list[Option]:
     return [o for o in pool if allow_lossy or o.is_lossless]
+
+
+def option_of(mode: str, block: int | None = None) -> Option:
+    """The option a request asking for mode (and maybe a block length) runs: AR has block 1
+    whatever was asked, a missing block is the mode's default."""
+    if mode == AR:
+        return AR1
+    return Option(mode, block or DEFAULT_BLOCKS[mode])

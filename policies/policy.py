@@ -1,25 +1,28 @@
 """The SLO policy: ordering, admission, mode choice and preemption over plain numbers.
 
-One object holds the online estimates (cost model, acceptance) and answers the four
-questions the engine's scheduler asks; engine/slo_policy.py converts engine requests into
-RequestViews for it, and the simulator drives it directly. With `fixed` set it is the same
-policy with every auto request pinned to one option: the baselines of `tandem bench slo`.
+One object holds the online estimates (cost model, acceptance) and makes the scheduler's
+one decision per step (`plan`: a SchedulerView in, a BatchDecision out, learning first from
+the previous step's record in the view) and the admission check per arriving request.
+engine/slo_policy.py hands it to the engine's scheduler with a clock. With `fixed` set it is
+the same policy with every auto request pinned to one option: the baselines of `tandem
+bench slo`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from policies.acceptance import AcceptanceEstimator
 from policies.admission import AdmissionConfig, AdmissionControl, Refusal
 from policies.cost_model import CostModel
+from policies.decision import BatchDecision, SchedulerView, StepRecord
 from policies.deferral import Deferral, DeferralConfig
+from policies.modes import ChunkKind
 from policies.option import AR1, Option, candidates
 from policies.ordering import by_urgency
 from policies.pipelined import tokens_per_step
-from policies.preemption import choose_victim
+from policies.preemption import victim_order
 from policies.profile import Profile
 from policies.request_view import RequestView
 from policies.selector import ModeSelector, SelectorConfig
@@ -54,28 +57,53 @@ class SLOPolicy:
         self.deferral = Deferral(self.cost, self.acceptance, config.deferral)
         self.interference_s = 0.0  # mean seconds that prefill chunks add to a step
 
-    # --- the scheduler's questions ---------------------------------------------------------
+    # --- the scheduler's decision ----------------------------------------------------------
+
+    def plan(self, view: SchedulerView, now: float) -> BatchDecision:
+        """The step's one decision. Learns first from what the view reports: the previous
+        step's record and the requests that left since."""
+        if view.last_step is not None:
+            self.learn(view.last_step)
+        for request_id in view.retired:
+            self.finish(request_id)
+        order = self.order(view.requests, now)
+        running = [v for v in view.running if v.num_pending <= 1]
+        budget = view.max_batch_tokens - prefill_load(
+            [v.num_pending for v in view.running if v.num_pending > 1],
+            [v.num_pending for v in view.waiting], view.max_num_seqs - len(view.running),
+            view.max_prefill_chunk, view.max_batch_tokens)
+        options, deferred = self.choose(running, now, budget)
+        # The rest are to prefill first, but may decode at once (a one-token prompt, or one
+        # whose prompt is cached when it starts): their own or the pinned option then.
+        options.update({v.id: self._pinned(v) for v in view.requests if v.id not in options})
+        return BatchDecision(tuple(v.id for v in order), options, frozenset(deferred),
+                             tuple(v.id for v in self.victims(view.running, now)))
 
     def order(self, views: Sequence[RequestView], now: float) -> list[RequestView]:
         if not self.config.slo_aware:
             return sorted(views, key=lambda v: v.arrival_s)
         return by_urgency(views, now, self.config.demote_missed)
 
-    def select(self, decoders: Sequence[RequestView], now: float,
-               max_tokens: int | None = None) -> dict[str, Option | None]:
-        """An option for every decoder, or None for one that sits out this step (deferral);
-        max_tokens: the budget left after prefill chunks."""
+    def choose(self, decoders: Sequence[RequestView], now: float,
+               max_tokens: int | None = None) -> tuple[dict[str, Option], set[str]]:
+        """An option for every decoder, and who sits out this step (deferral; their option
+        is for the case that nothing else runs); max_tokens: the budget left after prefill
+        chunks."""
         options = self._options_for(decoders, now, max_tokens)
         if not self.config.slo_aware:
-            return dict(options)
+            return options, set()
         deferred = self.deferral.choose(decoders, options, now)
-        if not deferred:
-            return dict(options)
-        # With the slack requests out, the step is shorter: choose again for the rest.
-        rest = [v for v in decoders if v.id not in deferred]
-        out: dict[str, Option | None] = dict(self._options_for(rest, now, max_tokens))
-        out.update(dict.fromkeys(deferred))
-        return out
+        if deferred:
+            # With the slack requests out, the step is shorter: choose again for the rest.
+            rest = [v for v in decoders if v.id not in deferred]
+            options.update(self._options_for(rest, now, max_tokens))
+        return options, deferred
+
+    def select(self, decoders: Sequence[RequestView], now: float,
+               max_tokens: int | None = None) -> dict[str, Option | None]:
+        """choose() as one mapping: None for a request that sits out this step."""
+        options, deferred = self.choose(decoders, now, max_tokens)
+        return {k: None if k in deferred else o for k, o in options.items()}
 
     def _options_for(self, decoders: Sequence[RequestView], now: float,
                      max_tokens: int | None) -> dict[str, Option]:
@@ -114,15 +142,27 @@ class SLOPolicy:
 
         return self.admission.check(v, now, best, firm, waiting, self._work, pace)
 
-    def victim(self, candidates_: Sequence[RequestView], now: float) -> RequestView | None:
+    def victims(self, running: Sequence[RequestView], now: float) -> list[RequestView]:
+        """Whom to preempt when the cache runs dry, first to last."""
         if not self.config.slo_aware:
-            return max(candidates_, key=lambda v: v.arrival_s, default=None)
-        step = self.cost.predict(sum(self._work(v) for v in candidates_), len(candidates_))
-        return choose_victim(candidates_, now,
-                             lambda v: step / self.acceptance.tokens_per_forward(
-                                 v.option or self._pinned(v), v.id))
+            return sorted(running, key=lambda v: v.arrival_s, reverse=True)
+        step = self.cost.predict(sum(self._work(v) for v in running), len(running))
+        return victim_order(running, now,
+                            lambda v: step / self.acceptance.tokens_per_forward(
+                                v.option or self._pinned(v), v.id))
+
+    def victim(self, candidates_: Sequence[RequestView], now: float) -> RequestView | None:
+        return next(iter(self.victims(candidates_, now)), None)
 
     # --- learning --------------------------------------------------------------------------
+
+    def learn(self, step: StepRecord) -> None:
+        """A step ran: its cost, and what each decoding request emitted."""
+        self.observe_step(step.num_tokens, step.num_requests, step.seconds,
+                          step.num_prefill_tokens, step.num_prefill_requests)
+        for w in step.works:
+            if w.kind is not ChunkKind.PREFILL and w.option is not None:
+                self.observe_request(w.request_id, w.option, 1, w.num_emitted)
 
     def observe_step(self, num_tokens: int, num_requests: int, seconds: float,
                      num_prefill_tokens: int = 0, num_prefill_requests: int = 0) -> None:
@@ -168,21 +208,6 @@ class SLOPolicy:
 
     def _work(self, v: RequestView) -> int:
         return (v.option or self._pinned(v)).work_tokens
-
-
-def select_batch(policy: SLOPolicy, running: Sequence[Any], waiting: Sequence[Any],
-                 view: Callable[[Any], RequestView], now: float, config: Any
-                 ) -> dict[str, Option | None]:
-    """The step's options for every running decoder (num_pending <= 1), with the budget left
-    after the prefill chunks that ride along. Requests are the engine's or the simulator's
-    (anything with num_pending); config has max_num_seqs, max_prefill_chunk and
-    max_batch_tokens. One function, so the simulator decides exactly as the engine does."""
-    tokens = prefill_load(
-        [r.num_pending for r in running if r.num_pending > 1],
-        [r.num_pending for r in waiting], config.max_num_seqs - len(running),
-        config.max_prefill_chunk, config.max_batch_tokens)
-    decoders = [view(r) for r in running if r.num_pending <= 1]
-    return policy.select(decoders, now, config.max_batch_tokens - tokens)
 
 
 def prefill_load(running_pending: list[int], waiting_pending: list[int], room: int,

@@ -21,9 +21,16 @@ def slack_of(v: RequestView, now: float, time_per_token: float,
     return effective_deadline(v, horizon_s) - now - v.remaining * time_per_token
 
 
+def victim_order(candidates: Sequence[RequestView], now: float,
+                 time_per_token: Callable[[RequestView], float],
+                 horizon_s: float = BEST_EFFORT_HORIZON_S) -> list[RequestView]:
+    """The candidates, the one to preempt first at the front."""
+    def key(v: RequestView) -> tuple[int, float, float]:
+        return (-v.priority, slack_of(v, now, time_per_token(v), horizon_s), v.arrival_s)
+    return sorted(candidates, key=key, reverse=True)
+
+
 def choose_victim(candidates: Sequence[RequestView], now: float,
                   time_per_token: Callable[[RequestView], float],
                   horizon_s: float = BEST_EFFORT_HORIZON_S) -> RequestView | None:
-    def key(v: RequestView) -> tuple[int, float, float]:
-        return (-v.priority, slack_of(v, now, time_per_token(v), horizon_s), v.arrival_s)
-    return max(candidates, key=key, default=None)
+    return next(iter(victim_order(candidates, now, time_per_token, horizon_s)), None)

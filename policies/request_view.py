@@ -1,7 +1,8 @@
 """A request as the policy sees it: plain numbers, on one clock (seconds).
 
-The engine adapter (engine/slo_policy.py) and the simulator both build these; everything in
-policies/ decides from them alone.
+The engine's scheduler builds one per live request each step (engine/request.py) and hands
+them over in a policies.decision.SchedulerView (fresh copies: a policy that changes one
+changes nothing in the scheduler); everything in policies/ decides from them alone.
 """
 
 from __future__ import annotations

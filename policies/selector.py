@@ -32,25 +32,31 @@ from dataclasses import dataclass
 
 from policies.acceptance import AcceptanceEstimator
 from policies.cost_model import CostModel
-from policies.option import (
-    AR1,
-    CANDIDATES,
-    LINEAR,
-    PIPELINED,
-    QUADRATIC,
-    Option,
-    candidates,
-)
+from policies.meet_most import Menu, meet_most
+from policies.option import AR1, DIFFUSION, LINEAR, PIPELINED, QUADRATIC, Option, candidates
 from policies.preemption import slack_of
 from policies.request_view import RequestView
+from policies.slo import SAFETY
 
 INF = math.inf
 QUAD_HORIZON = 8.0
+# What auto chooses among: every block of each mode within `block_bounds` that the profile
+# has acceptance for (so the simulator replays real iterations for it), and options of
+# modes without bounds (pipelined, where a deployment adds it) that have a prior; each
+# request's block comes from its own acceptance and pace: the cheapest option that meets
+# it, or the one that buys the most throughput. Long blocks pay where a chunk of tens of
+# tokens costs about a one-token step (a GPU near the bandwidth bound:
+# bench/profiles/roofline-h200-llama8b.json); on the CPU profile the cost model prices them
+# out.
+LADDER = (AR1, *(Option(LINEAR, b) for b in (2, 3, 4, 6, 8, 12, 16)),
+          *(Option(QUADRATIC, b) for b in (2, 3, 4, 5, 6, 8)),
+          *(Option(DIFFUSION, b) for b in (8, 16)))
+BLOCK_BOUNDS = ((LINEAR, 4, 8), (QUADRATIC, 2, 6), (DIFFUSION, 8, 16))
 
 
 @dataclass(frozen=True)
 class SelectorConfig:
-    safety: float = 0.85  # plan to use at most this share of the time left
+    safety: float = SAFETY  # plan to use at most this share of the time left
     switch_gain: float = 0.03  # keep the current option unless another is this much better
     min_gain: float = 0.10  # spare compute buys speed only for this much more throughput
     off_track_slip: float = 0.1  # others may slow a request that is off track by this share
@@ -63,10 +69,12 @@ class SelectorConfig:
     # 1.09x -> 1.05x).
     rescue_loss: float = 0.03
     rescue_slack_steps: float = 20.0
-    pool: tuple[Option, ...] = CANDIDATES
+    pool: tuple[Option, ...] = LADDER
+    block_bounds: tuple[tuple[str, int, int], ...] = BLOCK_BOUNDS  # (mode, lo, hi)
+    meet_most: bool = True  # pass 2 as one search for the most requests met (else rescues)
 
 
-@dataclass
+@dataclass(eq=False)  # identity: a slot is one request in one select()
 class _Slot:
     view: RequestView
     option: Option
@@ -81,6 +89,10 @@ class ModeSelector:
         self.cost, self.acceptance, self.config = cost, acceptance, config
         self.interference_s = 0.0  # mean time prefill chunks add to a step (set by the policy)
         self._rates: dict[tuple[str, Option], float] = {}
+        bounds = {m: (lo, hi) for m, lo, hi in config.block_bounds}
+        self.pool = tuple(o for o in config.pool if o == AR1 or (
+            o in acceptance.overall and (o.mode not in bounds
+                                         or bounds[o.mode][0] <= o.block <= bounds[o.mode][1])))
 
     def select(self, decoders: Sequence[RequestView], now: float,
                max_tokens: int | None = None) -> dict[str, Option]:
@@ -96,6 +108,8 @@ class ModeSelector:
         self._rate_sum = sum(s.rate for s in slots)  # tokens per forward of the whole batch
         self._base_throughput = self._throughput()  # rescues together lose at most a share
         by_urgency = sorted((s for s in slots if s.is_free), key=self._urgency(now))
+        if self.config.meet_most:
+            self._meet_most(by_urgency)
         for s in by_urgency:
             self._rescue(s, depth=1)
         self._speed_up_all(by_urgency)
@@ -108,12 +122,12 @@ class ModeSelector:
         option = AR1 if is_free else (v.option if v.is_mid_iteration else v.fixed)
         assert option is not None
         need = v.needed_time_per_token(now) * self.config.safety if v.has_slo else INF
-        if need != INF and (need <= 0 or need < self._best_alone(v)):
+        if need != INF and (need <= 0 or need / self.config.safety < self._best_alone(v)):
             need = math.nan  # lost: even alone, no option makes it
         return _Slot(v, option, self._rate(v, option), need, is_free)
 
     def _options(self, v: RequestView) -> list[Option]:
-        return candidates(v.allow_lossy, self.config.pool)
+        return candidates(v.allow_lossy, self.pool)
 
     def _rate(self, v: RequestView, option: Option) -> float:
         key = (v.id, option)
@@ -206,7 +220,36 @@ class ModeSelector:
         current = [s.view.option] if s.view.option in self._options(s.view) else []
         return current + sorted(self._options(s.view), key=lambda o: o.work_tokens)
 
-    # --- the two passes --------------------------------------------------------------------
+    # --- the passes ------------------------------------------------------------------------
+
+    def _meet_most(self, order: list[_Slot]) -> None:
+        """Pass 2a, for requests whose pace only speculation meets (slower than AR alone is
+        too slow): the options that meet the most requests together (policies/meet_most.py;
+        the others are counted at AR so that none is broken); a speculation-only request
+        left out gets the fastest option that breaks nobody met."""
+        hopeful = [s for s in order if s.need != INF and not math.isnan(s.need)]
+        alone = self.cost.predict(1, 1)
+        only = {s for s in hopeful if s.need / self.config.safety < alone}
+        missing = {s for s in only if not self._meets(s, self._step())}
+        if not missing:
+            return
+        base = self._tokens - sum(s.option.work_tokens - 1 for s in hopeful)
+        base_rate = self._rate_sum - sum(s.rate - 1 for s in hopeful)
+        step = self._step()
+        spare = self.config.rescue_slack_steps * step
+        others_wait = all(slack_of(o.view, self._now, step / o.rate) >= spare
+                          for o in self._slots if o not in missing)
+        floor = 0.0 if others_wait else self._base_throughput * (1 - self.config.rescue_loss)
+        menus = [Menu.pruned(s, (1, 1.0), [
+            (o.work_tokens, s.need * self._rate(s.view, o), o, self._rate(s.view, o))
+            for o in (self._options(s.view) if s in only else [AR1])
+            if not o.draft_tokens]) for s in hopeful]  # step_of prices one pool only
+        chosen = meet_most(menus, base, self._step, self._max_tokens, base_rate, floor)
+        for s in hopeful:
+            self._switch(s, chosen.get(s, AR1))
+        for s in hopeful:
+            if s in only and s not in chosen:
+                self._fastest(s, self._guarded(s, s.view.priority), False, 0.0)
 
     def _rescue(self, s: _Slot, depth: int) -> bool:
         """Give s the cheapest option that meets it without breaking anyone; True if met."""

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Plan to use at most this share of the time a request has left (the selector's and the
+# deferral's margin against cost-model error).
+SAFETY = 0.85
+
 
 @dataclass(frozen=True)
 class SLO:

@@ -7,6 +7,7 @@ from engine.params import Mode
 from engine.plan import ChunkWork, WorkResult
 from engine.request import Request
 from models.batch import Chunk
+from policies.modes import ChunkKind
 
 
 class ARMode(DecodeMode):
@@ -18,10 +19,7 @@ class ARMode(DecodeMode):
     def work(self, req: Request, block: int) -> ChunkWork:
         p = req.cache.num_cached  # the seed sits at p
         chunk = Chunk.causal([req.all_ids[p]], p, p, req.cache.block_table)
-        return make_work(req, self.ctx, self.mode.value, "ar", chunk, 1, [0], [p + 1])
+        return make_work(req, self.ctx, self.mode.value, ChunkKind.AR, chunk, 1, [0], [p + 1])
 
     def update(self, req: Request, work: ChunkWork, result: WorkResult) -> Advance:
         return Advance(tokens=result.tokens, num_cached=req.cache.num_cached + 1)
-
-    def work_tokens(self, block: int) -> int:
-        return 1

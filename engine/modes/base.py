@@ -17,6 +17,7 @@ from engine.params import Mode
 from engine.plan import ChunkWork, WorkResult
 from engine.request import Request
 from models.batch import Chunk
+from policies.modes import MODE_FACTS, ChunkKind
 
 
 @dataclass
@@ -34,7 +35,7 @@ class ModeContext:
     eos_ids: frozenset[int]  # each ends a request (generation_config.json may list several)
 
 
-def make_work(req: Request, ctx: ModeContext, mode: str, kind: str, chunk: Chunk,
+def make_work(req: Request, ctx: ModeContext, mode: str, kind: ChunkKind, chunk: Chunk,
               num_writes: int, sample_rows: list[int], sample_positions: list[int],
               **extra) -> ChunkWork:
     s = req.sampling
@@ -69,7 +70,7 @@ class DecodeMode(ABC):
 
     def work_tokens(self, block: int) -> int:
         """Tokens one work of this mode puts in the batch (for token budgets)."""
-        return block
+        return MODE_FACTS[self.mode].work_tokens(block)
 
 
 def prefill_work(req: Request, ctx: ModeContext, max_tokens: int) -> ChunkWork:
@@ -81,7 +82,7 @@ def prefill_work(req: Request, ctx: ModeContext, max_tokens: int) -> ChunkWork:
     is_last = p + n == req.num_tokens
     chunk = Chunk.causal(pending, p, p, req.cache.block_table)
     rows, positions = ([n - 1], [p + n]) if is_last else ([], [])
-    return make_work(req, ctx, "prefill", "prefill", chunk, n, rows, positions)
+    return make_work(req, ctx, "prefill", ChunkKind.PREFILL, chunk, n, rows, positions)
 
 
 def prefill_advance(req: Request, work: ChunkWork, result: WorkResult) -> Advance:

@@ -11,6 +11,7 @@ from engine.params import Mode
 from engine.plan import ChunkWork, WorkResult
 from engine.request import Request
 from models.batch import Chunk
+from policies.modes import ChunkKind
 
 
 @dataclass
@@ -40,7 +41,8 @@ class DiffusionMode(DecodeMode):
         if state.ready:
             # Causal pass over the finished block: writes its KV, samples the next seed.
             chunk = Chunk.causal(state.block, p, p, table)
-            return make_work(req, self.ctx, self.mode.value, "commit", chunk, b, [b - 1], [p + b])
+            return make_work(req, self.ctx, self.mode.value, ChunkKind.COMMIT, chunk, b,
+                             [b - 1], [p + b])
         chunk = Chunk.bidirectional(state.block, p, p, table)
         masked = [i for i in range(1, b) if state.block[i] == mask]
         extra = {}
@@ -51,13 +53,13 @@ class DiffusionMode(DecodeMode):
                     and state.revisions[i] < req.decode.max_revisions]
             extra = {"score_rows": rows, "score_tokens": [state.block[i] for i in rows]}
         positions = [p + i for i in masked]
-        return make_work(req, self.ctx, self.mode.value, "denoise", chunk, 0, masked,
+        return make_work(req, self.ctx, self.mode.value, ChunkKind.DENOISE, chunk, 0, masked,
                          positions, **extra)
 
     def update(self, req: Request, work: ChunkWork, result: WorkResult) -> Advance:
         p = req.cache.num_cached
         state: DiffusionState = req.mode_state
-        if work.kind == "commit":
+        if work.kind is ChunkKind.COMMIT:
             req.mode_state = None
             b = len(state.block)
             return Advance(tokens=state.block[1:] + result.tokens, num_cached=p + b)

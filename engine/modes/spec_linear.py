@@ -10,6 +10,7 @@ from engine.params import Mode
 from engine.plan import ChunkWork, WorkResult
 from engine.request import Request
 from models.batch import Chunk
+from policies.modes import ChunkKind
 
 
 @dataclass
@@ -24,7 +25,8 @@ def draft_work(mode: DecodeMode, req: Request, block: int) -> ChunkWork:
     tokens = [req.all_ids[p]] + [mode.ctx.mask_id] * (block - 1)
     chunk = Chunk.bidirectional(tokens, p, p, req.cache.block_table)
     rows = list(range(1, block))
-    return make_work(req, mode.ctx, mode.mode.value, "draft", chunk, 0, rows, [p + r for r in rows])
+    return make_work(req, mode.ctx, mode.mode.value, ChunkKind.DRAFT, chunk, 0, rows,
+                     [p + r for r in rows])
 
 
 class SpecLinearMode(DecodeMode):
@@ -41,12 +43,12 @@ class SpecLinearMode(DecodeMode):
         chunk = Chunk.causal([req.all_ids[p]] + state.drafts, p, p, req.cache.block_table)
         n = len(chunk.tokens)
         # Row i predicts position p + i + 1 (AR's shift) with that position's noise.
-        return make_work(req, self.ctx, self.mode.value, "verify", chunk, n, list(range(n)),
+        return make_work(req, self.ctx, self.mode.value, ChunkKind.VERIFY, chunk, n, list(range(n)),
                          [p + i + 1 for i in range(n)], verify_drafts=state.drafts)
 
     def update(self, req: Request, work: ChunkWork, result: WorkResult) -> Advance:
         p = req.cache.num_cached
-        if work.kind == "draft":
+        if work.kind is ChunkKind.DRAFT:
             req.mode_state = LinearState(drafts=result.tokens)
             return Advance(tokens=[], num_cached=p)
         req.mode_state = None

@@ -19,6 +19,7 @@ from engine.params import Mode
 from engine.plan import ChunkWork, WorkResult
 from engine.request import Request
 from models.batch import Chunk
+from policies.modes import ChunkKind
 
 
 @dataclass
@@ -51,9 +52,6 @@ class SpecQuadraticMode(DecodeMode):
     def is_mid_iteration(self, req: Request) -> bool:
         return False  # drafts carry over, but any step may switch away and drop them
 
-    def work_tokens(self, block: int) -> int:
-        return block * (block + 1)
-
     def work(self, req: Request, block: int) -> ChunkWork:
         state: QuadraticState | None = req.mode_state
         if state is None or len(state.drafts) != block - 1:
@@ -65,12 +63,12 @@ class SpecQuadraticMode(DecodeMode):
         verify_rows = list(range(b))
         mask_rows = list(range(b, b + b * b))
         positions = [p + i + 1 for i in verify_rows] + chunk.positions[b:]
-        return make_work(req, self.ctx, self.mode.value, "quadratic", chunk, b,
+        return make_work(req, self.ctx, self.mode.value, ChunkKind.QUADRATIC, chunk, b,
                          verify_rows + mask_rows, positions, verify_drafts=state.drafts)
 
     def update(self, req: Request, work: ChunkWork, result: WorkResult) -> Advance:
         p = req.cache.num_cached
-        if work.kind == "draft":
+        if work.kind is ChunkKind.DRAFT:
             req.mode_state = QuadraticState(drafts=result.tokens)
             return Advance(tokens=[], num_cached=p)
         b = len(work.verify_drafts) + 1

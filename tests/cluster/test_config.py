@@ -38,7 +38,7 @@ def test_every_yaml_validates_against_serve_and_the_config_model(name: str) -> N
 def test_yaml_specifics() -> None:
     local = load_config(app_args("local.yaml"))
     assert local.model.tp == 1 and local.placement_bundles() is None
-    assert local.model_server.ray_actor_options.num_cpus == 0  # PLATFORM-NOTES trap
+    assert local.model_server.ray_actor_options.num_cpus == 0  # else a 2-CPU box never places it
     tp2 = load_config(app_args("tp2.yaml"))
     assert tp2.placement_bundles() == [{"CPU": 0.01}, {"CPU": 1}, {"CPU": 1}]
     gpu = load_config(app_args("multinode-gpu.yaml"))
@@ -46,7 +46,10 @@ def test_yaml_specifics() -> None:
     assert len(bundles) == 1 + gpu.model.tp and all(b["GPU"] == 1 for b in bundles[1:])
     opts = gpu.model_server_options()
     assert opts["placement_group_strategy"] == "STRICT_PACK"
-    assert opts["max_replicas_per_node"] == 1
+    assert "max_replicas_per_node" not in opts  # Serve refuses it beside placement groups
+    with pytest.raises(ValidationError, match="max_replicas_per_node"):
+        load_config({**app_args("multinode-gpu.yaml"),
+                     "model_server": {"max_replicas_per_node": 1}})
     auto = load_config(app_args("autoscale.yaml"))
     scaling = auto.model_server_options()["autoscaling_config"]
     assert scaling["min_replicas"] < scaling["max_replicas"]

@@ -10,7 +10,7 @@ from kernels.attention_triton import attention_triton
 from tests.kernels import plans as P
 
 TOL = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
-# bfloat16 is wrong in Triton's interpreter (PLATFORM-NOTES.md): tested on CUDA only.
+# bfloat16 is wrong in Triton's interpreter: tested on CUDA only.
 CUDA_ONLY_BF16 = [torch.bfloat16] if torch.cuda.is_available() else []
 NUM_BLOCKS = 80
 

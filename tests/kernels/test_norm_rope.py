@@ -13,7 +13,7 @@ from tests.kernels.plans import randn
 
 DTYPES = [torch.float32, torch.float16]
 TOL = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 1e-2}
-# bfloat16 is wrong in Triton's interpreter (PLATFORM-NOTES.md): tested on CUDA only.
+# bfloat16 is wrong in Triton's interpreter: tested on CUDA only.
 CUDA_ONLY_BF16 = [torch.bfloat16] if torch.cuda.is_available() else []
 
 

@@ -54,6 +54,15 @@ def test_acceptance_counts_whole_iterations():
     assert est.factor("r") > 1.0
 
 
+def test_blocks_without_a_trace_are_priced_on_the_mode_s_curve():
+    # Quadratic at B=2/3/4 in the profile; B=6 and B=8 priced on the fitted curve.
+    est = AcceptanceEstimator({Option("spec_quadratic", 2): 1.6,
+                               Option("spec_quadratic", 3): 2.0, Q4: 2.2})
+    q6, q8 = Option("spec_quadratic", 6), Option("spec_quadratic", 8)
+    assert est.tokens_per_forward(Q4) < est.tokens_per_forward(q6) < est.tokens_per_forward(q8)
+    assert est.tokens_per_forward(q8) < 2.2 * 1.3  # diminishing: alpha ~0.6
+
+
 def test_acceptance_unknown_option_uses_the_default():
     est = AcceptanceEstimator({})
     assert est.tokens_per_forward(Option("spec_linear", 16)) == 1.0

@@ -1,7 +1,7 @@
+from engine.simulator import SimConfig, Simulator
 from policies.metrics import RequestResult, summarize
 from policies.option import Option
 from policies.policy import PolicyConfig, SLOPolicy
-from policies.simulator import SimConfig, Simulator
 from policies.slo import SLO
 from policies.workloads import capacity_rps, generate
 from tests.policies.helpers import synthetic_profile
