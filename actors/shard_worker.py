@@ -10,6 +10,7 @@ rank 0's StepOutput is the group's answer.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -25,6 +26,7 @@ from engine.executor import ModelExecutor
 from engine.plan import StepOutput, StepPlan
 from models.batch import Chunk, ChunkBatch
 from models.checkpoint import load_checkpoint
+from models.fuse import checkpoint_shapes, fuse_projections
 from models.layers import RowParallelLinear
 from models.parallel import TensorParallel
 
@@ -98,6 +100,7 @@ class ShardWorker:
             raise RuntimeError(f"rank {self.rank}: all-reduce probe gave {probe.item()}")
         tp = TensorParallel(self.rank, self.world_size)
         model = load_checkpoint(self.model_dir, tp=tp, dtype=self.dtype, device=self.device)
+        fuse_projections(model)  # each rank fuses its own slices
         for module in model.modules():
             if isinstance(module, RowParallelLinear):
                 module.register_forward_pre_hook(self._count_collective)
@@ -109,9 +112,9 @@ class ShardWorker:
         model = self.executor.model
         full = _full_shapes(Path(self.model_dir))
         sharded = replicated = 0
-        for name, p in model.named_parameters():
-            nbytes = p.numel() * p.element_size()
-            if tuple(p.shape) == full[name]:
+        for name, (shape, dtype) in checkpoint_shapes(model).items():
+            nbytes = math.prod(shape) * dtype.itemsize
+            if shape == full[name]:
                 replicated += nbytes
             else:
                 sharded += nbytes
