@@ -66,6 +66,14 @@ timeout "$(cap 150 290)" $PY -m bench.gpu "${GPU_ARGS[@]}" --out "$LOGS" > "$LOG
 GPU_RC=$?
 tail -n 40 "$LOGS/gpu.log"
 
+stamp "host time per step at 64 requests, zero-cost model (this machine's CPU; target < 1 ms)"
+STEPS=50
+[[ $MODE == cpu ]] && STEPS=5
+TANDEM_KERNELS=torch timeout "$(cap 40 250)" $PY -m bench.step_overhead --steps $STEPS \
+    > "$LOGS/step_overhead.log" 2>&1
+OVERHEAD_RC=$?
+tail -n 7 "$LOGS/step_overhead.log"
+
 stamp "kernel tests (TANDEM_KERNELS=triton, TRITON_INTERPRET=$TRITON_INTERPRET)"
 TESTS_TIMEOUT=$(cap 150 150)
 timeout "$TESTS_TIMEOUT" $PY -m pytest -rfE -p no:cacheprovider "${TEST_ARGS[@]}" > "$LOGS/tests.log" 2>&1
@@ -113,6 +121,7 @@ tail -n 8 "$LOGS/tp.log"
 stamp "summary"
 echo "device:        $(cat "$LOGS/device.txt")"
 echo "bench.gpu:     rc=$GPU_RC  (log: $LOGS/gpu.log; profile: $LOGS/profiles/)"
+echo "step overhead: rc=$OVERHEAD_RC  (log: $LOGS/step_overhead.log)"
 echo "kernel tests:  rc=$TESTS_RC  $TESTS_LINE"
 echo "kernel bench:  rc=$BENCH_RC  (table above; err <= 1e-3 fp16; attention speedup >= 0.9)"
 echo "bench.modes:   rc=$MODES_RC  (log: $LOGS/modes.log)"
