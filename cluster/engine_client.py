@@ -47,7 +47,7 @@ class EngineCoreClient:
         msg = self.conn.recv()
         if msg[0] != "ready":
             raise RuntimeError(f"the engine core failed to start:\n{msg[1]}")
-        _, self.max_model_len, self._stats = msg
+        _, self.max_model_len, self._stats, self.kv_cache = msg
         metrics.observe_engine(self._stats)
         # Jobs sent, not yet answered: (future of the stream, the job, its arrival).
         self._admits: dict[str, tuple[asyncio.Future, GenerateJob, float]] = {}

@@ -8,7 +8,7 @@ sender thread (the write releases the GIL), so a replica that is slow to read ne
 the loop, and the two sides can never block on each other's full pipe.
 
 Messages in:  ("add", job) | ("abort", [request ids]) | ("stop",)
-Messages out: ("ready", max_model_len, stats) | ("failed", traceback) at start;
+Messages out: ("ready", max_model_len, stats, KV sizing) | ("failed", traceback) at start;
               ("added", job id, [(request id, prompt tokens)] | JobError);
               ("step", [StepDelta], stats) | ("step_error", message, stats);
               ("stats", stats) after inputs that changed the engine while it was idle.
@@ -65,7 +65,8 @@ class EngineCore:
 
     def run(self) -> None:
         self._sender.start()
-        self._send(("ready", self.engine.max_model_len, self.engine.stats()))
+        kv = self.engine.kv_sizing.describe() if self.engine.kv_sizing else None
+        self._send(("ready", self.engine.max_model_len, self.engine.stats(), kv))
         try:
             while True:
                 applied = self._drain(block=not self.engine.has_unfinished())

@@ -31,6 +31,7 @@ class AsyncEngineLoop:
     def __init__(self, engine: LLMEngine, metrics: ServerMetrics) -> None:
         self.engine, self.metrics = engine, metrics
         self.max_model_len = engine.max_model_len
+        self.kv_cache = engine.kv_sizing.describe() if engine.kv_sizing else None
         self.router = StreamRouter(metrics)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="tandem-engine")
         self._aborts: list[str] = []

@@ -21,7 +21,8 @@ def add_job(engine: LLMEngine, job: GenerateJob) -> list[tuple[str, int]] | JobE
     try:
         for spec in job.choices:
             rid = f"{job.id}-{spec.index}"
-            req = engine.add_request(spec.prompt, spec.sampling, job.decode, request_id=rid,
+            ids = engine.tokenize(spec.prompt, job.add_special_tokens)
+            req = engine.add_request(ids, spec.sampling, job.decode, request_id=rid,
                                      priority=job.priority, slo=engine_slo(job.slo),
                                      logprobs=job.logprobs is not None)
             added.append((rid, len(req.prompt_ids)))

@@ -35,6 +35,7 @@ from cluster.speculation import slo_policy_config
 from engine.engine import LLMEngine
 from engine.policy import FirstComePolicy, SchedulingPolicy
 from engine.slo_policy import SLOSchedulingPolicy
+from policies.profile import Profile
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +52,39 @@ def make_policy(config: TandemConfig) -> SchedulingPolicy:
     m = config.model
     if m.policy == "first_come":
         return FirstComePolicy(auto_mode=m.auto_mode)
-    profile = Path(m.slo_profile) if m.slo_profile else DEFAULT_PROFILE
-    if not profile.is_file():
+    try:
+        profile = cost_profile(config)
+    except FileNotFoundError:
         if m.policy == "slo":
-            raise FileNotFoundError(f"model.slo_profile: no SLO profile at {profile}")
-        log.warning("no SLO profile at %s: serving first-come (policy auto)", profile)
+            raise
+        log.warning("no SLO profile at %s: serving first-come (policy auto)", DEFAULT_PROFILE)
         return FirstComePolicy(auto_mode=m.auto_mode)
-    return SLOSchedulingPolicy.from_profile(str(profile), slo_policy_config(config))
+    return SLOSchedulingPolicy.from_profile(profile, slo_policy_config(config))
+
+
+def cost_profile(config: TandemConfig) -> str | Profile:
+    """The configured profile; else the one measured for this device and checkpoint
+    (bench/profiles/); else on CPU bench/slo_profile.json; else a ~2 s calibration. The log
+    says which."""
+    m = config.model
+    if m.slo_profile:
+        log.info("SLO cost profile: %s (configured)", m.slo_profile)
+        return m.slo_profile
+    from engine.cost_profile import calibrate_checkpoint, find_profile
+
+    found = find_profile(m.device, m.model_dir)
+    if found is not None:
+        log.info("SLO cost profile: %s (measured for this device and model)", found)
+        return str(found)
+    if not DEFAULT_PROFILE.is_file():
+        raise FileNotFoundError(f"no SLO profile at {DEFAULT_PROFILE}")
+    if m.device == "cpu":
+        log.info("SLO cost profile: %s (the CPU default)", DEFAULT_PROFILE)
+        return str(DEFAULT_PROFILE)
+    profile = calibrate_checkpoint(m.model_dir, m.device, Profile.load(DEFAULT_PROFILE))
+    log.warning("SLO cost profile: calibrated at start-up in %s s (no measured profile for "
+                "this device and model in bench/profiles/)", profile.meta["seconds"])
+    return profile
 
 
 def build_engine(config: TandemConfig) -> LLMEngine:
@@ -68,7 +95,8 @@ def build_engine(config: TandemConfig) -> LLMEngine:
 
         return build_disaggregated(config, policy)
     if m.tp == 1:
-        return LLMEngine.from_checkpoint(m.model_dir, config.engine_config(), m.device, policy)
+        return LLMEngine.from_checkpoint(m.model_dir, config.engine_config(), m.device, policy,
+                                         m.dtype, config.kv_request())
     import ray
 
     from actors.engine_factory import sharded_engine  # the shard group (actors/)
@@ -76,7 +104,7 @@ def build_engine(config: TandemConfig) -> LLMEngine:
     # Bundle 0 of this replica's placement group is the replica; ranks take 1..tp.
     return sharded_engine(m.model_dir, m.tp, config.engine_config(), device=m.device,
                           placement_group=ray.util.get_current_placement_group(),
-                          policy=policy, bundle_offset=1,
+                          policy=policy, bundle_offset=1, kv=config.kv_request(), dtype=m.dtype,
                           num_cpus_per_rank=config.shards.cpus_per_rank)
 
 
@@ -157,7 +185,7 @@ class ModelServer:
         st = self.loop.stats()
         return {"replica": self.replica, "kv_free_blocks": st.kv_free_blocks,
                 "kv_blocks": st.kv_blocks, "num_running": st.num_running,
-                "num_waiting": st.num_waiting}
+                "num_waiting": st.num_waiting, "kv_cache": self.loop.kv_cache}
 
     async def record_autoscaling_stats(self) -> dict[str, float]:
         """Ray Serve's custom autoscaling metrics (cluster/autoscaling.py scales on them)."""

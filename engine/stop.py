@@ -5,13 +5,13 @@ found."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from engine.detokenizer import Detokenize, IncrementalDetokenizer
 from engine.request import Request, Status
 
 
-def append_tokens(req: Request, tokens: Sequence[int], eos_id: int,
+def append_tokens(req: Request, tokens: Sequence[int], eos_ids: Collection[int],
                   detok: Detokenize | None) -> int:
     """Append tokens to req's output until a stop rule fires. Returns how many were kept."""
     s = req.sampling
@@ -25,7 +25,7 @@ def append_tokens(req: Request, tokens: Sequence[int], eos_id: int,
             req.stop_text_len = cut
             _finish(req, "stop")
             break
-        if (tok == eos_id and not s.ignore_eos) or tok in s.stop_token_ids:
+        if (tok in eos_ids and not s.ignore_eos) or tok in s.stop_token_ids:
             _finish(req, "stop")
             break
         if req.remaining_tokens <= 0:

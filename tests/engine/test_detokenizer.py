@@ -57,7 +57,7 @@ def test_append_tokens_cuts_the_output_at_the_stop_string(codec) -> None:
     prompt = codec.encode("def f():")
     req = Request("r", prompt, SamplingParams(max_tokens=64, stop=("STOP",)), DecodeParams())
     ids = codec.encode("    return 1  # STOP here and more")
-    kept = append_tokens(req, ids, eos_id=-1, detok=codec.decode)
+    kept = append_tokens(req, ids, eos_ids=(), detok=codec.decode)
     assert req.is_finished and req.finish_reason == "stop"
     assert req.detokenizer.text == "    return 1  # "
     assert kept == len(req.output_ids) < len(ids)
