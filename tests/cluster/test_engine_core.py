@@ -22,7 +22,7 @@ CONFIG = {"model": {"num_kv_blocks": 64, "max_model_len": 256, "engine_core": "p
 
 
 class BrokenPolicy(FirstComePolicy):
-    def order(self, requests):  # noqa: ANN001, ANN201
+    def plan(self, view):  # noqa: ANN001, ANN201
         raise ZeroDivisionError("empty fit")
 
 

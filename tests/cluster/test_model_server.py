@@ -122,7 +122,7 @@ async def collect_all(server: ModelServer, j: GenerateJob) -> tuple[object, None
     return items[0], None, items[1:]
 
 
-@pytest.mark.parametrize("broken", ["admit", "order"])
+@pytest.mark.parametrize("broken", ["admit", "plan"])
 def test_a_broken_policy_fails_loudly_with_a_500(tiny_model, codec, caplog, broken) -> None:
     """No silent first-come fallback: the request gets a 500, the cause is logged at ERROR
     and counted in tandem_engine_errors_total."""
@@ -133,10 +133,10 @@ def test_a_broken_policy_fails_loudly_with_a_500(tiny_model, codec, caplog, brok
             if broken == "admit":
                 raise KeyError("profile has no such step cost")
 
-        def order(self, requests):  # noqa: ANN001, ANN202
-            if broken == "order":
+        def plan(self, view):  # noqa: ANN001, ANN202
+            if broken == "plan":
                 raise ZeroDivisionError("empty fit")
-            return super().order(requests)
+            return super().plan(view)
 
     def factory(config: TandemConfig) -> LLMEngine:
         ec = config.engine_config()
