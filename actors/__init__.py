@@ -4,6 +4,10 @@
 - shard_group.py: ShardGroupExecutor, the Executor over tp ranks in a placement group.
 - engine_factory.py: sharded_engine(), an LLMEngine whose executor is such a group.
 - gpu_smoke.py: the same worker code over NCCL without Ray (scripts/gpu_check.sh).
+- speculation_pools.py: SpeculationPools, one Executor over a verify pool and draft pool
+  replicas (both run each step at once; a lost draft replica is rebuilt in the background).
+- pipelined_engine.py: PipelinedEngine (the engine plus the spec_pipelined mode) and
+  disaggregated_engine(), which starts the pools.
 
 What is split: q/k/v projections by heads (column-parallel; kv heads split when there are at
 least tp of them, otherwise each is replicated on the ranks whose query heads use it), the

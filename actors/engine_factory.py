@@ -27,7 +27,10 @@ def ensure_ray(tp: int) -> bool:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=False)
     else:
-        ray.init(num_cpus=max(4, tp + 1), include_dashboard=False, log_to_driver=False)
+        # address="local": a Ray of our own, even where other jobs run theirs on the machine
+        # (without it, ray.init joins the newest one and refuses num_cpus).
+        ray.init(address="local", num_cpus=max(4, tp + 1), include_dashboard=False,
+                 log_to_driver=False)
     return True
 
 

@@ -10,9 +10,11 @@ rank 0's StepOutput is the group's answer.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -24,6 +26,7 @@ from engine.executor import ModelExecutor
 from engine.plan import StepOutput, StepPlan
 from models.batch import Chunk, ChunkBatch
 from models.checkpoint import load_checkpoint
+from models.fuse import checkpoint_shapes, fuse_projections
 from models.layers import RowParallelLinear
 from models.parallel import TensorParallel
 
@@ -70,6 +73,9 @@ class ShardWorker:
         self._step_seq = self._num_collectives = 0
         self._in_step = False
         self._stall_s = 0.0
+        # Thread CPU seconds of each step's forward (bench/disagg.py: on a machine shared
+        # with other work, CPU time says what a step costs where wall time does not).
+        self.step_cpu_s: deque[float] = deque(maxlen=65536)
 
     # --- setup ---------------------------------------------------------------------------
 
@@ -94,6 +100,7 @@ class ShardWorker:
             raise RuntimeError(f"rank {self.rank}: all-reduce probe gave {probe.item()}")
         tp = TensorParallel(self.rank, self.world_size)
         model = load_checkpoint(self.model_dir, tp=tp, dtype=self.dtype, device=self.device)
+        fuse_projections(model)  # each rank fuses its own slices
         for module in model.modules():
             if isinstance(module, RowParallelLinear):
                 module.register_forward_pre_hook(self._count_collective)
@@ -105,9 +112,9 @@ class ShardWorker:
         model = self.executor.model
         full = _full_shapes(Path(self.model_dir))
         sharded = replicated = 0
-        for name, p in model.named_parameters():
-            nbytes = p.numel() * p.element_size()
-            if tuple(p.shape) == full[name]:
+        for name, (shape, dtype) in checkpoint_shapes(model).items():
+            nbytes = math.prod(shape) * dtype.itemsize
+            if shape == full[name]:
                 replicated += nbytes
             else:
                 sharded += nbytes
@@ -129,7 +136,9 @@ class ShardWorker:
         try:
             if self._stall_s:
                 time.sleep(self._stall_s)  # fault injection (tests): a rank that hangs
+            cpu = time.thread_time()
             out = self.executor.step(plan)
+            self.step_cpu_s.append(time.thread_time() - cpu)
         finally:
             self._in_step = False
         return out if self.rank == 0 else None
@@ -158,6 +167,12 @@ class ShardWorker:
             k_cache.flatten(0, 1)[idx] = k.to(self.device, k_cache.dtype)
             v_cache.flatten(0, 1)[idx] = v.to(self.device, v_cache.dtype)
         return len(slots)
+
+    def take_step_cpu(self) -> list[float]:
+        """The CPU seconds of the steps since the last call, in order."""
+        out = list(self.step_cpu_s)
+        self.step_cpu_s.clear()
+        return out
 
     def progress(self) -> Progress:
         return Progress(self.rank, self._step_seq, self._num_collectives, self._in_step)

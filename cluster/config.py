@@ -189,6 +189,15 @@ class TandemConfig(_Strict):
                             self.model.default_mode)
         return self
 
+    @model_validator(mode="after")
+    def _check_placement(self) -> TandemConfig:
+        if self.model.tp >= 2 and self.model_server.max_replicas_per_node is not None:
+            # Serve refuses it at deploy time (found by bench/multinode.py).
+            raise ValueError("model_server.max_replicas_per_node: Ray Serve does not allow it "
+                             "with placement groups (tp >= 2); size the shard group to a node "
+                             "(STRICT_PACK) to place one replica per node")
+        return self
+
     def engine_config(self) -> EngineConfig:
         m = self.model
         sched = SchedulerConfig(max_batch_tokens=m.max_batch_tokens, max_num_seqs=m.max_num_seqs,

@@ -27,6 +27,7 @@ from cluster.metrics_board import PUSH_INTERVAL_S, BoardClient
 from cluster.scaling_signals import ScalingSignals
 from engine.engine import LLMEngine
 from engine.policy import FirstComePolicy, SchedulingPolicy
+from policies.profile import Profile
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +44,41 @@ def make_policy(config: TandemConfig) -> SchedulingPolicy:
     first_come = FirstComePolicy(auto_mode=m.auto_mode)
     if m.policy == "first_come":
         return first_come
-    profile = Path(m.slo_profile) if m.slo_profile else DEFAULT_PROFILE
     try:
+        from cluster.speculation import slo_policy_config
         from engine.slo_policy import SLOSchedulingPolicy
 
-        if not profile.is_file():
-            raise FileNotFoundError(f"no SLO profile at {profile}")
-        from cluster.speculation import slo_policy_config
-
-        return SLOSchedulingPolicy.from_profile(str(profile), slo_policy_config(config))
+        return SLOSchedulingPolicy.from_profile(cost_profile(config), slo_policy_config(config))
     except Exception:
         if m.policy == "slo":
             raise
         log.info("SLO policy unavailable; serving first-come", exc_info=True)
         return first_come
+
+
+def cost_profile(config: TandemConfig) -> str | Profile:
+    """The configured profile; else the one measured for this device and checkpoint
+    (bench/profiles/); else on CPU bench/slo_profile.json; else a ~2 s calibration. The log
+    says which."""
+    m = config.model
+    if m.slo_profile:
+        log.info("SLO cost profile: %s (configured)", m.slo_profile)
+        return m.slo_profile
+    from engine.cost_profile import calibrate_checkpoint, find_profile
+
+    found = find_profile(m.device, m.model_dir)
+    if found is not None:
+        log.info("SLO cost profile: %s (measured for this device and model)", found)
+        return str(found)
+    if not DEFAULT_PROFILE.is_file():
+        raise FileNotFoundError(f"no SLO profile at {DEFAULT_PROFILE}")
+    if m.device == "cpu":
+        log.info("SLO cost profile: %s (the CPU default)", DEFAULT_PROFILE)
+        return str(DEFAULT_PROFILE)
+    profile = calibrate_checkpoint(m.model_dir, m.device, Profile.load(DEFAULT_PROFILE))
+    log.warning("SLO cost profile: calibrated at start-up in %s s (no measured profile for "
+                "this device and model in bench/profiles/)", profile.meta["seconds"])
+    return profile
 
 
 def build_engine(config: TandemConfig) -> LLMEngine:

@@ -31,6 +31,7 @@ from engine.scheduler import Scheduler, SchedulerConfig, StepEvents
 from engine.stop import final_text, stable_text
 from models.checkpoint import DEFAULT_MODEL_DIR, load_checkpoint
 from models.config import ModelConfig
+from models.fuse import fuse_projections
 from models.tokenizer import TextCodec
 from policies.slo import SLO
 
@@ -106,7 +107,7 @@ class LLMEngine:
     def from_checkpoint(cls, model_dir: str | Path = DEFAULT_MODEL_DIR,
                         config: EngineConfig = EngineConfig(), device: str = "cpu",
                         policy: SchedulingPolicy | None = None) -> LLMEngine:
-        model = load_checkpoint(model_dir, device=device)
+        model = fuse_projections(load_checkpoint(model_dir, device=device))
         executor = ModelExecutor(model, config.num_blocks, config.block_size)
         return cls(executor, model.config, TextCodec.load(model_dir), config, policy)
 

@@ -11,9 +11,10 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from engine.plan import ChunkWork, StepOutput, StepPlan, WorkResult
+from engine.device_io import DeviceIO
+from engine.plan import StepOutput, StepPlan, WorkResult
+from engine.step_inputs import PlanLayout, StepInputs, floats_from_bits, pack_plan
 from kernels import dispatch
-from models.batch import ChunkBatch
 from models.transformer import TriModeLM
 
 
@@ -45,85 +46,77 @@ def allocate_kv(model: TriModeLM, num_blocks: int, block_size: int,
 
 
 class ModelExecutor(Executor):
+    """Runs steps on one device: the plan goes up in one upload (engine/step_inputs.py), the
+    forward, KV store, sampling and acceptance stay on the device, and the results come
+    back in one download (engine/device_io.py)."""
+
     def __init__(self, model: TriModeLM, num_blocks: int, block_size: int = 16) -> None:
         self.model = model
         self.device = model.lm_head.weight.device
         self.caches = allocate_kv(model, num_blocks, block_size)
+        self.io = DeviceIO(self.device)
 
     @torch.inference_mode()
     def step(self, plan: StepPlan) -> StepOutput:
         start = time.perf_counter()
-        works = plan.works
-        batch = ChunkBatch.from_chunks([w.chunk for w in works], self.device)
-        offsets = batch.cu_seqlens.tolist()
-        sample_rows = [offsets[i] + r for i, w in enumerate(works) for r in w.sample_rows]
-        score_rows = [offsets[i] + r for i, w in enumerate(works) for r in w.score_rows]
-        rows = torch.tensor(sample_rows + score_rows, dtype=torch.long, device=self.device)
-        out = self.model(batch, self.caches, rows)
-        self._store(works, offsets, out.new_k, out.new_v)
-        logits = out.logits  # [len(sample_rows) + len(score_rows), V]
-        tokens, probs = self._sample(works, logits[: len(sample_rows)])
-        accepted = self._accept(works, tokens)
-        scores = self._score(works, logits[len(sample_rows):])
-        # One host transfer for everything the scheduler needs.
-        tok_l, prob_l, acc_l, score_l = (t.tolist() for t in (tokens, probs, accepted, scores))
-        results, s, c = [], 0, 0
-        for i, w in enumerate(works):
-            n, m = len(w.sample_rows), len(w.score_rows)
-            results.append(WorkResult(tok_l[s:s + n], prob_l[s:s + n], acc_l[i],
-                                      score_l[c:c + m]))
-            s, c = s + n, c + m
-        return StepOutput(results, time.perf_counter() - start)
+        values, layout = pack_plan(plan.works)
+        inputs = StepInputs.unpack(self.io.upload(values), layout)
+        out = self.model(inputs.batch, self.caches, inputs.logits_rows)
+        self._store(inputs, out.new_k, out.new_v)
+        logits = out.logits  # [S + C, V]: the sampled rows, then the scored ones
+        tokens, probs = self._sample(inputs, layout, logits[: layout.num_sample])
+        accepted = self._accept(inputs, layout, tokens)
+        scores = self._score(inputs, layout, logits[layout.num_sample:])
+        packed = torch.cat([tokens, _bits(probs), accepted.long(), _bits(scores)])
+        host = self.io.download(packed)  # the step's one device->host transfer
+        return StepOutput(_results(host, layout), time.perf_counter() - start)
 
-    def _store(self, works: list[ChunkWork], offsets: list[int], new_k: torch.Tensor,
-               new_v: torch.Tensor) -> None:
-        rows = [offsets[i] + j for i, w in enumerate(works) for j in range(len(w.write_slots))]
-        if not rows:
+    def _store(self, inputs: StepInputs, new_k: torch.Tensor, new_v: torch.Tensor) -> None:
+        if inputs.store_rows.numel() == 0:
             return
-        slots = torch.tensor([s for w in works for s in w.write_slots], device=self.device)
-        idx = torch.tensor(rows, device=self.device)
+        keys = new_k[:, inputs.store_rows]  # [L, W, KVH, D]
+        values = new_v[:, inputs.store_rows]
         for layer, (k_cache, v_cache) in enumerate(self.caches):
-            dispatch.store_kv(k_cache, v_cache, new_k[layer][idx], new_v[layer][idx], slots)
+            dispatch.store_kv(k_cache, v_cache, keys[layer], values[layer], inputs.store_slots)
 
-    def _sample(self, works: list[ChunkWork], logits: torch.Tensor
+    def _sample(self, inputs: StepInputs, layout: PlanLayout, logits: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        per_row = [(w.temperature, w.top_k, w.top_p, w.seed, pos)
-                   for w in works for pos in w.sample_positions]
-        if not per_row:
-            empty = torch.empty(0, device=self.device)
-            return empty.long(), empty
-        temp, top_k, top_p, seeds, positions = zip(*per_row, strict=True)
-        dev = self.device
-        return dispatch.sample(
-            logits,
-            torch.tensor(temp, dtype=torch.float32, device=dev),
-            torch.tensor(top_k, dtype=torch.int32, device=dev),
-            torch.tensor(top_p, dtype=torch.float32, device=dev),
-            torch.tensor(seeds, dtype=torch.int64, device=dev),
-            torch.tensor(positions, dtype=torch.int64, device=dev))
+        if layout.num_sample == 0:
+            return (torch.empty(0, dtype=torch.long, device=self.device),
+                    torch.empty(0, device=self.device))
+        return dispatch.sample(logits, inputs.temperature, inputs.top_k, inputs.top_p,
+                               inputs.seeds, inputs.sample_positions)
 
-    def _accept(self, works: list[ChunkWork], tokens: torch.Tensor) -> torch.Tensor:
+    def _accept(self, inputs: StepInputs, layout: PlanLayout, tokens: torch.Tensor
+                ) -> torch.Tensor:
         """Per work: how many leading drafts equal the verifier's tokens at their rows."""
-        width = max([len(w.verify_drafts) for w in works] + [1])
-        draft = torch.full((len(works), width), -1, dtype=torch.long)
-        target_idx = torch.zeros((len(works), width), dtype=torch.long)
-        num_draft = torch.zeros(len(works), dtype=torch.long)
-        start = 0
-        for i, w in enumerate(works):
-            n = len(w.verify_drafts)
-            if n:
-                draft[i, :n] = torch.tensor(w.verify_drafts)
-                target_idx[i, :n] = torch.arange(start, start + n)
-                num_draft[i] = n
-            start += len(w.sample_rows)
-        if tokens.numel() == 0:
-            return num_draft * 0
-        target = tokens[target_idx.to(self.device)]
-        return dispatch.accept(draft.to(self.device), target, num_draft.to(self.device))
+        if layout.num_sample == 0:
+            return inputs.num_draft * 0
+        target = tokens[inputs.draft_target]  # [N, width]
+        return dispatch.accept(inputs.draft, target, inputs.num_draft)
 
-    def _score(self, works: list[ChunkWork], logits: torch.Tensor) -> torch.Tensor:
-        given = [t for w in works for t in w.score_tokens]
-        if not given:
+    def _score(self, inputs: StepInputs, layout: PlanLayout, logits: torch.Tensor
+               ) -> torch.Tensor:
+        if layout.num_score == 0:
             return torch.empty(0, device=self.device)
-        idx = torch.tensor(given, device=self.device)[:, None]
+        idx = inputs.score_tokens[:, None]
         return logits.float().softmax(-1).gather(1, idx)[:, 0]
+
+
+def _bits(x: torch.Tensor) -> torch.Tensor:
+    """float32 values as int64 bit patterns, to travel in the int64 result buffer."""
+    return x.float().view(torch.int32).long()
+
+
+def _results(host: list[int], layout: PlanLayout) -> list[WorkResult]:
+    """Cut the downloaded [S tokens | S probs | N accepted | C scores] into per-work results."""
+    s, n = layout.num_sample, layout.num_chunks
+    tok_l, acc_l = host[:s], host[2 * s:2 * s + n]
+    prob_l = floats_from_bits(host[s:2 * s])
+    score_l = floats_from_bits(host[2 * s + n:])
+    results, i, j = [], 0, 0
+    for w, (ns, nc) in enumerate(zip(layout.sample_counts, layout.score_counts, strict=True)):
+        results.append(WorkResult(tok_l[i:i + ns], prob_l[i:i + ns], acc_l[w],
+                                  score_l[j:j + nc]))
+        i, j = i + ns, j + nc
+    return results

@@ -35,7 +35,7 @@ class RequestStats:
     token_times: list[float] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(eq=False)  # a request is an identity: `req in running` must not compare fields
 class Request:
     id: str
     prompt_ids: list[int]

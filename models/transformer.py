@@ -60,13 +60,18 @@ class Attention(nn.Module):
         self.k_proj = ColumnParallelLinear(d, config.num_kv_heads * hd, *kv_rows)
         self.v_proj = ColumnParallelLinear(d, config.num_kv_heads * hd, *kv_rows)
         self.o_proj = RowParallelLinear(config.num_heads * hd, d, tp)
+        self.qkv_proj: nn.Module | None = None  # set by models/fuse.py at load time
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, plan: AttentionPlan,
                 cache: KVCache | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         t = x.shape[0]  # x: [T, D]
-        q = self.q_proj(x).view(t, self.num_heads, self.head_dim)
-        k = self.k_proj(x).view(t, self.num_kv_heads, self.head_dim)
-        v = self.v_proj(x).view(t, self.num_kv_heads, self.head_dim)
+        if self.qkv_proj is not None:  # one GEMM (models/fuse.py)
+            q, k, v = self.qkv_proj(x)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.view(t, self.num_heads, self.head_dim)
+        k = k.view(t, self.num_kv_heads, self.head_dim)
+        v = v.view(t, self.num_kv_heads, self.head_dim)
         q, k = dispatch.rope(q, k, positions, self.theta)
         k_cache, v_cache = cache if cache is not None else (None, None)
         out = dispatch.attention(q, k, v, k_cache, v_cache, plan, self.scale)  # [T, H, D]
@@ -81,9 +86,14 @@ class MLP(nn.Module):
         self.gate_proj = ColumnParallelLinear(d, f, start, size)
         self.up_proj = ColumnParallelLinear(d, f, start, size)
         self.down_proj = RowParallelLinear(f, d, tp)
+        self.gate_up_proj: nn.Module | None = None  # set by models/fuse.py at load time
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        if self.gate_up_proj is not None:  # one GEMM (models/fuse.py)
+            gate, up = self.gate_up_proj(x)
+        else:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        return self.down_proj(F.silu(gate) * up)
 
 
 class DecoderLayer(nn.Module):

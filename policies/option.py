@@ -45,6 +45,7 @@ class Option:
         object.__setattr__(self, "_hash", hash((self.mode, self.block)))
         object.__setattr__(self, "_work", work_tokens(self.mode, self.block))
         object.__setattr__(self, "_draft", MODE_FACTS[self.mode].draft_tokens(self.block))
+        object.__setattr__(self, "_lossless", self.mode.is_lossless)
 
     def __hash__(self) -> int:
         return self._hash
@@ -61,7 +62,7 @@ class Option:
 
     @property
     def is_lossless(self) -> bool:
-        return self.mode.is_lossless
+        return self._lossless
 
     @property
     def key(self) -> str:

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# One prepared run on a CUDA machine (issue 4): kernel tests on CUDA with Triton forced,
-# per-kernel error and time against the best torch baseline (fp16), `bench.modes` on CUDA
-# when that module exists, TP=1 through the shard-worker path over NCCL, and a short table
-# last. Installs nothing. Every step has a
-# timeout inside GPU_CHECK_TOTAL_S (450 s); a typical run should take 4-5 minutes.
+# One prepared run on a CUDA machine (issues 4 and 13): first bench/gpu.py (an 8B-shaped
+# model with random bf16 weights: forward time of every mode's chunk shape against the HBM
+# bound, each step under the CUDA sync debug mode, speculation efficiency, a measured cost
+# profile into $OUT/profiles/), then the kernel tests on CUDA with Triton forced, per-kernel
+# error and time against the best torch baseline (fp16), `bench.modes` on CUDA, TP=1 through
+# the shard-worker path over NCCL, and bench/gpu.py's table last. Installs nothing. Every
+# step has a timeout inside GPU_CHECK_TOTAL_S (460 s: the whole check stays under 8 min).
 #
 #   bash scripts/gpu_check.sh          # on the GPU machine
 #   bash scripts/gpu_check.sh --cpu    # dry run here: same steps, interpreter, tiny shapes
@@ -32,7 +34,7 @@ else
     MODES_DEVICE=cpu
 fi
 START=$SECONDS
-TOTAL_S=${GPU_CHECK_TOTAL_S:-450}  # every step's timeout fits in what is left of this
+TOTAL_S=${GPU_CHECK_TOTAL_S:-460}  # every step's timeout fits in what is left of this
 stamp() { echo "== [$((SECONDS - START))s] $*"; }
 left() { echo $(( TOTAL_S - (SECONDS - START) )); }
 cap() { local want=$1 reserve=$2 l; l=$(( $(left) - reserve )); (( l < want )) && want=$l; (( want < 10 )) && want=10; echo "$want"; }
@@ -54,8 +56,15 @@ if [[ $MODE == cuda ]] && ! $PY -c "import torch, sys; sys.exit(not torch.cuda.i
     exit 2
 fi
 
+stamp "bench.gpu: 8B-shaped forward per chunk shape vs the HBM bound, sync-free steps, profile"
+GPU_ARGS=()
+[[ $MODE == cpu ]] && GPU_ARGS=(--cpu)
+timeout "$(cap 150 290)" $PY -m bench.gpu "${GPU_ARGS[@]}" --out "$LOGS" > "$LOGS/gpu.log" 2>&1
+GPU_RC=$?
+tail -n 40 "$LOGS/gpu.log"
+
 stamp "kernel tests (TANDEM_KERNELS=triton, TRITON_INTERPRET=$TRITON_INTERPRET)"
-TESTS_TIMEOUT=$(cap 240 170)
+TESTS_TIMEOUT=$(cap 150 150)
 timeout "$TESTS_TIMEOUT" $PY -m pytest -rfE -p no:cacheprovider "${TEST_ARGS[@]}" > "$LOGS/tests.log" 2>&1
 TESTS_RC=$?
 tail -n 30 "$LOGS/tests.log"
@@ -63,11 +72,12 @@ TESTS_LINE=$(grep -E "passed|failed|error" "$LOGS/tests.log" | tail -n 1)
 [[ $TESTS_RC == 124 ]] && TESTS_LINE="TIMED OUT after $TESTS_TIMEOUT s; $TESTS_LINE"
 
 stamp "kernel timings (fp16, best torch baseline)"
-BENCH_TIMEOUT=$(cap 150 60)
-timeout "$BENCH_TIMEOUT" $PY -m bench.kernels "${BENCH_ARGS[@]}" --budget-s $(( BENCH_TIMEOUT - 60 )) \
+BENCH_TIMEOUT=$(cap 120 60)
+timeout "$BENCH_TIMEOUT" $PY -m bench.kernels "${BENCH_ARGS[@]}" --budget-s $(( BENCH_TIMEOUT > 70 ? BENCH_TIMEOUT - 40 : 30 )) \
     --json "$LOGS/kernels.json" --table "$LOGS/kernels_table.txt" > "$LOGS/kernels.log" 2>&1
 BENCH_RC=$?
 grep -E "err=|FAILED|Error" "$LOGS/kernels.log" | head -n 40
+[[ -s "$LOGS/kernels_table.txt" ]] && cat "$LOGS/kernels_table.txt"
 
 stamp "bench.modes"
 if $PY -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('bench.modes') is None)"
@@ -75,7 +85,7 @@ then
     if [[ $MODE == cuda ]]; then
         # Fewer, shorter prompts than its defaults keep the whole check under 5 minutes.
         read -r -a MODES_ARGS <<< "${BENCH_MODES_ARGS:---prompts 4 --max-tokens 64}"
-        timeout "$(cap 120 5)" $PY -m bench.modes --device "$MODES_DEVICE" "${MODES_ARGS[@]}" \
+        timeout "$(cap 60 25)" $PY -m bench.modes --device "$MODES_DEVICE" "${MODES_ARGS[@]}" \
             > "$LOGS/modes.log" 2>&1
         MODES_RC=$?
         tail -n 25 "$LOGS/modes.log"
@@ -99,13 +109,14 @@ tail -n 8 "$LOGS/tp.log"
 
 stamp "summary"
 echo "device:        $(cat "$LOGS/device.txt")"
+echo "bench.gpu:     rc=$GPU_RC  (log: $LOGS/gpu.log; profile: $LOGS/profiles/)"
 echo "kernel tests:  rc=$TESTS_RC  $TESTS_LINE"
+echo "kernel bench:  rc=$BENCH_RC  (table above; err <= 1e-3 fp16; attention speedup >= 0.9)"
 echo "bench.modes:   rc=$MODES_RC  (log: $LOGS/modes.log)"
 echo "tp=1 shards:   rc=$TP_RC  (log: $LOGS/tp.log)"
-echo "kernel bench:  rc=$BENCH_RC  (err <= 1e-3 fp16; attention decode/denoise speedup >= 0.9)"
-if [[ -s "$LOGS/kernels_table.txt" ]]; then
-    cat "$LOGS/kernels_table.txt"
+if [[ -s "$LOGS/gpu_table.txt" ]]; then
+    cat "$LOGS/gpu_table.txt"
 else
-    echo "(no table: see $LOGS/kernels.log)"; tail -n 15 "$LOGS/kernels.log"
+    echo "(no bench.gpu table: see $LOGS/gpu.log)"; tail -n 15 "$LOGS/gpu.log"
 fi
-[[ $TESTS_RC == 0 && $BENCH_RC == 0 && ($MODES_RC == 0 || $MODES_RC == skipped) ]]
+[[ $GPU_RC == 0 && $TESTS_RC == 0 && $BENCH_RC == 0 && ($MODES_RC == 0 || $MODES_RC == skipped) ]]

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 from ray.exceptions import RayError
 from ray.serve.handle import DeploymentHandle
 
-from cluster import job_builder, limits
+from cluster import failover, job_builder, limits
 from cluster.batch.lines import BatchLine
 from cluster.config import TandemConfig
 from cluster.job import ChoiceEvent, GenerateJob, JobAccepted, JobError
@@ -140,8 +140,19 @@ class Adapter:
         return await self.run(job, builder)
 
     async def run(self, job: GenerateJob, builder: ResponseBuilder) -> Answer:
-        """The ingress's non-streaming path: accepted or refused first, then the events."""
-        gen = self.server.options(stream=True).generate.remote(job)
+        """The ingress's non-streaming path: accepted or refused first (resent while the
+        replica is lost before it answered: cluster/failover.py), then the events."""
+        try:
+            gen, first = await failover.first_item(
+                lambda: self.server.options(stream=True).generate.remote(job))
+        except BadRequest as err:  # lost every time it was sent: the API's 503
+            return _refusal(job.id, err)
+        except RayError as err:  # the call failed otherwise: no HTTP answer
+            return Answer(job.id, None, None, {"code": "server_error", "message": str(err)})
+        if isinstance(first, JobError):
+            gen.cancel()  # a metered replica would still send its DeviceWork
+            return _job_error(job.id, first)
+        assert isinstance(first, JobAccepted), type(first)
         done, result, work = False, None, DeviceWork()
         try:
             async for item in gen:
@@ -149,12 +160,13 @@ class Adapter:
                     work = item
                 elif isinstance(item, JobError):
                     result = result or _job_error(job.id, item)
-                elif isinstance(item, list):
-                    builder.add([ChoiceEvent.from_wire(e) for e in item])
                 else:
-                    assert isinstance(item, JobAccepted), type(item)
+                    builder.add([ChoiceEvent.from_wire(e) for e in item])
             done = True
-        except RayError as err:  # the replica died or the call failed: no HTTP answer
+        except failover.REPLICA_LOST as err:  # lost mid-answer: the API's 503
+            done = True
+            return _refusal(job.id, failover.lost(err))
+        except RayError as err:
             done = True
             return Answer(job.id, None, None, {"code": "server_error", "message": str(err)})
         finally:

@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         code = BatchJob(args, time.monotonic()).run()
-    except (InputError, OutputError, UsageError, LookupError) as err:
+    except (InputError, OutputError, UsageError, LookupError, OSError) as err:
+        # OSError: an output folder that is not there, no Ray cluster at --address
         print(f"tandem batch: {err}", file=sys.stderr)
         code = 2
     sys.exit(code)

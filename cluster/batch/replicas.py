@@ -100,7 +100,9 @@ def init_ray(address: str | None) -> bool:
 
     if ray.is_initialized():
         return False
-    ray.init(address=address, include_dashboard=False, ignore_reinit_error=True,
+    # "local": a Ray of its own even when `ray start` left a cluster on this machine (a bare
+    # ray.init() would join that one, and ray.shutdown() would not stop what it started).
+    ray.init(address=address or "local", include_dashboard=False, ignore_reinit_error=True,
              log_to_driver=False)
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # the bar and summary only
     return True

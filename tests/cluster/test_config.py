@@ -46,7 +46,10 @@ def test_yaml_specifics() -> None:
     assert len(bundles) == 1 + gpu.model.tp and all(b["GPU"] == 1 for b in bundles[1:])
     opts = gpu.model_server_options()
     assert opts["placement_group_strategy"] == "STRICT_PACK"
-    assert opts["max_replicas_per_node"] == 1
+    assert "max_replicas_per_node" not in opts  # Serve refuses it beside placement groups
+    with pytest.raises(ValidationError, match="max_replicas_per_node"):
+        load_config({**app_args("multinode-gpu.yaml"),
+                     "model_server": {"max_replicas_per_node": 1}})
     auto = load_config(app_args("autoscale.yaml"))
     scaling = auto.model_server_options()["autoscaling_config"]
     assert scaling["min_replicas"] < scaling["max_replicas"]

@@ -7,12 +7,14 @@ import pytest
 
 from engine.engine import LLMEngine, StepFailed
 from engine.params import DecodeParams, Mode, SamplingParams
-from engine.plan import StepOutput, StepPlan
+from engine.plan import ChunkWork, StepOutput, StepPlan
 from engine.policy import FirstComePolicy, PolicyError, SchedulingPolicy
 from engine.simulator import SimConfig
 from engine.slo_policy import SLOSchedulingPolicy
 from engine.trace_executor import SIM_MODEL, SimClock, TraceExecutor
+from models.batch import Chunk
 from policies.decision import BatchDecision, SchedulerView
+from policies.modes import ChunkKind
 from policies.policy import SLOPolicy
 from policies.slo import SLO
 from policies.step_clock import StepClock
@@ -135,3 +137,10 @@ def test_a_decision_without_a_mode_for_a_decoder_fails_loudly():
     eng.step()  # the prefill needs no mode
     with pytest.raises(PolicyError, match="no mode"):
         eng.step()
+
+
+def test_chunk_work_takes_kinds_by_name_and_refuses_unknown_ones():
+    work = ChunkWork("r", "score", "score", Chunk.causal([1, 2]))
+    assert work.kind is ChunkKind.SCORE
+    with pytest.raises(ValueError):
+        ChunkWork("r", "scores", "score", Chunk.causal([1, 2]))

@@ -52,12 +52,3 @@ def test_facts_check_themselves():
     with pytest.raises(ValueError):
         ModeFacts(Mode.AR, 4, (ChunkKind.AR,))
 
-
-def test_chunk_work_takes_kinds_by_name_and_refuses_unknown_ones():
-    from engine.plan import ChunkWork  # engine may import policies, not the reverse
-    from models.batch import Chunk
-
-    work = ChunkWork("r", "score", "score", Chunk.causal([1, 2]))
-    assert work.kind is ChunkKind.SCORE
-    with pytest.raises(ValueError):
-        ChunkWork("r", "scores", "score", Chunk.causal([1, 2]))

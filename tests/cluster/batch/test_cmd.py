@@ -55,3 +55,10 @@ def test_an_unreadable_input_is_a_message(tmp_path: Path, capsys) -> None:
                       str(tmp_path / "o.jsonl")]) == 2
     err = capsys.readouterr().err
     assert "cannot read the input" in err and "Traceback" not in err
+
+
+def test_an_output_in_a_missing_folder_is_a_message(tmp_path: Path, capsys) -> None:
+    inp = write_mixed(tmp_path / "in.jsonl")
+    assert exit_code(["--input", str(inp), "--output", str(tmp_path / "no" / "o.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "No such file or directory" in err and "Traceback" not in err
