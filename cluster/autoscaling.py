@@ -29,6 +29,7 @@ log = logging.getLogger("ray.serve")
 
 CAPACITY_KEY = "tandem_capacity"
 REASON_KEY = "tandem_reason"
+WANTED_KEY = "tandem_wanted"
 POLICY_PATH = "cluster.autoscaling:SLOAutoscalingPolicy"
 
 
@@ -44,10 +45,10 @@ class SLOAutoscalingPolicy:
                            capacity, self.config)
         num = min(max(d.num_replicas, ctx.capacity_adjusted_min_replicas),
                   ctx.capacity_adjusted_max_replicas)
-        if num != ctx.target_num_replicas:
+        if num != ctx.target_num_replicas and num != ctx.policy_state.get(WANTED_KEY):
             log.info("tandem autoscaling %s: %d -> %d (%s)", ctx.deployment_name,
-                     ctx.target_num_replicas, num, d.reason)
-        return num, {CAPACITY_KEY: d.capacity, REASON_KEY: d.reason}
+                     ctx.target_num_replicas, num, d.reason)  # once per new wish
+        return num, {CAPACITY_KEY: d.capacity, REASON_KEY: d.reason, WANTED_KEY: num}
 
 
 def signals_of(metrics: dict[str, dict[Any, float]],

@@ -105,5 +105,10 @@ def test_biases_follow_their_rows() -> None:
     fused = FusedLinear(parts)
     for got, part in zip(fused(x), parts, strict=True):
         assert torch.allclose(got, part(x), atol=1e-6)
+    holder = nn.Module()
+    holder.qkv = FusedLinear(parts, ["a", "b", "c"])
+    shapes = checkpoint_shapes(holder)  # b had no bias: none is reported for it
+    assert set(shapes) == {"a.weight", "b.weight", "c.weight", "a.bias", "c.bias"}
+    assert shapes["c.bias"][0] == (4,)
     with pytest.raises(ValueError, match="in_features"):
         FusedLinear([nn.Linear(8, 4), nn.Linear(6, 4)])
