@@ -30,6 +30,8 @@ class GenerateJob:
     slo: SLOSpec | None = None
     logprobs: int | None = None  # None: off; 0: the chosen token; 1: and the top token
     prompt_field: str = "prompt"  # what errors about the prompt name ("messages" for chat)
+    # False for a rendered chat: its template already placed the special tokens.
+    add_special_tokens: bool = True
 
 
 @dataclass(frozen=True)

@@ -236,7 +236,7 @@ class Scheduler:
             if req is None or req.is_finished:
                 continue  # aborted while the step ran
             adv = self._advance(req, work, result)
-            kept = append_tokens(req, adv.tokens, self.ctx.eos_id, self.detok)
+            kept = append_tokens(req, adv.tokens, self.ctx.eos_ids, self.detok)
             self._count(req, work, adv, kept)
             records.append(self._record(req, work, adv))
             events.advanced[req.id] = adv
