@@ -68,6 +68,7 @@ class RequestOutput:
     drafted_by_mode: dict[str, int]
     num_preemptions: int = 0
     error: str | None = None  # set when finish_reason is "error"
+    forwards_by_block: dict[str, int] = field(default_factory=dict)  # "mode/block" -> forwards
 
     @property
     def tokens_per_forward(self) -> float:
@@ -251,7 +252,8 @@ class LLMEngine:
             req.id, list(new), list(req.output_ids), text, req.is_finished, req.finish_reason,
             req.sampling.seed, len(req.prompt_ids), st.num_forwards, dict(st.forwards_by_mode),
             dict(st.tokens_by_mode), dict(st.accepted_by_mode), dict(st.drafted_by_mode),
-            st.num_preemptions, req.error)
+            st.num_preemptions, req.error,
+            dict(st.forwards_by_block))
 
     def generate(self, prompts: Sequence[str | Sequence[int]],
                  sampling: SamplingParams | Sequence[SamplingParams] | None = None,
