@@ -62,6 +62,7 @@ class ChoiceStats:
     tokens_by_mode: dict[str, int] = field(default_factory=dict)
     accepted_by_mode: dict[str, int] = field(default_factory=dict)
     drafted_by_mode: dict[str, int] = field(default_factory=dict)
+    forwards_by_block: dict[str, int] = field(default_factory=dict)  # "mode/block" -> forwards
 
 
 @dataclass

@@ -29,6 +29,7 @@ class StepDelta(NamedTuple):
         if out.finished:
             stats = ChoiceStats(out.num_prompt_tokens, len(out.token_ids), out.seed,
                                 out.num_forwards, dict(out.modes), dict(out.tokens_by_mode),
-                                dict(out.accepted_by_mode), dict(out.drafted_by_mode))
+                                dict(out.accepted_by_mode), dict(out.drafted_by_mode),
+                                dict(out.forwards_by_block))
         return StepDelta(out.request_id, out.new_token_ids, out.delta_text, out.finished,
                          out.finish_reason, out.scheduled_time, out.logprobs, out.error, stats)

@@ -70,6 +70,7 @@ class RequestOutput:
     drafted_by_mode: dict[str, int]
     num_preemptions: int = 0
     error: str | None = None  # set when finish_reason is "error"
+    forwards_by_block: dict[str, int] = field(default_factory=dict)  # "mode/block" -> forwards
     delta_text: str = ""  # text this step made safe to show (no partial character, no
     #                       tail that may still grow into a stop string)
     logprobs: list[TokenLogprob] | None = None  # one per new token, if the request asked
@@ -309,7 +310,7 @@ class LLMEngine:
             req.finish_reason, req.sampling.seed, len(req.prompt_ids), st.num_forwards,
             dict(st.forwards_by_mode), dict(st.tokens_by_mode), dict(st.accepted_by_mode),
             dict(st.drafted_by_mode), st.num_preemptions, req.error,
-            delta_text=detok.take_delta() if detok else "",
+            dict(st.forwards_by_block), delta_text=detok.take_delta() if detok else "",
             scheduled_time=st.first_scheduled_time)
 
     def _with_logprobs(self, outs: list[tuple[Request, RequestOutput]]

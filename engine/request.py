@@ -33,6 +33,8 @@ class RequestStats:
     drafted_by_mode: Counter = field(default_factory=Counter)
     accepted_by_mode: Counter = field(default_factory=Counter)
     first_scheduled_time: float | None = None  # start of the first step that ran it
+    # decode forwards per "mode/block": the blocks the policy chose for it, step by step
+    forwards_by_block: Counter = field(default_factory=Counter)
     first_token_time: float | None = None
     token_times: list[float] = field(default_factory=list)
 

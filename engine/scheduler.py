@@ -267,6 +267,8 @@ class Scheduler:
         st = req.stats
         st.num_forwards += 1
         st.forwards_by_mode[work.mode] += 1
+        if ChunkKind(work.kind) is not ChunkKind.PREFILL:
+            st.forwards_by_block[f"{work.mode}/{max(1, req.current_block)}"] += 1
         st.tokens_by_mode[work.mode] += kept
         st.drafted_by_mode[work.mode] += adv.drafted
         st.accepted_by_mode[work.mode] += adv.accepted

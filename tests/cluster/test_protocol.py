@@ -98,7 +98,7 @@ def test_chat_template_renders_a_python_comment_conversation() -> None:
 
 def _stats(n: int, seed: int) -> ChoiceStats:
     return ChoiceStats(5, n, seed, 4, {"prefill": 1, "ar": 3}, {"prefill": 1, "ar": n - 1},
-                       {"ar": 0}, {"ar": 0})
+                       {"ar": 0}, {"ar": 0}, {"ar/1": 2, "spec_quadratic/3": 1})
 
 
 def test_response_builder_usage_stream_and_tandem_object() -> None:
@@ -117,6 +117,7 @@ def test_response_builder_usage_stream_and_tandem_object() -> None:
     t = resp["tandem"]
     assert t["modes"] == {"prefill": 2, "ar": 6} and t["seeds"] == [11, 12]
     assert t["tokens_per_forward"] == 0.75
+    assert t["forwards_by_block"] == {"ar/1": 4, "spec_quadratic/3": 2}
     usage = b.usage_chunk()
     assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == 6
 
