@@ -7,6 +7,7 @@ it never loads the weights. Each rank loads its own slices.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import ray
@@ -14,8 +15,10 @@ from ray.util.placement_group import PlacementGroup
 
 from actors.shard_group import ShardGroupConfig, ShardGroupExecutor
 from engine.engine import EngineConfig, LLMEngine
+from engine.kv_sizing import KVRequest, size_kv
 from engine.policy import SchedulingPolicy
 from models.config import ModelConfig
+from models.dtype import DTYPES, resolve_dtype
 from models.tokenizer import TextCodec
 
 
@@ -37,15 +40,20 @@ def ensure_ray(tp: int) -> bool:
 def sharded_engine(model_dir: str | Path, tp: int, config: EngineConfig | None = None,
                    device: str = "cpu", placement_group: PlacementGroup | None = None,
                    policy: SchedulingPolicy | None = None, bundle_offset: int = 0,
-                   **group_options: object) -> LLMEngine:
+                   kv: KVRequest | None = None, **group_options: object) -> LLMEngine:
     """Engine over `tp` shard workers. group_options go to ShardGroupConfig (strategy,
     step_timeout_s, num_cpus_per_rank, dtype, ...). Starts a local Ray if none is running
     and shuts it down again with the executor."""
     model_dir, config = Path(model_dir), config or EngineConfig()
     model_config = ModelConfig.from_json(model_dir / "config.json")
     codec = TextCodec.load(model_dir)
+    dtype = resolve_dtype(str(group_options.pop("dtype", "float32")), model_dir, device)
+    sizing = None
+    if kv is not None:  # every rank holds its share of the kv heads: sized per rank
+        sizing = size_kv(kv, model_config, config.block_size, DTYPES[dtype], device, tp)
+        config = replace(config, num_blocks=sizing.num_blocks)
     group = ShardGroupConfig(str(model_dir), tp, config.num_blocks, config.block_size,
-                             device=device, **group_options)  # type: ignore[arg-type]
+                             device=device, dtype=dtype, **group_options)  # type: ignore[arg-type]
     started_ray = ensure_ray(tp)
     try:
         executor = ShardGroupExecutor(group, placement_group, bundle_offset)
@@ -55,4 +63,6 @@ def sharded_engine(model_dir: str | Path, tp: int, config: EngineConfig | None =
         raise
     if started_ray:
         executor.on_shutdown.append(ray.shutdown)
-    return LLMEngine(executor, model_config, codec, config, policy)
+    engine = LLMEngine(executor, model_config, codec, config, policy)
+    engine.kv_sizing = sizing
+    return engine

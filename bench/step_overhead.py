@@ -19,7 +19,7 @@ import time
 
 from engine.device_io import DeviceIO
 from engine.engine import EngineConfig, LLMEngine
-from engine.executor import Executor, _results
+from engine.executor import Executor, cut_results
 from engine.params import DecodeParams, SamplingParams
 from engine.plan import StepOutput, StepPlan
 from engine.scheduler import SchedulerConfig
@@ -53,7 +53,7 @@ class ZeroCostExecutor(Executor):
             accepted.append(n)
             scores += [1.0] * len(w.score_rows)
         host = tokens + float_bits([0.95] * len(tokens)) + accepted + float_bits(scores)
-        out = StepOutput(_results(host, layout), 0.0)
+        out = StepOutput(cut_results(host, layout), 0.0)
         self.host_s.append(time.process_time() - start)
         return out
 

@@ -13,6 +13,7 @@ from cluster.openai_protocol import MAX_MESSAGES, MAX_N, MAX_STOP
 from cluster.slo import SLOSpec
 from cluster.speculation import SpeculationSettings, check_against_model
 from engine.engine import EngineConfig
+from engine.kv_sizing import DEFAULT_NUM_BLOCKS, KVRequest
 from engine.params import Mode
 from engine.scheduler import SchedulerConfig
 from models.checkpoint import DEFAULT_MODEL_DIR
@@ -51,7 +52,18 @@ class ModelSettings(_Strict):
                                     "sets none (completions default to 16, as OpenAI's do).")
     max_batch_tokens: int = Field(2048, ge=1, description="Token budget of one engine step.")
     max_num_seqs: int = Field(64, ge=1, description="Requests running at once per replica.")
-    num_kv_blocks: int = Field(512, ge=1, description="KV cache blocks per replica.")
+    num_kv_blocks: int | None = Field(
+        None, ge=1, description="KV cache blocks per replica: overrides the two sizes from "
+        "memory below. With none of the three: 512 blocks.")
+    kv_cache_memory_gb: float | None = Field(
+        None, gt=0, description="CPU: GiB of KV cache per rank; blocks = this / bytes per block "
+        "(layers x 2 x block_size x local kv heads x head_dim x dtype size).")
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0, le=1, description="CUDA (tp = 1): the fraction of the device the replica "
+        "may use; the KV cache gets what the weights and a measured activation peak leave.")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="Weights, activations and KV cache: auto = the checkpoint's "
+        "torch_dtype on CUDA, float32 on CPU.")
     block_size: int = Field(16, ge=1, description="Tokens per KV cache block.")
     max_model_len: int | None = Field(None, ge=2, description="Context limit in tokens (prompt "
                                       "+ output); default: the model's max positions.")
@@ -202,8 +214,13 @@ class TandemConfig(_Strict):
         m = self.model
         sched = SchedulerConfig(max_batch_tokens=m.max_batch_tokens, max_num_seqs=m.max_num_seqs,
                                 max_prefill_chunk=min(1024, m.max_batch_tokens))
-        return EngineConfig(num_blocks=m.num_kv_blocks, block_size=m.block_size,
+        return EngineConfig(num_blocks=m.num_kv_blocks or DEFAULT_NUM_BLOCKS,
+                            block_size=m.block_size,
                             max_model_len=m.max_model_len, scheduler=sched)
+
+    def kv_request(self) -> KVRequest:
+        m = self.model
+        return KVRequest(m.num_kv_blocks, m.kv_cache_memory_gb, m.gpu_memory_utilization)
 
     def placement_bundles(self) -> list[dict[str, float]] | None:
         """[replica bundle] + one bundle per rank, packed on one node; None at tp = 1

@@ -202,7 +202,7 @@ class AsyncEngineLoop:
         added: list[tuple[str, list[int]]] = []
         try:
             for spec in job.choices:
-                ids = self.engine.tokenize(spec.prompt)
+                ids = self.engine.tokenize(spec.prompt, job.add_special_tokens)
                 self._check(job, ids, spec.sampling.max_tokens)
                 rid = f"{job.id}-{spec.index}"
                 self.engine.add_request(ids, spec.sampling, job.decode, request_id=rid,

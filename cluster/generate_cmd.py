@@ -11,6 +11,7 @@ from pathlib import Path
 from engine.engine import EngineConfig, LLMEngine, StepFailed
 from engine.params import DecodeParams, Mode, SamplingParams
 from models.checkpoint import DEFAULT_MODEL_DIR
+from models.dtype import CHOICES
 from models.errors import CheckpointError
 
 MODES = [m.value for m in Mode if m is not Mode.AUTO]
@@ -43,6 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--hedge", action="store_true", help="draft for every acceptance length "
                    "(--disaggregated)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=CHOICES, default="auto",
+                   help="auto: the checkpoint's torch_dtype on CUDA, float32 on CPU")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p.parse_args(argv)
 
@@ -56,8 +59,8 @@ def build_engine(args: argparse.Namespace) -> LLMEngine:
                                     config, device=args.device, hedge=args.hedge)
     if args.tp:
         from actors.engine_factory import sharded_engine  # needs Ray
-        return sharded_engine(args.model, args.tp, config, device=args.device)
-    return LLMEngine.from_checkpoint(args.model, config, args.device)
+        return sharded_engine(args.model, args.tp, config, device=args.device, dtype=args.dtype)
+    return LLMEngine.from_checkpoint(args.model, config, args.device, dtype=args.dtype)
 
 
 def main(argv: list[str] | None = None) -> None:

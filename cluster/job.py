@@ -30,6 +30,8 @@ class GenerateJob:
     slo: SLOSpec | None = None
     logprobs: int | None = None  # None: off; 0: the chosen token; 1: and the top token
     prompt_field: str = "prompt"  # what errors about the prompt name ("messages" for chat)
+    # False for a rendered chat: its template already placed the special tokens.
+    add_special_tokens: bool = True
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class ChoiceStats:
     tokens_by_mode: dict[str, int] = field(default_factory=dict)
     accepted_by_mode: dict[str, int] = field(default_factory=dict)
     drafted_by_mode: dict[str, int] = field(default_factory=dict)
+    forwards_by_block: dict[str, int] = field(default_factory=dict)  # "mode/block" -> forwards
 
 
 @dataclass

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import secrets
 
-from cluster import chat_template
 from cluster.config import TandemConfig
 from cluster.job import ChoiceSpec, GenerateJob
 from cluster.openai_protocol import ChatCompletionRequest, CompletionRequest, _Common, param_of
 from engine.params import DecodeParams, SamplingParams
+from models.chat_template import ChatTemplateError, chat_template_of
+from models.errors import CheckpointError
 
 
 class BadRequest(Exception):
@@ -77,16 +78,30 @@ def completion_job(body: CompletionRequest, config: TandemConfig, job_id: str) -
         slo=body.slo or config.model.default_slo, logprobs=body.logprobs)
 
 
-def chat_prompt(body: ChatCompletionRequest) -> str:
-    return chat_template.render([(m.role, m.text) for m in body.messages])
+def chat_prompt(body: ChatCompletionRequest, config: TandemConfig) -> tuple[str, tuple[str, ...]]:
+    """The checkpoint's chat template over the messages, and its extra stop strings."""
+    try:
+        template = chat_template_of(config.model.model_dir)
+    except CheckpointError as err:
+        raise BadRequest(400, f"messages: this model's chat template cannot be used ({err})",
+                         "messages") from None
+    if template is None:
+        raise BadRequest(400, "messages: this model has no chat template (no chat_template in "
+                         "tokenizer_config.json, no chat_template.jinja); use /v1/completions",
+                         "messages")
+    try:
+        text = template.render([{"role": m.role, "content": m.text} for m in body.messages])
+    except ChatTemplateError as err:
+        raise BadRequest(400, str(err), "messages") from None
+    return text, template.stop
 
 
 def chat_job(body: ChatCompletionRequest, config: TandemConfig, job_id: str) -> GenerateJob:
     max_tokens = body.max_new_tokens(config.model.default_max_tokens)
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
+    prompt, stop = chat_prompt(body, config)
     return GenerateJob(
-        id=job_id, choices=_choices(body, [chat_prompt(body)], max_tokens,
-                                    chat_template.STOP),
+        id=job_id, choices=_choices(body, [prompt], max_tokens, stop),
         decode=_decode(body, config), priority=body.priority,
         slo=body.slo or config.model.default_slo, logprobs=logprobs,
-        prompt_field="messages")
+        prompt_field="messages", add_special_tokens=False)

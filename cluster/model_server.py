@@ -89,7 +89,8 @@ def build_engine(config: TandemConfig) -> LLMEngine:
 
         return build_disaggregated(config, policy)
     if m.tp == 1:
-        return LLMEngine.from_checkpoint(m.model_dir, config.engine_config(), m.device, policy)
+        return LLMEngine.from_checkpoint(m.model_dir, config.engine_config(), m.device, policy,
+                                         m.dtype, config.kv_request())
     import ray
 
     from actors.engine_factory import sharded_engine  # the shard group (actors/)
@@ -97,7 +98,7 @@ def build_engine(config: TandemConfig) -> LLMEngine:
     # Bundle 0 of this replica's placement group is the replica; ranks take 1..tp.
     return sharded_engine(m.model_dir, m.tp, config.engine_config(), device=m.device,
                           placement_group=ray.util.get_current_placement_group(),
-                          policy=policy, bundle_offset=1,
+                          policy=policy, bundle_offset=1, kv=config.kv_request(), dtype=m.dtype,
                           num_cpus_per_rank=config.shards.cpus_per_rank)
 
 
@@ -163,7 +164,8 @@ class ModelServer:
         pool, sched = self.engine.pool, self.engine.scheduler
         return {"replica": self.replica, "kv_free_blocks": pool.num_free,
                 "kv_blocks": pool.num_blocks, "num_running": len(sched.running),
-                "num_waiting": len(sched.waiting)}
+                "num_waiting": len(sched.waiting),
+                "kv_cache": self.engine.kv_sizing.describe() if self.engine.kv_sizing else None}
 
     async def record_autoscaling_stats(self) -> dict[str, float]:
         """Ray Serve's custom autoscaling metrics (cluster/autoscaling.py scales on them)."""

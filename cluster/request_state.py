@@ -90,7 +90,7 @@ class ChoiceState:
         event.stats = ChoiceStats(
             out.num_prompt_tokens, len(out.token_ids), out.seed, out.num_forwards,
             dict(out.modes), dict(out.tokens_by_mode), dict(out.accepted_by_mode),
-            dict(out.drafted_by_mode))
+            dict(out.drafted_by_mode), dict(out.forwards_by_block))
         n = len(out.token_ids)
         tpot = None
         if n > 1 and self.first_token is not None and self.last_token is not None:

@@ -119,16 +119,19 @@ class ResponseBuilder:
         accepted: Counter = Counter()
         drafted: Counter = Counter()
         tokens: Counter = Counter()
+        blocks: Counter = Counter()
         for s in done:
             forwards.update(s.forwards_by_mode)
             accepted.update(s.accepted_by_mode)
             drafted.update(s.drafted_by_mode)
             tokens.update(s.tokens_by_mode)
+            blocks.update(s.forwards_by_block)
         num_tokens = sum(s.num_completion_tokens for s in done)
         num_forwards = sum(s.num_forwards for s in done)
         out = {"modes": dict(forwards), "tokens_by_mode": dict(tokens),
                "tokens_per_forward": round(num_tokens / max(1, num_forwards), 4),
                "accepted_by_mode": dict(accepted), "drafted_by_mode": dict(drafted),
+               "forwards_by_block": dict(blocks),
                "seed": done[0].seed if done else None}
         if len(self.stats) > 1:
             out["seeds"] = [s.seed if s else None for s in self.stats]

@@ -51,7 +51,7 @@ def find_profile(device: torch.device | str, model_dir: str | Path) -> Path | No
 
 
 def calibrate(executor: ModelExecutor, prior: Profile, seconds: float = 2.0,
-              context: int = 256) -> Profile:
+              context: int = 256, model: str = "unnamed") -> Profile:
     """Median executor step time of each calibration shape, rounds over all shapes until
     `seconds` have passed (at least one round after a warm-up one)."""
     config, block_size = executor.model.config, executor.caches[0][0].shape[1]
@@ -75,7 +75,7 @@ def calibrate(executor: ModelExecutor, prior: Profile, seconds: float = 2.0,
     cost = [(s.num_tokens, s.batch, statistics.median(t)) for s, t in zip(shapes, times,
                                                                           strict=True)]
     meta = {"kind": "calibrated at start-up", "device": device_name(executor.device),
-            "model": config.__class__.__name__, "measured": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "model": model, "measured": time.strftime("%Y-%m-%d %H:%M:%S"),
             "seconds": round(time.perf_counter() - start, 1), "context_tokens": context,
             "traces": "from the prior profile: " + str(prior.meta.get("model", "unknown"))}
     return Profile(sorted(cost), dict(prior.traces), meta)
@@ -92,8 +92,7 @@ def calibrate_checkpoint(model_dir: str | Path, device: str, prior: Profile,
     blocks = max(s.batch * blocks_per_request(256, s.tokens_per_request, 16)
                  for s in CALIBRATION_SHAPES)
     executor = ModelExecutor(model, blocks, 16)
-    profile = calibrate(executor, prior, seconds)
-    profile.meta["model"] = Path(model_dir).name
+    profile = calibrate(executor, prior, seconds, model=Path(model_dir).name)
     del executor, model
     if torch.device(device).type == "cuda":
         torch.cuda.empty_cache()

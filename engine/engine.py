@@ -11,13 +11,15 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from engine.executor import Executor, ModelExecutor
 from engine.kv_cache import BlockPool, KVCacheManager
+from engine.kv_sizing import KVRequest, KVSizing, measure_gpu_budget, size_kv
+from engine.model_limits import context_limit, decode_for_checkpoint
 from engine.modes.ar import ARMode
 from engine.modes.base import ModeContext
 from engine.modes.diffusion import DiffusionMode
@@ -31,6 +33,7 @@ from engine.scheduler import Scheduler, SchedulerConfig, StepEvents
 from engine.stop import final_text, stable_text
 from models.checkpoint import DEFAULT_MODEL_DIR, load_checkpoint
 from models.config import ModelConfig
+from models.dtype import DTYPES, resolve_dtype
 from models.fuse import fuse_projections
 from models.tokenizer import TextCodec
 from policies.slo import SLO
@@ -65,6 +68,7 @@ class RequestOutput:
     drafted_by_mode: dict[str, int]
     num_preemptions: int = 0
     error: str | None = None  # set when finish_reason is "error"
+    forwards_by_block: dict[str, int] = field(default_factory=dict)  # "mode/block" -> forwards
 
     @property
     def tokens_per_forward(self) -> float:
@@ -91,14 +95,24 @@ class LLMEngine:
         self.executor, self.model_config, self.codec, self.config = (
             executor, model_config, codec, config)
         self.clock = clock
-        self.max_model_len = config.max_model_len or model_config.max_position_embeddings
+        self.max_model_len, self.context_source = context_limit(model_config,
+                                                                config.max_model_len)
         self.pool = BlockPool(config.num_blocks, config.block_size)
         kv = KVCacheManager(self.pool)
-        ctx = ModeContext(kv, model_config.mask_token_id, model_config.eos_token_id)
+        # config.json's ids, and the tokenizer's where config.json has none (special_tokens.py)
+        special = codec.special if codec is not None else None
+        self.mask_id = model_config.mask_token_id
+        if self.mask_id is None and special is not None:
+            self.mask_id = special.mask_id
+        eos = {model_config.eos_token_id, *(special.eos_ids if special else ())} - {None}
+        if not eos:
+            raise ValueError("eos_token_id: the checkpoint names no end-of-sequence token")
+        ctx = ModeContext(kv, self.mask_id, frozenset(eos))
         modes = {m.mode: m for m in (ARMode(ctx), DiffusionMode(ctx), SpecLinearMode(ctx),
                                      SpecQuadraticMode(ctx))}
         detok = codec.decode if codec is not None else None
         self.scheduler = Scheduler(config.scheduler, kv, modes, ctx, policy, detok)
+        self.kv_sizing: KVSizing | None = None  # how num_blocks was chosen, when from memory
         self._ids = itertools.count()
         self.num_steps = 0
         self.last_step_s = 0.0
@@ -106,18 +120,36 @@ class LLMEngine:
     @classmethod
     def from_checkpoint(cls, model_dir: str | Path = DEFAULT_MODEL_DIR,
                         config: EngineConfig = EngineConfig(), device: str = "cpu",
-                        policy: SchedulingPolicy | None = None) -> LLMEngine:
-        model = fuse_projections(load_checkpoint(model_dir, device=device))
+                        policy: SchedulingPolicy | None = None, dtype: str = "float32",
+                        kv: KVRequest | None = None) -> LLMEngine:
+        """dtype: auto, bfloat16, float16 or float32 (models/dtype.py). kv: size the cache
+        from memory (engine/kv_sizing.py); None keeps config.num_blocks."""
+        dtype = resolve_dtype(dtype, model_dir, device)
+        model = fuse_projections(load_checkpoint(model_dir, dtype=DTYPES[dtype], device=device))
+        sizing = None
+        if kv is not None:
+            budget = None
+            if device.startswith("cuda") and kv.gpu_memory_utilization and kv.num_blocks is None:
+                budget = measure_gpu_budget(model, kv.gpu_memory_utilization,
+                                            config.scheduler.max_batch_tokens)
+            sizing = size_kv(kv, model.config, config.block_size, DTYPES[dtype], device, 1,
+                             budget)
+            config = replace(config, num_blocks=sizing.num_blocks)
         executor = ModelExecutor(model, config.num_blocks, config.block_size)
-        return cls(executor, model.config, TextCodec.load(model_dir), config, policy)
+        engine = cls(executor, model.config, TextCodec.load(model_dir), config, policy)
+        engine.kv_sizing = sizing
+        return engine
 
     # --- requests ----------------------------------------------------------------------------
 
-    def tokenize(self, prompt: str | Sequence[int]) -> list[int]:
+    def tokenize(self, prompt: str | Sequence[int], add_special_tokens: bool = True
+                 ) -> list[int]:
+        """Text as the tokenizer's post-processor encodes it (add_special_tokens=False for a
+        rendered chat, which holds its own); token ids as they are."""
         if isinstance(prompt, str):
             if self.codec is None:
                 raise ValueError("this engine has no tokenizer: pass token ids")
-            return self.codec.encode(prompt)
+            return self.codec.encode(prompt, add_special_tokens)
         return list(prompt)
 
     def add_request(self, prompt: str | Sequence[int], sampling: SamplingParams | None = None,
@@ -132,11 +164,12 @@ class LLMEngine:
             raise ValueError("prompt: empty after tokenization")
         if len(ids) + sampling.max_tokens > self.max_model_len:
             raise ValueError(f"prompt ({len(ids)} tokens) + max_tokens ({sampling.max_tokens})"
-                             f" exceeds the model's context of {self.max_model_len}")
+                             f" exceeds the model's context of {self.max_model_len} (set by "
+                             f"{self.context_source})")
         vocab = self.model_config.vocab_size
         if any(not 0 <= t < vocab for t in ids):
             raise ValueError(f"prompt: token ids must be in [0, {vocab})")
-        decode = decode or DecodeParams()
+        decode = decode_for_checkpoint(decode or DecodeParams(), self.mask_id)
         self._check_block_fits(decode)
         req = Request(request_id or f"req-{next(self._ids)}", ids, sampling, decode,
                       arrival_time=self.clock() if arrival_time is None else arrival_time,
@@ -219,7 +252,8 @@ class LLMEngine:
             req.id, list(new), list(req.output_ids), text, req.is_finished, req.finish_reason,
             req.sampling.seed, len(req.prompt_ids), st.num_forwards, dict(st.forwards_by_mode),
             dict(st.tokens_by_mode), dict(st.accepted_by_mode), dict(st.drafted_by_mode),
-            st.num_preemptions, req.error)
+            st.num_preemptions, req.error,
+            dict(st.forwards_by_block))
 
     def generate(self, prompts: Sequence[str | Sequence[int]],
                  sampling: SamplingParams | Sequence[SamplingParams] | None = None,
@@ -245,9 +279,9 @@ class LLMEngine:
 
 
 def default_engine(model_dir: str | Path = DEFAULT_MODEL_DIR, device: str | None = None,
-                   **config: object) -> LLMEngine:
+                   dtype: str = "auto", **config: object) -> LLMEngine:
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return LLMEngine.from_checkpoint(model_dir, EngineConfig(**config), device)
+    return LLMEngine.from_checkpoint(model_dir, EngineConfig(**config), device, dtype=dtype)
 
 
 __all__ = ["DecodeParams", "EngineConfig", "LLMEngine", "Mode", "RequestOutput",

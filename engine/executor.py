@@ -69,7 +69,7 @@ class ModelExecutor(Executor):
         scores = self._score(inputs, layout, logits[layout.num_sample:])
         packed = torch.cat([tokens, _bits(probs), accepted.long(), _bits(scores)])
         host = self.io.download(packed)  # the step's one device->host transfer
-        return StepOutput(_results(host, layout), time.perf_counter() - start)
+        return StepOutput(cut_results(host, layout), time.perf_counter() - start)
 
     def _store(self, inputs: StepInputs, new_k: torch.Tensor, new_v: torch.Tensor) -> None:
         if inputs.store_rows.numel() == 0:
@@ -108,7 +108,7 @@ def _bits(x: torch.Tensor) -> torch.Tensor:
     return x.float().view(torch.int32).long()
 
 
-def _results(host: list[int], layout: PlanLayout) -> list[WorkResult]:
+def cut_results(host: list[int], layout: PlanLayout) -> list[WorkResult]:
     """Cut the downloaded [S tokens | S probs | N accepted | C scores] into per-work results."""
     s, n = layout.num_sample, layout.num_chunks
     tok_l, acc_l = host[:s], host[2 * s:2 * s + n]

@@ -31,6 +31,8 @@ class RequestStats:
     tokens_by_mode: Counter = field(default_factory=Counter)
     drafted_by_mode: Counter = field(default_factory=Counter)
     accepted_by_mode: Counter = field(default_factory=Counter)
+    # decode forwards per "mode/block": the blocks the policy chose for it, step by step
+    forwards_by_block: Counter = field(default_factory=Counter)
     first_token_time: float | None = None
     token_times: list[float] = field(default_factory=list)
 

@@ -236,7 +236,7 @@ class Scheduler:
             if req is None or req.is_finished:
                 continue  # aborted while the step ran
             adv = self._advance(req, work, result)
-            kept = append_tokens(req, adv.tokens, self.ctx.eos_id, self.detok)
+            kept = append_tokens(req, adv.tokens, self.ctx.eos_ids, self.detok)
             self._count(req, work, adv, kept)
             records.append(self._record(req, work, adv))
             events.advanced[req.id] = adv
@@ -267,6 +267,8 @@ class Scheduler:
         st = req.stats
         st.num_forwards += 1
         st.forwards_by_mode[work.mode] += 1
+        if ChunkKind(work.kind) is not ChunkKind.PREFILL:
+            st.forwards_by_block[f"{work.mode}/{max(1, req.current_block)}"] += 1
         st.tokens_by_mode[work.mode] += kept
         st.drafted_by_mode[work.mode] += adv.drafted
         st.accepted_by_mode[work.mode] += adv.accepted

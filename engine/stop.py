@@ -3,14 +3,14 @@ middle of a block): EOS, stop token ids, max_tokens, stop strings."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from engine.request import Request, Status
 
 Detokenize = Callable[[Sequence[int]], str]
 
 
-def append_tokens(req: Request, tokens: Sequence[int], eos_id: int,
+def append_tokens(req: Request, tokens: Sequence[int], eos_ids: Collection[int],
                   detok: Detokenize | None) -> int:
     """Append tokens to req's output until a stop rule fires. Returns how many were kept."""
     s = req.sampling
@@ -18,7 +18,7 @@ def append_tokens(req: Request, tokens: Sequence[int], eos_id: int,
     for tok in tokens:
         req.output_ids.append(tok)
         kept += 1
-        if (tok == eos_id and not s.ignore_eos) or tok in s.stop_token_ids:
+        if (tok in eos_ids and not s.ignore_eos) or tok in s.stop_token_ids:
             _finish(req, "stop")
             return kept
         if req.remaining_tokens <= 0:

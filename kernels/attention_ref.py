@@ -21,6 +21,10 @@ class AttentionPlan:
     block_tables: torch.Tensor  # [N, M] int32
     max_chunk_len: int
     max_context_len: int
+    # Sliding window (Mistral): query at position p sees keys at positions > p - window only.
+    # Cached entry j holds position j; chunk tokens carry theirs in `positions` [T].
+    window: int | None = None
+    positions: torch.Tensor | None = None
     # reference-only: padding indices, dense mask, cache gather indices (built lazily)
     seq_idx: torch.Tensor | None = None  # [T]
     local_idx: torch.Tensor | None = None  # [T]
@@ -53,10 +57,16 @@ def visibility_mask(plan: AttentionPlan, block_size: int) -> None:
     inside = (k[None, None, :] <= limit[:, :, None]) | (
         (lo[:, :, None] <= k[None, None, :]) & (k[None, None, :] < hi[:, :, None]))
     inside &= k[None, None, :] < lens[:, None, None]
-    is_real = torch.arange(lq, device=device)[None, :] < lens[:, None]
-    inside[:, :, 0] |= ~is_real
     ctx = plan.context_lens.long()
     cached = torch.arange(lc, device=device)[None, None, :] < ctx[:, None, None]
+    if plan.window is not None:
+        pos = torch.zeros_like(limit)
+        pos[seq_idx, local] = plan.positions.long()
+        floor = pos[:, :, None] - plan.window  # [N, Lq, 1]: keys must be above it
+        inside &= pos[:, None, :] > floor
+        cached = cached & (torch.arange(lc, device=device)[None, None, :] > floor)
+    is_real = torch.arange(lq, device=device)[None, :] < lens[:, None]
+    inside[:, :, 0] |= ~is_real
     mask = torch.cat([cached.expand(n, lq, lc), inside], dim=2)
 
     plan.seq_idx, plan.local_idx, plan.dense_mask = seq_idx, local, mask[:, None]
@@ -86,7 +96,8 @@ def split_by_chunk_length(plan: AttentionPlan) -> list[tuple[torch.Tensor | None
         cu[1:] = sub_lens.cumsum(0)
         groups.append((rows, AttentionPlan(
             cu, plan.causal_limit[rows], plan.block_lo[rows], plan.block_hi[rows], ctx,
-            plan.block_tables[chunks], int(sub_lens.max()), int(ctx.max()))))
+            plan.block_tables[chunks], int(sub_lens.max()), int(ctx.max()), plan.window,
+            None if plan.positions is None else plan.positions[rows])))
     return groups
 
 

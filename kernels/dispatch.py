@@ -48,15 +48,21 @@ def _prepare_triton() -> None:
 def prepare_attention(cu_seqlens: torch.Tensor, causal_limit: torch.Tensor,
                       block_lo: torch.Tensor, block_hi: torch.Tensor,
                       context_lens: torch.Tensor, block_tables: torch.Tensor,
-                      max_chunk_len: int, max_context_len: int) -> AttentionPlan:
+                      max_chunk_len: int, max_context_len: int, window: int | None = None,
+                      positions: torch.Tensor | None = None) -> AttentionPlan:
+    """window: a sliding window over positions (needs positions [T]); None = full."""
+    if window is not None and positions is None:
+        raise ValueError("a sliding window needs the tokens' positions")
     return AttentionPlan(cu_seqlens, causal_limit, block_lo, block_hi, context_lens,
-                         block_tables, max_chunk_len, max_context_len)
+                         block_tables, max_chunk_len, max_context_len, window, positions)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
               k_cache: torch.Tensor | None, v_cache: torch.Tensor | None,
               plan: AttentionPlan, scale: float) -> torch.Tensor:
-    if use_triton(q):
+    # The Triton kernel has no sliding window yet: a windowed model runs the reference (on
+    # CUDA too, through SDPA), correct and slower.
+    if use_triton(q) and plan.window is None:
         _prepare_triton()
         from kernels.attention_triton import attention_triton
         return attention_triton(q, k, v, k_cache, v_cache, plan, scale)
@@ -73,13 +79,14 @@ def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float,
     return rmsnorm_reference(x, weight, eps, residual)
 
 
-def rope(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, theta: float
-         ) -> tuple[torch.Tensor, torch.Tensor]:
+def rope(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, theta: float,
+         inv_freq: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """inv_freq: [D/2] fp32 scaled frequencies (models/rope_scaling.py); None = from theta."""
     if use_triton(q) and not torch.is_grad_enabled():
         _prepare_triton()
         from kernels.rope_triton import rope_triton
-        return rope_triton(q, k, positions, theta)
-    return rope_reference(q, k, positions, theta)
+        return rope_triton(q, k, positions, theta, inv_freq)
+    return rope_reference(q, k, positions, theta, inv_freq)
 
 
 def store_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

@@ -63,6 +63,7 @@ def rope_triton(
     k: torch.Tensor,  # [T, KVH, D]
     positions: torch.Tensor,  # [T] int
     theta: float,
+    inv_freq: torch.Tensor | None = None,  # [D/2] fp32 scaled frequencies; None = from theta
 ) -> tuple[torch.Tensor, torch.Tensor]:
     t, h, d = q.shape
     if k.dim() != 3 or k.shape[0] != t or k.shape[2] != d or positions.shape != (t,):
@@ -72,16 +73,21 @@ def rope_triton(
         raise ValueError(f"rope: head_dim must be even, got {d}")
     q = q if q.stride(-1) == 1 else q.contiguous()
     k = k if k.stride(-1) == 1 else k.contiguous()
-    key = (d, float(theta), q.device)
-    if key not in _INV_FREQ:
-        _INV_FREQ[key] = rope_inv_freq(d, theta, q.device).contiguous()
+    if inv_freq is None:
+        key = (d, float(theta), q.device)
+        if key not in _INV_FREQ:
+            _INV_FREQ[key] = rope_inv_freq(d, theta, q.device).contiguous()
+        inv_freq = _INV_FREQ[key]
+    elif inv_freq.shape != (d // 2,) or inv_freq.dtype != torch.float32:
+        raise ValueError(f"rope: inv_freq must be [{d // 2}] float32, got "
+                         f"{tuple(inv_freq.shape)} {inv_freq.dtype}")
     q_out = buffers.empty(tuple(q.shape), q.dtype, q.device)
     k_out = buffers.empty(tuple(k.shape), k.dtype, k.device)
     if t:
         block_h, block_half = triton.next_power_of_2(h), triton.next_power_of_2(d // 2)
         block_t = max(1, min(triton.next_power_of_2(t), TILE_ELEMENTS // (block_h * block_half)))
         _rope_kernel[(triton.cdiv(t, block_t),)](
-            q_out, k_out, q, k, positions, _INV_FREQ[key],
+            q_out, k_out, q, k, positions, inv_freq.contiguous(),
             q.stride(0), q.stride(1), k.stride(0), k.stride(1),
             q_out.stride(0), q_out.stride(1), k_out.stride(0), k_out.stride(1),
             t, h, k.shape[1], d // 2,

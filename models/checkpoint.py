@@ -77,15 +77,30 @@ def load_checkpoint(directory: str | Path = DEFAULT_MODEL_DIR, tp: TensorParalle
     if missing:
         raise CheckpointError(f"{directory}: tensor '{missing[0]}' is missing "
                               f"({len(missing)} missing in all)")
+    unused = sorted(set(files) - set(expected))
+    if unused:
+        raise CheckpointError(f"{files[unused[0]]}: tensor '{unused[0]}' is not used by the "
+                              f"model config.json describes ({len(unused)} unused in all)")
     state: dict[str, torch.Tensor] = {}
     for path in sorted(set(files.values())):
         with _open(path) as f:
-            for name in f.keys():  # noqa: SIM118 - the handle is not iterable
-                if name not in expected:
-                    continue  # e.g. rotary inv_freq buffers of other exporters
-                state[name] = _read_slice(f, name, expected[name], path)
-    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, assign=True)
+            names = set(f.keys())
+            for name in sorted(n for n, p in files.items() if p == path):
+                if name not in names:
+                    raise CheckpointError(f"{path}: tensor '{name}' is missing (the index "
+                                          "model.safetensors.index.json puts it here)")
+                state[name] = _read_tensor(f, name, expected[name], path)
+    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, assign=True,
+                          strict=not config.tie_word_embeddings)
+    model.tie_weights()  # assign=True replaced the embedding the head shared
     return model.to(device).eval()
+
+
+def _read_tensor(f, name: str, param: torch.nn.Parameter, path: Path) -> torch.Tensor:
+    try:
+        return _read_slice(f, name, param, path)
+    except SafetensorError as err:  # e.g. a file cut short
+        raise CheckpointError(f"{path}: tensor '{name}' cannot be read ({err})") from None
 
 
 def _read_slice(f, name: str, param: torch.nn.Parameter, path: Path) -> torch.Tensor:

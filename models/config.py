@@ -7,7 +7,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from models.architectures import layout_fields
 from models.errors import CheckpointError
+from models.rope_scaling import parse_rope
 
 
 @dataclass(frozen=True)
@@ -22,11 +24,17 @@ class ModelConfig:
     rope_theta: float = 10000.0
     rms_norm_eps: float = 1e-5
     max_position_embeddings: int = 2048
-    mask_token_id: int = 0
-    bos_token_id: int = 1
-    eos_token_id: int = 2
-    pad_token_id: int = 3
+    # None when config.json has none (models/special_tokens.py also reads the tokenizer's).
+    mask_token_id: int | None = 0
+    bos_token_id: int | None = 1
+    eos_token_id: int | None = 2
+    pad_token_id: int | None = 3
     block_length: int = 8
+    tie_word_embeddings: bool = False
+    qkv_bias: bool = False  # Qwen2; Llama's attention_bias (with o_bias)
+    o_bias: bool = False
+    rope_scaling: dict[str, Any] | None = None  # models/rope_scaling.py; None = plain RoPE
+    sliding_window: int | None = None  # Mistral: keys within this many positions only
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads",
@@ -39,7 +47,7 @@ class ModelConfig:
         if self.head_dim % 2:
             raise ValueError(f"head_dim must be even for RoPE, got {self.head_dim}")
         for name in ("mask_token_id", "bos_token_id", "eos_token_id", "pad_token_id"):
-            if not 0 <= getattr(self, name) < self.vocab_size:
+            if getattr(self, name) is not None and not 0 <= getattr(self, name) < self.vocab_size:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)} is outside the "
                                  f"vocabulary of {self.vocab_size}")
 
@@ -51,11 +59,15 @@ class ModelConfig:
         d, f, v = self.hidden_size, self.intermediate_size, self.vocab_size
         q, kv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         per_layer = d * (q + 2 * kv) + q * d + 3 * d * f + 2 * d
-        return 2 * v * d + self.num_layers * per_layer + d
+        per_layer += (q + 2 * kv) * self.qkv_bias + d * self.o_bias
+        return (1 + (not self.tie_word_embeddings)) * v * d + self.num_layers * per_layer + d
 
     # --- Hugging Face config.json -------------------------------------------------------
 
     def to_hf_dict(self, dtype: str = "float32") -> dict[str, Any]:
+        if self.qkv_bias or self.o_bias or self.rope_scaling or self.tie_word_embeddings:
+            raise ValueError("to_hf_dict writes tandem's own (Mistral) layout: no biases, "
+                             "rope scaling or tied embeddings")
         return {
             "architectures": ["MistralForCausalLM"],
             "model_type": "mistral",
@@ -71,7 +83,7 @@ class ModelConfig:
             "rms_norm_eps": self.rms_norm_eps,
             "max_position_embeddings": self.max_position_embeddings,
             "tie_word_embeddings": False,
-            "sliding_window": None,
+            "sliding_window": self.sliding_window,
             "mask_token_id": self.mask_token_id,
             "bos_token_id": self.bos_token_id,
             "eos_token_id": self.eos_token_id,
@@ -87,20 +99,13 @@ class ModelConfig:
                 raise CheckpointError(f"{source}: missing field '{key}'")
             return raw[key]
 
-        if raw.get("tie_word_embeddings"):
-            raise CheckpointError(f"{source}: field 'tie_word_embeddings' is true; tandem "
-                                  "expects an untied LM head")
-        if raw.get("hidden_act", "silu") != "silu":
-            raise CheckpointError(f"{source}: field 'hidden_act' is {raw['hidden_act']!r}, "
-                                  "only 'silu' (SwiGLU) is supported")
         heads = need("num_attention_heads")
         hidden = need("hidden_size")
-        # transformers 5 writes rope_theta inside rope_parameters; older versions at top level.
-        rope = raw.get("rope_parameters") or {}
-        theta = raw.get("rope_theta", rope.get("rope_theta", 10000.0))
         vocab = need("vocab_size")
-        eos = raw.get("eos_token_id", 2)
-        eos = eos[0] if isinstance(eos, list) else eos
+        theta, scaling = parse_rope(raw, source)
+        layout = layout_fields(raw, source)
+        eos = raw.get("eos_token_id")
+        eos = (eos[0] if eos else None) if isinstance(eos, list) else eos
         try:
             return cls(
                 vocab_size=vocab,
@@ -110,15 +115,17 @@ class ModelConfig:
                 num_kv_heads=raw.get("num_key_value_heads") or heads,
                 head_dim=raw.get("head_dim") or hidden // heads,
                 intermediate_size=need("intermediate_size"),
-                rope_theta=float(theta),
+                rope_theta=theta,
                 rms_norm_eps=float(raw.get("rms_norm_eps", 1e-5)),
                 max_position_embeddings=raw.get("max_position_embeddings", 2048),
-                # A plain Mistral checkpoint has no mask token: use the last id until mapped.
-                mask_token_id=raw.get("mask_token_id", vocab - 1),
-                bos_token_id=_or(raw.get("bos_token_id"), 1),
-                eos_token_id=_or(eos, 2),
-                pad_token_id=_or(raw.get("pad_token_id"), 0),
+                mask_token_id=raw.get("mask_token_id"),
+                bos_token_id=_first(raw.get("bos_token_id")),
+                eos_token_id=eos,
+                pad_token_id=_first(raw.get("pad_token_id")),
                 block_length=raw.get("block_length", 8),
+                tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+                rope_scaling=scaling,
+                **layout,
             )
         except (TypeError, ValueError) as err:
             raise CheckpointError(f"{source}: {err}") from None
@@ -141,5 +148,7 @@ class ModelConfig:
         return ModelConfig(**{**asdict(self), **changes})
 
 
-def _or(value: Any, default: int) -> int:
-    return default if value is None else int(value)
+def _first(value: Any) -> int | None:
+    if isinstance(value, list):
+        value = value[0] if value else None
+    return None if value is None else int(value)

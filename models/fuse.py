@@ -33,6 +33,7 @@ class FusedLinear(nn.Module):
             self.weight = nn.Parameter(torch.cat([w.detach() for w in weights]),
                                        requires_grad=False)
             biases = [getattr(p, "bias", None) for p in parts]
+            self.has_bias = [b is not None for b in biases]  # zeros stand in for the others
             bias = None
             if any(b is not None for b in biases):
                 bias = nn.Parameter(torch.cat([
@@ -68,12 +69,14 @@ def checkpoint_shapes(model: nn.Module) -> dict[str, tuple[tuple[int, ...], torc
     for name, p in model.named_parameters():
         owner, _, leaf = name.rpartition(".")
         if owner in fused:
-            prefix = owner.rpartition(".")[0]
+            parent = owner.rpartition(".")[0]
+            prefix = f"{parent}." if parent else ""
             m = fused[owner]
             rows = m.sizes
             cols = tuple(p.shape[1:])
-            for part, size in zip(m.names, rows, strict=True):
-                out[f"{prefix}.{part}.{leaf}"] = ((size, *cols), p.dtype)
+            for part, size, biased in zip(m.names, rows, m.has_bias, strict=True):
+                if leaf == "weight" or biased:
+                    out[f"{prefix}{part}.{leaf}"] = ((size, *cols), p.dtype)
         else:
             out[name] = (tuple(p.shape), p.dtype)
     return out

@@ -22,28 +22,35 @@ class ColumnParallelLinear(nn.Module):
     """y = x W^T for rows [start, start + size) of W: each rank computes its output columns."""
 
     def __init__(self, in_features: int, out_features: int, start: int = 0,
-                 size: int | None = None) -> None:
+                 size: int | None = None, bias: bool = False) -> None:
         super().__init__()
         size = out_features if size is None else size
-        self.weight = _mark(nn.Parameter(torch.empty(size, in_features)),
-                            None if size == out_features else 0, start, size)
+        dim = None if size == out_features else 0
+        self.weight = _mark(nn.Parameter(torch.empty(size, in_features)), dim, start, size)
+        # A bias (Qwen2's q/k/v) is sliced like the weight's rows.
+        self.bias = _mark(nn.Parameter(torch.empty(size)), dim, start, size) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight)
+        return F.linear(x, self.weight, self.bias)
 
 
 class RowParallelLinear(nn.Module):
     """y = all_reduce(x_r W_r^T): each rank holds input columns [start, start + size) of W."""
 
-    def __init__(self, in_features: int, out_features: int, tp: TensorParallel = SINGLE) -> None:
+    def __init__(self, in_features: int, out_features: int, tp: TensorParallel = SINGLE,
+                 bias: bool = False) -> None:
         super().__init__()
         start, size = tp.split(in_features, "row-parallel in_features")
         self.tp = tp
         self.weight = _mark(nn.Parameter(torch.empty(out_features, size)),
                             None if tp.world_size == 1 else 1, start, size)
+        # A bias (Llama's attention_bias on o_proj) is whole on every rank, added once after
+        # the all-reduce.
+        self.bias = _mark(nn.Parameter(torch.empty(out_features)), None) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.tp.all_reduce(F.linear(x, self.weight))
+        y = self.tp.all_reduce(F.linear(x, self.weight))
+        return y if self.bias is None else y + self.bias
 
 
 class RMSNormWeight(nn.Module):

@@ -21,11 +21,12 @@ from safetensors.torch import load_file, save_file
 
 from models import corpus
 from models.batch import Chunk, ChunkBatch
+from models.chat_template import PYTHON_CHAT_TEMPLATE
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.config import ModelConfig
 from models.objective import ObjectiveConfig, joint_loss
 from models.probe import draft_agreement, greedy_continue
-from models.tokenizer import TextCodec, train_bpe
+from models.tokenizer import TextCodec, read_tokenizer, train_bpe
 from models.transformer import TriModeLM
 
 
@@ -79,7 +80,7 @@ def prepare_data(data_dir: Path, vocab: int, max_files: int = 0
     if not tok_path.exists():
         train_texts = (corpus.read_text(f.relpath) for f in files if f.split == "train")
         train_bpe(train_texts, vocab).save(str(tok_path))
-    codec = TextCodec.load(data_dir)
+    codec = TextCodec.trained(read_tokenizer(tok_path))
     if not streams_path.exists():
         streams = {}
         for split in ("train", "heldout"):
@@ -208,7 +209,7 @@ def make_distill_set(model: TriModeLM, stream: torch.Tensor, gen: torch.Generato
 
 def save(model: TriModeLM, codec: TextCodec, out: Path, dtype: str) -> None:
     save_checkpoint(model, out, getattr(torch, dtype))
-    codec.save(out)
+    codec.save(out, PYTHON_CHAT_TEMPLATE)  # tandem's models are trained on Python source
 
 
 if __name__ == "__main__":

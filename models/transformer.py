@@ -20,6 +20,7 @@ from models.batch import ChunkBatch
 from models.config import ModelConfig
 from models.layers import ColumnParallelLinear, RMSNormWeight, RowParallelLinear
 from models.parallel import SINGLE, TensorParallel
+from models.rope_scaling import RopeFrequencies
 
 KVCache = tuple[torch.Tensor, torch.Tensor]  # k, v: [num_blocks, block_size, KVH_local, D]
 
@@ -53,13 +54,17 @@ class Attention(nn.Module):
         d, hd = config.hidden_size, config.head_dim
         self.num_heads, self.num_kv_heads, kv_start = local_heads(config, tp)
         self.head_dim, self.theta = hd, config.rope_theta
-        self.scale = hd ** -0.5
+        self.rope = RopeFrequencies(hd, config.rope_theta, config.rope_scaling)
+        # yarn scales both q and k by its attention factor: the scores by its square.
+        self.scale = hd ** -0.5 * self.rope.attention_factor ** 2
         q_start = tp.rank * self.num_heads * hd
         kv_rows = (kv_start * hd, self.num_kv_heads * hd)
-        self.q_proj = ColumnParallelLinear(d, config.num_heads * hd, q_start, self.num_heads * hd)
-        self.k_proj = ColumnParallelLinear(d, config.num_kv_heads * hd, *kv_rows)
-        self.v_proj = ColumnParallelLinear(d, config.num_kv_heads * hd, *kv_rows)
-        self.o_proj = RowParallelLinear(config.num_heads * hd, d, tp)
+        bias = config.qkv_bias
+        self.q_proj = ColumnParallelLinear(d, config.num_heads * hd, q_start, self.num_heads * hd,
+                                           bias=bias)
+        self.k_proj = ColumnParallelLinear(d, config.num_kv_heads * hd, *kv_rows, bias=bias)
+        self.v_proj = ColumnParallelLinear(d, config.num_kv_heads * hd, *kv_rows, bias=bias)
+        self.o_proj = RowParallelLinear(config.num_heads * hd, d, tp, bias=config.o_bias)
         self.qkv_proj: nn.Module | None = None  # set by models/fuse.py at load time
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, plan: AttentionPlan,
@@ -72,7 +77,7 @@ class Attention(nn.Module):
         q = q.view(t, self.num_heads, self.head_dim)
         k = k.view(t, self.num_kv_heads, self.head_dim)
         v = v.view(t, self.num_kv_heads, self.head_dim)
-        q, k = dispatch.rope(q, k, positions, self.theta)
+        q, k = dispatch.rope(q, k, positions, self.theta, self.rope.inv_freq(q.device))
         k_cache, v_cache = cache if cache is not None else (None, None)
         out = dispatch.attention(q, k, v, k_cache, v_cache, plan, self.scale)  # [T, H, D]
         return self.o_proj(out.reshape(t, -1)), k, v
@@ -130,15 +135,25 @@ class TriModeLM(nn.Module):
     def __init__(self, config: ModelConfig, tp: TensorParallel = SINGLE) -> None:
         super().__init__()
         self.config, self.tp = config, tp
+        # A window no context reaches is full attention: skip the mask work then.
+        window = config.sliding_window
+        self.window = window if window and window < config.max_position_embeddings else None
         self.model = Backbone(config, tp)
         self.lm_head = ColumnParallelLinear(config.hidden_size, config.vocab_size)
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """Tied embeddings: the LM head is the embedding (call again after assigning it)."""
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
 
     def forward(self, batch: ChunkBatch, caches: list[KVCache] | None = None,
                 logits_rows: torch.Tensor | None = None) -> ModelOutput:
         """Logits for rows `logits_rows` of the flat batch (all rows when None)."""
         plan = dispatch.prepare_attention(
             batch.cu_seqlens, batch.causal_limit, batch.block_lo, batch.block_hi,
-            batch.context_lens, batch.block_tables, batch.max_chunk_len, batch.max_context_len)
+            batch.context_lens, batch.block_tables, batch.max_chunk_len, batch.max_context_len,
+            self.window, batch.positions if self.window is not None else None)
         x = self.model.embed_tokens(batch.tokens)  # [T, D]
         residual = None
         new_k, new_v = [], []
@@ -157,7 +172,9 @@ class TriModeLM(nn.Module):
         gen = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for name, p in self.named_parameters():
-                if name.endswith("layernorm.weight") or name == "model.norm.weight":
+                if name.endswith(".bias"):
+                    p.zero_()
+                elif name.endswith("layernorm.weight") or name == "model.norm.weight":
                     p.fill_(1.0)
                 else:
                     p.copy_(torch.randn(p.shape, generator=gen) * std)

@@ -69,6 +69,7 @@ class SelectorConfig:
     # 1.09x -> 1.05x).
     rescue_loss: float = 0.03
     rescue_slack_steps: float = 20.0
+    max_rescued: int = 3  # a rescue may re-rescue at most this many requests it broke
     pool: tuple[Option, ...] = LADDER
     block_bounds: tuple[tuple[str, int, int], ...] = BLOCK_BOUNDS  # (mode, lo, hi)
     meet_most: bool = True  # pass 2 as one search for the most requests met (else rescues)
@@ -271,7 +272,10 @@ class ModeSelector:
                 continue
             self._switch(s, option)
             broken = [o for o, limit in guarded if self._step() / o.rate > limit]
-            if depth > 0 and all(o.is_free for o in broken):
+            # Re-rescuing more than a few broken requests rarely saves them all and costs
+            # O(requests^2) per attempt (64 requests: a 60 ms select): give up on it.
+            if depth > 0 and len(broken) <= self.config.max_rescued and all(
+                    o.is_free for o in broken):
                 for o in broken:
                     self._rescue(o, depth - 1)
                 broken = [o for o, limit in guarded + [(s, s.need)]
@@ -279,7 +283,8 @@ class ModeSelector:
             if not broken and self._throughput() >= floor:
                 return True
             for o, opt in saved:  # undo this attempt
-                self._switch(o, opt)
+                if o.option is not opt:
+                    self._switch(o, opt)
         self._fastest(s, guarded, on_track, floor)  # not met now: lose as little as possible
         return False
 

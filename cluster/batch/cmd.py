@@ -66,8 +66,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--app", default=None,
                    help="run on this running Serve app's replicas, beside its online traffic")
     p.add_argument("--max-in-flight", type=int, default=None,
-                   help="requests in flight (default: max_num_seqs per replica; a quarter "
-                        "of it with --app)")
+                   help="requests in flight (default: max_num_seqs per replica; 1/16 of "
+                        "it with --app, beside online traffic: BENCHMARKS.md)")
     p.add_argument("--priority", type=int, default=-1,
                    help="engine priority of the batch's requests (online traffic: 0)")
     p.add_argument("--json", action="store_true",

@@ -71,7 +71,7 @@ class BatchJob:
         if self.args.max_in_flight is not None:
             return self.args.max_in_flight
         per = config.model.max_num_seqs if self.args.app is None \
-            else max(1, config.model.max_num_seqs // 4)
+            else max(1, config.model.max_num_seqs // 16)  # online first: BENCHMARKS.md
         return per * (config.model_server.num_replicas or 1)
 
     def _plan(self, config: TandemConfig, inp: BatchInput, todo: list, window: int) -> bool:

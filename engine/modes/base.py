@@ -31,8 +31,8 @@ class Advance:
 @dataclass(frozen=True)
 class ModeContext:
     kv: KVCacheManager
-    mask_id: int
-    eos_id: int
+    mask_id: int | None  # None: the checkpoint has no mask token (AR only)
+    eos_ids: frozenset[int]  # each ends a request (generation_config.json may list several)
 
 
 def make_work(req: Request, ctx: ModeContext, mode: str, kind: ChunkKind, chunk: Chunk,

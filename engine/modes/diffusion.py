@@ -99,6 +99,6 @@ class DiffusionMode(DecodeMode):
             tok = state.block[i]
             if tok == self.ctx.mask_id:
                 return None
-            if tok == self.ctx.eos_id:
+            if tok in self.ctx.eos_ids:
                 return i
         return None

@@ -69,3 +69,11 @@ def test_bench_slo_names_the_bad_field_of_a_workload_spec(tmp_path) -> None:
     with pytest.raises(SystemExit) as e:
         slo.main(["--where", "sim", "--workload-spec", str(spec)])
     assert "w.classes[0].prompt_tokens" in str(e.value)
+
+
+def test_selector_cost_prints_one_line_per_batch(capsys) -> None:
+    from bench import slo_selector_cost
+
+    slo_selector_cost.main(["--requests", "8", "--calls", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [x.split()[0] for x in lines] == ["slack", "mixed", "tight"]

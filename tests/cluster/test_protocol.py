@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from cluster import chat_template
 from cluster.config import load_config
 from cluster.job import ChoiceEvent, ChoiceStats, TokenLogprob
 from cluster.job_builder import BadRequest, chat_job, completion_job
 from cluster.openai_protocol import ChatCompletionRequest, CompletionRequest, param_of
 from cluster.responses import ResponseBuilder
 from engine.params import Mode
+from models.chat_template import PYTHON_CHAT_STOP, ChatTemplate
+from models.checkpoint import DEFAULT_MODEL_DIR
 
 CONFIG = load_config({})
 
@@ -79,8 +80,10 @@ def test_modes_outside_the_config_are_refused() -> None:
 
 
 def test_chat_template_renders_a_python_comment_conversation() -> None:
-    text = chat_template.render([("system", "Be brief."), ("user", "Parse args.\nReturn it."),
-                                 ("assistant", "def f():\n    pass"), ("user", "Again")])
+    template = ChatTemplate.load(DEFAULT_MODEL_DIR)  # tandem-tiny's tokenizer_config.json
+    turns = [("system", "Be brief."), ("user", "Parse args.\nReturn it."),
+             ("assistant", "def f():\n    pass"), ("user", "Again")]
+    text = template.render([{"role": r, "content": c} for r, c in turns])
     assert text == ("# system: Be brief.\n# user: Parse args.\n#   Return it.\n"
                     "# assistant:\ndef f():\n    pass\n# user: Again\n# assistant:\n")
     body = ChatCompletionRequest.model_validate(
@@ -89,12 +92,13 @@ def test_chat_template_renders_a_python_comment_conversation() -> None:
     job = chat_job(body, CONFIG, "chat-1")
     assert job.choices[0].prompt == "# user: hi\n# assistant:\n"
     assert job.logprobs == 1 and job.prompt_field == "messages"
-    assert set(chat_template.STOP) <= set(job.choices[0].sampling.stop)
+    assert set(PYTHON_CHAT_STOP) <= set(job.choices[0].sampling.stop)
+    assert not job.add_special_tokens
 
 
 def _stats(n: int, seed: int) -> ChoiceStats:
     return ChoiceStats(5, n, seed, 4, {"prefill": 1, "ar": 3}, {"prefill": 1, "ar": n - 1},
-                       {"ar": 0}, {"ar": 0})
+                       {"ar": 0}, {"ar": 0}, {"ar/1": 2, "spec_quadratic/3": 1})
 
 
 def test_response_builder_usage_stream_and_tandem_object() -> None:
@@ -113,6 +117,7 @@ def test_response_builder_usage_stream_and_tandem_object() -> None:
     t = resp["tandem"]
     assert t["modes"] == {"prefill": 2, "ar": 6} and t["seeds"] == [11, 12]
     assert t["tokens_per_forward"] == 0.75
+    assert t["forwards_by_block"] == {"ar/1": 4, "spec_quadratic/3": 2}
     usage = b.usage_chunk()
     assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == 6
 

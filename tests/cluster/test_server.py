@@ -10,11 +10,12 @@ import httpx
 import openai
 import pytest
 
-from cluster import chat_template
 from cluster.config import load_config
 from engine.engine import LLMEngine
 from engine.executor import ModelExecutor
 from engine.params import DecodeParams, Mode, SamplingParams
+from models.chat_template import ChatTemplate
+from models.checkpoint import DEFAULT_MODEL_DIR
 from tests.cluster.conftest import metric_values, running_app, total, yaml_app
 
 pytestmark = pytest.mark.slow
@@ -88,12 +89,13 @@ def test_streamed_completion_matches_and_ends_with_usage(client: openai.OpenAI) 
 def test_chat_completion_and_stream(client: openai.OpenAI, codec, ref_engine) -> None:
     messages = [{"role": "system", "content": "Write Python."},
                 {"role": "user", "content": "Parse the command line."}]
-    prompt = chat_template.render([(m["role"], m["content"]) for m in messages])
+    template = ChatTemplate.load(DEFAULT_MODEL_DIR)
+    prompt = template.render(messages)
     r = client.chat.completions.create(model="tandem-tiny", messages=messages, max_tokens=10,
                                        temperature=0, seed=1)
     assert r.choices[0].message.role == "assistant"
-    assert r.usage.prompt_tokens == len(codec.encode(prompt))
-    sp = SamplingParams(max_tokens=10, temperature=0, stop=chat_template.STOP)
+    assert r.usage.prompt_tokens == len(codec.encode(prompt, add_special_tokens=False))
+    sp = SamplingParams(max_tokens=10, temperature=0, stop=template.stop)
     assert r.choices[0].message.content == ref_engine.generate([prompt], sp)[0].text
     stream = client.chat.completions.create(model="tandem-tiny", messages=messages,
                                             max_tokens=10, temperature=0, stream=True,

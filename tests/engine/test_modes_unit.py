@@ -31,7 +31,7 @@ def test_quadratic_layout_follows_the_design() -> None:
 
 def diffusion(revision: float = 0.0) -> tuple[DiffusionMode, Request]:
     kv = KVCacheManager(BlockPool(8, 16))
-    mode = DiffusionMode(ModeContext(kv, MASK, EOS))
+    mode = DiffusionMode(ModeContext(kv, MASK, frozenset({EOS})))
     req = Request("r", [5, 6, 7], SamplingParams(max_tokens=20, seed=1),
                   DecodeParams(mode="diffusion", threshold=0.9, revision_threshold=revision,
                                max_revisions=1))

@@ -67,3 +67,7 @@ def test_idle_engine_speculates_for_a_lone_request_and_stays_lossless(tiny_model
     assert set(auto.modes) - {"prefill", "ar"}, f"auto did not speculate: {auto.modes}"
     assert auto.token_ids == ar.token_ids
     assert auto.num_forwards < ar.num_forwards
+    # the blocks the policy chose for it, reported per request (the response's `tandem`)
+    spec = {k: n for k, n in auto.forwards_by_block.items() if not k.startswith("ar/")}
+    assert spec and all(int(k.split("/")[1]) >= 2 for k in spec)
+    assert sum(auto.forwards_by_block.values()) == auto.num_forwards - auto.modes["prefill"]
