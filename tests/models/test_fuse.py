@@ -13,6 +13,7 @@ from torch import nn
 from models.batch import ChunkBatch
 from models.checkpoint import DEFAULT_MODEL_DIR, load_checkpoint
 from models.fuse import FusedLinear, checkpoint_shapes, fuse_projections, is_fused
+from models.transformer import TriModeLM
 from tests.models.test_tensor_parallel import (
     GQA_8_2,
     ThreadTP,
@@ -77,6 +78,21 @@ def test_fused_equals_unfused_tp2(gqa_dir) -> None:
     assert out[0] is not None and out[1] is not None
     diff = (out[0] - ref).abs().max().item()
     assert diff <= 1e-5, f"tp=2 fused: max |logit diff| {diff:.2e}"
+
+
+def test_fused_equals_unfused_with_qkv_biases() -> None:
+    """Qwen2-style q/k/v biases travel into the fused GEMM (in memory: tandem's own save
+    writes no biases)."""
+    model = TriModeLM(GQA_8_2.replace(qkv_bias=True))
+    model.init_weights(seed=3, std=0.1)
+    with torch.no_grad():  # init_weights may zero biases: make them count
+        for layer in model.model.layers:
+            layer.self_attn.k_proj.bias.normal_(0, 0.5)
+    chunks = check_chunks(model.config)
+    ref = _logits(model, chunks)
+    fuse_projections(model)
+    assert model.model.layers[0].self_attn.qkv_proj.bias is not None
+    assert torch.allclose(_logits(model, chunks), ref, atol=1e-5, rtol=0)
 
 
 def test_one_gemm_per_group(monkeypatch: pytest.MonkeyPatch) -> None:
