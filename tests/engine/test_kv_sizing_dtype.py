@@ -45,11 +45,16 @@ def test_num_kv_blocks_overrides_and_default() -> None:
 
 
 def test_health_shows_the_chosen_size() -> None:
-    server = ModelServer(load_config({"model": {"kv_cache_memory_gb": 0.005,
-                                                "policy": "first_come"}}))
-    health = asyncio.run(server.health())
+    config = load_config({"model": {"kv_cache_memory_gb": 0.005, "policy": "first_come"}})
+    server = ModelServer(config)  # at tp = 1 the engine runs in an engine-core process
+    try:
+        health = asyncio.run(server.health())
+    finally:
+        server.loop.shutdown()
+    # The same request sized in this process: what the engine core must have allocated.
+    local = LLMEngine.from_checkpoint(config=config.engine_config(), kv=config.kv_request())
     assert health["kv_cache"]["source"] == "kv_cache_memory_gb=0.005"
-    assert health["kv_blocks"] == health["kv_cache"]["num_blocks"] == server.engine.pool.num_blocks
+    assert health["kv_blocks"] == health["kv_cache"]["num_blocks"] == local.pool.num_blocks
 
 
 def test_dtype_auto_is_the_checkpoints_on_cuda_and_float32_on_cpu() -> None:
