@@ -3,8 +3,6 @@ replica's own placement group (bundles derived from tp). Greedy output equals tp
 
 from __future__ import annotations
 
-import importlib.util
-
 import httpx
 import openai
 import pytest
@@ -15,11 +13,7 @@ from engine.executor import ModelExecutor
 from engine.params import DecodeParams, Mode, SamplingParams
 from tests.cluster.conftest import running_app, yaml_app
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("actors.engine_factory") is None,
-                       reason="actors/engine_factory.py (the shard group) is not written yet"),
-]
+pytestmark = pytest.mark.slow
 
 PROMPT = "def parse_args("
 
