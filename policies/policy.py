@@ -17,6 +17,7 @@ from policies.acceptance import AcceptanceEstimator
 from policies.admission import AdmissionConfig, AdmissionControl, Refusal
 from policies.cost_model import CostModel
 from policies.decision import BatchDecision, SchedulerView, StepRecord
+from policies.decision_cache import CacheConfig, DecisionCache
 from policies.deferral import Deferral, DeferralConfig
 from policies.modes import ChunkKind
 from policies.option import AR1, Option, candidates
@@ -32,6 +33,7 @@ from policies.selector import ModeSelector, SelectorConfig
 class PolicyConfig:
     fixed: Option | None = None  # None: auto; else auto requests all run this option
     selector: SelectorConfig = field(default_factory=SelectorConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)  # when options are re-chosen
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
     deferral: DeferralConfig = field(default_factory=DeferralConfig)
     demote_missed: bool = True
@@ -53,6 +55,7 @@ class SLOPolicy:
         self.acceptance = AcceptanceEstimator({**tokens_per_step(profile.traces),
                                                **profile.tokens_per_forward()})
         self.selector = ModeSelector(self.cost, self.acceptance, config.selector)
+        self.decisions = DecisionCache(self.selector, config.cache)
         self.admission = AdmissionControl(self.cost, config.admission)
         self.deferral = Deferral(self.cost, self.acceptance, config.deferral)
         self.interference_s = 0.0  # mean seconds that prefill chunks add to a step
@@ -109,7 +112,7 @@ class SLOPolicy:
                      max_tokens: int | None) -> dict[str, Option]:
         if self.config.fixed is not None:
             return {v.id: self._pinned(v) for v in decoders}
-        return self.selector.select(decoders, now, max_tokens)
+        return self.decisions.select(decoders, now, max_tokens)
 
     def admit(self, v: RequestView, now: float, running: Sequence[RequestView] = (),
               waiting: Sequence[RequestView] = ()) -> Refusal | None:
@@ -182,6 +185,7 @@ class SLOPolicy:
 
     def finish(self, request_id: str) -> None:
         self.acceptance.forget(request_id)
+        self.decisions.forget(request_id)
 
     # --- helpers ---------------------------------------------------------------------------
 
