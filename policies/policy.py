@@ -10,17 +10,18 @@ bench slo`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from policies.acceptance import AcceptanceEstimator
 from policies.admission import AdmissionConfig, AdmissionControl, Refusal
+from policies.bounds import choose_threshold
 from policies.cost_model import CostModel
 from policies.decision import BatchDecision, SchedulerView, StepRecord
 from policies.decision_cache import CacheConfig, DecisionCache
 from policies.deferral import Deferral, DeferralConfig
 from policies.modes import ChunkKind
-from policies.option import AR1, Option, candidates
+from policies.option import AR1, DIFFUSION, Option, candidates
 from policies.ordering import by_urgency
 from policies.pipelined import tokens_per_step
 from policies.preemption import victim_order
@@ -80,7 +81,18 @@ class SLOPolicy:
         # whose prompt is cached when it starts): their own or the pinned option then.
         options.update({v.id: self._pinned(v) for v in view.requests if v.id not in options})
         return BatchDecision(tuple(v.id for v in order), options, frozenset(deferred),
-                             tuple(v.id for v in self.victims(view.running, now)))
+                             tuple(v.id for v in self.victims(view.running, now)),
+                             self.thresholds(running, options))
+
+    def thresholds(self, decoders: Sequence[RequestView], options: Mapping[str, Option]
+                   ) -> dict[str, float]:
+        """The diffusion commit threshold of each auto decoder given diffusion, from its
+        own acceptance within the config's bounds (policies/bounds.py)."""
+        if self.config.fixed is not None:  # a fixed-mode baseline keeps requests' own
+            return {}
+        bounds = self.config.selector.threshold_bounds
+        return {v.id: choose_threshold(self.acceptance.factor(v.id), bounds)
+                for v in decoders if v.fixed is None and options[v.id].mode == DIFFUSION}
 
     def order(self, views: Sequence[RequestView], now: float) -> list[RequestView]:
         if not self.config.slo_aware:

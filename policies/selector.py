@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from policies.acceptance import AcceptanceEstimator
+from policies.bounds import check_block_bounds, check_threshold_bounds
 from policies.cost_model import CostModel
 from policies.meet_most import Menu, meet_most
 from policies.option import AR1, DIFFUSION, LINEAR, PIPELINED, QUADRATIC, Option, candidates
@@ -52,6 +53,7 @@ LADDER = (AR1, *(Option(LINEAR, b) for b in (2, 3, 4, 6, 8, 12, 16)),
           *(Option(QUADRATIC, b) for b in (2, 3, 4, 5, 6, 8)),
           *(Option(DIFFUSION, b) for b in (8, 16)))
 BLOCK_BOUNDS = ((LINEAR, 4, 8), (QUADRATIC, 2, 6), (DIFFUSION, 8, 16))
+THRESHOLD_BOUNDS = (0.7, 0.95)
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,14 @@ class SelectorConfig:
     max_rescued: int = 3  # a rescue may re-rescue at most this many requests it broke
     pool: tuple[Option, ...] = LADDER
     block_bounds: tuple[tuple[str, int, int], ...] = BLOCK_BOUNDS  # (mode, lo, hi)
+    # The diffusion commit threshold of auto requests, chosen per request from its own
+    # acceptance within these (policies/bounds.py).
+    threshold_bounds: tuple[float, float] = THRESHOLD_BOUNDS
     meet_most: bool = True  # pass 2 as one search for the most requests met (else rescues)
+
+    def __post_init__(self) -> None:
+        check_block_bounds(self.block_bounds, "SelectorConfig.block_bounds")
+        check_threshold_bounds(self.threshold_bounds, "SelectorConfig.threshold_bounds")
 
 
 @dataclass(eq=False)  # identity: a slot is one request in one select()
