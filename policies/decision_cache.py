@@ -4,19 +4,27 @@ O(requests x options) (policies/selector.py decides; this module decides *when*)
 
 A request's option is kept (held: it counts as load and is guarded like any other, but is
 not re-chosen) while all of these hold since it was chosen:
+- it met its pace then (with the selector's margin) and still would at the time per token
+  predicted then, with `step_band` to spare; or no option meets it even alone (lost). A
+  request that missed but could be met is chosen for again every step;
 - it runs the option chosen for it (not deferred, preempted or pinned in between);
-- the pace its SLO needs stayed within `need_band` of the pace it was chosen for (loose
-  requests, whose need is `loose_steps` steps or more, only until they stop being loose);
-- its own acceptance factor moved by less than `factor_band`;
-- its remaining tokens stayed in the same power-of-two band below 64 (rates are capped by
-  what is left near the end);
+- its slack did not grow by more than `need_band` (it may afford a cheaper option now); a
+  loose request (a need of `loose_steps` predicted steps per token or more) is kept until
+  it stops being loose;
+- its tokens per forward under that option (its own acceptance and the option's overall
+  one) moved by less than `tpf_band`;
+- its remaining tokens stayed in the same power-of-two band below 64 (speculation's rates
+  are capped by what is left);
 - it was chosen less than `max_age_steps` selects ago (a bound on drift of any kind).
-Everybody is re-chosen together (a full re-plan, what select() does without a cache) when the
-step predicted for the held options moved by more than `step_band` under the current cost
-fit (the fit moved, or prefill interference did), when an option's overall acceptance moved
-by more than `factor_band`, when more than `max_dirty_share` of the batch changed anyway,
-and when re-choosing only the changed ones leaves a request that was met unmet, or a
-request that is new or was met before unmet (it may need others to give up speed).
+The others (new ones included) are chosen for with the held ones counted as load; a held
+request that this leaves unmet is chosen for too (once). Everybody is chosen for together
+(a full re-plan: select() without the cache) when the step the held options make moved by
+more than `step_band` under the cost fit and prefill interference of now against the last
+full re-plan's, when more than `max_dirty_share` of the batch changed, when choosing for the
+changed ones still breaks a held request, or (`strict`) leaves a request unmet that is new
+or was met before and could be met alone: a full re-plan lets it take others' spare compute
+first (without this rule the all-tight workload lost 0.03 attainment at high load, H200
+profile, 3 seeds).
 
 tests/policies/test_decision_cache.py compares this with a full re-plan every step on
 random evolving batches; bench/slo_selector_cost.py measures both.
@@ -69,6 +77,7 @@ class _Kept:
     remaining_band: int
     chosen_at: int  # select count
     was_met: bool
+    is_lost: bool  # no option meets it even alone
 
 
 def remaining_band(remaining: int, option: Option) -> int:
@@ -85,6 +94,7 @@ class DecisionCache:
         self._coef: CostCoefficients | None = None  # the cost fit of the last full re-plan
         self._interference = 0.0  # and the prefill interference then
         self._step_ref = 0.0  # and the step it predicted
+        self._last_step = 0.0  # the step the last select predicted
 
     def select(self, decoders: Sequence[RequestView], now: float,
                max_tokens: int | None = None) -> dict[str, Option]:
@@ -99,7 +109,7 @@ class DecisionCache:
                 return self._full(decoders, now, max_tokens, needs)
             options = self.selector.select(decoders, now, max_tokens, held, needs)
             paces = self.selector.paces()
-            broken = {k for k in held if not paces[k][2]}  # held ones were all met
+            broken = {k for k in held if self.kept[k].was_met and not paces[k][2]}
             if not broken:
                 break
             changed += [v for v in decoders if v.id in broken]
@@ -114,6 +124,7 @@ class DecisionCache:
                     return self._full(decoders, now, max_tokens, needs)  # may need others' compute
         self.num_partial += 1
         self.num_rechosen += len(changed)
+        self._last_step = self.selector.step_s()
         self._remember(changed, options, paces, needs)
         return options
 
@@ -147,11 +158,13 @@ class DecisionCache:
             need = needs[v.id] = (kept.due - now) / remaining if (
                 kept.due != INF and remaining > 0) else INF
             option = kept.option
-            if (not kept.was_met or kept.chosen_at <= oldest
-                    or (v.option is not None and v.option != option)
+            if (kept.chosen_at <= oldest or (v.option is not None and v.option != option)
                     or kept.remaining_band != remaining_band(remaining, option)
-                    or (need < loose if kept.is_loose
-                        else need < kept.pace * miss or need > kept.need * up)
+                    or (need < loose if kept.is_loose else need > kept.need * up)
+                    or (need < kept.pace * miss if kept.was_met
+                        # Not met: again every step (others may make room for it), unless no
+                        # option meets it even alone (lost: nothing will).
+                        else not kept.is_lost)
                     or (option.mode != AR
                         and abs(tpf_of(option, v.id) - kept.tpf) > tpf_band * kept.tpf)):
                 changed.append(v)
@@ -175,13 +188,12 @@ class DecisionCache:
               needs: dict[str, float]) -> dict[str, Option]:
         self.num_full += 1
         options = self.selector.select(decoders, now, max_tokens, needs=needs)
-        self.kept.clear()
         free = [v for v in decoders
                 if v.fixed is None and not (v.is_mid_iteration and v.option is not None)]
         self.num_rechosen += len(free)
         self._coef = self.cost.coef
         self._interference = self.selector.interference_s
-        self._step_ref = self.selector.step_s()
+        self._step_ref = self._last_step = self.selector.step_s()
         self._remember(free, options, self.selector.paces(), needs)
         return options
 
@@ -194,5 +206,7 @@ class DecisionCache:
         for v in chosen:
             need, option = needs[v.id], options[v.id]
             pace, tpf, met = paces[v.id]
+            lost = need != INF and (need <= 0 or need < self.selector.best_alone(v))
             self.kept[v.id] = _Kept(option, v.finish_deadline, need, need >= loose, tpf, pace,
-                                    remaining_band(v.remaining, option), self.num_selects, met)
+                                    remaining_band(v.remaining, option), self.num_selects, met,
+                                    lost)
