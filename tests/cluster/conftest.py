@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import yaml
 
+from cluster import stream_guard
 from cluster.config import TandemConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "ray_configs"
@@ -35,7 +36,8 @@ def running_app(config: TandemConfig, name: str) -> Iterator[str]:
     from cluster.app import make_app
 
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(http_options={"host": "127.0.0.1", "port": port},
+                controller_options=stream_guard.controller_options())
     try:
         serve.run(make_app(config), name=name, route_prefix="/")
         yield f"http://127.0.0.1:{port}"
