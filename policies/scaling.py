@@ -18,7 +18,8 @@ admitted times the running replicas (the refused share is the missing capacity),
 one more, at least what the load needs.
 Down, when none of those holds anywhere and the load spread over fewer replicas stays under
 `downscale_headroom` of capacity (below `upscale_headroom`: the gap is the hysteresis that
-keeps a replica count from flapping): to the fewest that do.
+keeps a replica count from flapping): to the fewest that do. Either way one request per
+replica is always carried: admission refuses (400) an SLO that no replica meets alone.
 Capacity: each replica reports the load at which its own finished requests' SLO usage
 (latency / objective) is predicted to reach 1 (policies/capacity.py); the policy takes their
 mean. Until any replica has learned one it starts at `capacity_per_replica` and follows
@@ -177,7 +178,11 @@ def decide(num_running: int, target: int, replicas: Sequence[ReplicaSignals],
     capacity = learn_capacity(replicas, capacity, cfg)
     load = sum(r.load for r in replicas)
     ahead = max(load, load + trend_per_s * cfg.lead_s)  # a falling trend waits for the load
-    need = math.ceil(ahead / (capacity * cfg.upscale_headroom))
+    # Per replica: up over upscale_at, down while under downscale_at; one request alone is
+    # always carried (admission refuses, 400, an SLO no replica meets even alone).
+    upscale_at = max(1.0, capacity * cfg.upscale_headroom)
+    downscale_at = max(1.0, capacity * cfg.downscale_headroom)
+    need = math.ceil(ahead / upscale_at)
     why = pressure(replicas, cfg)
     if why is not None:
         admitted = sum(r.admitted_per_s for r in replicas)
@@ -189,10 +194,10 @@ def decide(num_running: int, target: int, replicas: Sequence[ReplicaSignals],
     if need > num_running:
         return ScalingDecision(max(target, need), capacity,
                                f"up: load {ahead:.1f} ahead > {num_running} x "
-                               f"{cfg.upscale_headroom} x capacity {capacity:.1f}")
-    fewest = max(1, math.ceil(ahead / (capacity * cfg.downscale_headroom)))
+                               f"{upscale_at:.1f} (capacity {capacity:.1f})")
+    fewest = max(1, math.ceil(ahead / downscale_at))
     if fewest < num_running:
         return ScalingDecision(min(target, fewest), capacity,
-                               f"down: load {load:.1f} fits {fewest} x "
-                               f"{cfg.downscale_headroom} x capacity {capacity:.1f}")
+                               f"down: load {load:.1f} fits {fewest} x {downscale_at:.1f} "
+                               f"(capacity {capacity:.1f})")
     return ScalingDecision(target, capacity, "hold")

@@ -147,3 +147,9 @@ def test_load_trend_is_measured_over_its_span() -> None:
     t = t.after(2.0, 6.0)
     assert t.per_s == pytest.approx(1.0)  # (6 - 2) / 2, averaged with 0
     assert t.after(4.0, 6.0).per_s == pytest.approx(0.5)
+
+
+def test_one_request_per_replica_is_always_carried() -> None:
+    # A capacity of 1 (every request near its SLO): one light client fits one replica.
+    assert decide(2, 2, [replica(0.5, 1.0)] * 2, 8.0, NEW).num_replicas == 1
+    assert decide(1, 1, [replica(3.0, 1.0)], 8.0, NEW).num_replicas == 3
