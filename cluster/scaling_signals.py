@@ -61,7 +61,7 @@ class ScalingSignals:
         if delta["usage_count"] > 0:  # requests finished over the interval: what they used
             self.fit = self.fit.observe(0.5 * (load + self._last_load),
                                         delta["usage_sum"] / delta["usage_count"],
-                                        delta["usage_count"])
+                                        delta["usage_count"], dt)
         self._last_time, self._last, self._last_load = now, counters, load
         started = delta[scaling.ADMITTED]
         s = self._sample

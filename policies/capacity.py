@@ -5,8 +5,9 @@ A finished request's SLO usage is its measured latency over its objective, the w
 kinds (TTFT / TPOT / end to end): 0.4 = it used 40 % of what it was allowed, above 1 = a miss.
 On a replica, usage grows with the load it carries (a bigger batch is a slower step, more
 streams share its event loop): `usage ~ base + slope * load`, fitted by weighted least squares
-over (load, mean usage) samples with an exponential memory, so the fit follows a replica whose
-speed changes. Its capacity is the load at which the fitted line reaches usage 1.0.
+over (load, mean usage) samples with an exponential memory in time (half of a sample's weight
+is gone after `half_life_s`: a memory counted in requests would be 2 s at 25 requests/s on a
+quiet box and a minute on a crowded one), so the fit follows a replica whose speed changes. Its capacity is the load at which the fitted line reaches usage 1.0.
 
 With too narrow a spread of loads to see a slope, the line goes through the origin (usage
 proportional to load): that under-states capacity (base > 0 in truth), the safe side for
@@ -27,7 +28,7 @@ MIN_WEIGHT = 4.0  # requests seen before any capacity is reported
 class CapacityFit:
     """Weighted sums of (load, usage) samples; `observe` returns the updated fit."""
 
-    half_life: float = 64.0  # requests: older samples weigh half after this many more
+    half_life_s: float = 30.0
     w: float = 0.0
     sl: float = 0.0  # sum w * load
     su: float = 0.0  # sum w * usage
@@ -35,19 +36,21 @@ class CapacityFit:
     slu: float = 0.0
 
     def __post_init__(self) -> None:
-        if not math.isfinite(self.half_life) or self.half_life <= 0:
-            raise ValueError(f"half_life: {self.half_life} (a finite number > 0)")
+        if not math.isfinite(self.half_life_s) or self.half_life_s <= 0:
+            raise ValueError(f"half_life_s: {self.half_life_s} (a finite number > 0)")
         if any(not math.isfinite(v) for v in (self.w, self.sl, self.su, self.sll, self.slu)):
             raise ValueError("CapacityFit: sums must be finite")
 
-    def observe(self, load: float, usage: float, weight: float = 1.0) -> CapacityFit:
-        """`weight` requests finished at mean `usage` while the replica carried `load`."""
-        if not (math.isfinite(load) and math.isfinite(usage) and math.isfinite(weight)) \
-                or load < 0 or usage < 0 or weight <= 0:
-            raise ValueError(f"observe: load {load}, usage {usage}, weight {weight} "
-                             "(finite, >= 0, weight > 0)")
-        keep = 0.5 ** (weight / self.half_life)
-        return CapacityFit(self.half_life, keep * self.w + weight,
+    def observe(self, load: float, usage: float, weight: float = 1.0,
+                elapsed_s: float = 1.0) -> CapacityFit:
+        """`weight` requests finished at mean `usage` over the last `elapsed_s` seconds while
+        the replica carried `load`."""
+        values = (load, usage, weight, elapsed_s)
+        if not all(math.isfinite(v) and v >= 0 for v in values) or weight <= 0:
+            raise ValueError(f"observe: load {load}, usage {usage}, weight {weight}, "
+                             f"elapsed_s {elapsed_s} (finite, >= 0, weight > 0)")
+        keep = 0.5 ** (elapsed_s / self.half_life_s)
+        return CapacityFit(self.half_life_s, keep * self.w + weight,
                            keep * self.sl + weight * load, keep * self.su + weight * usage,
                            keep * self.sll + weight * load * load,
                            keep * self.slu + weight * load * usage)

@@ -62,4 +62,4 @@ def test_model_server_replica_sigkill_under_load(ray_session) -> None:
     assert res["hanging"] == 0 and res["failed_before_kill"] == 0, res
     assert res["after_recovery"] > 0 and res["lost_after_recovery"] == 0, res
     # Every failure is an error the server said (an event or a status), never a cut stream.
-    assert all(e.startswith(("stream error:", "503")) for e in res["errors"]), res["errors"]
+    assert res["cut"] == 0, res["errors"]

@@ -40,11 +40,15 @@ def test_nothing_is_said_too_early_or_without_a_rising_slope() -> None:
     assert fed([(4.0, 0.0)] * 8).capacity() is None  # zero usage: slope 0
 
 
-def test_memory_follows_a_replica_that_slows_down() -> None:
+def test_memory_follows_a_replica_that_slows_down_in_time_not_requests() -> None:
     fast = fed([(load, 0.02 * load) for load in range(1, 17)])
     assert fast.capacity() == pytest.approx(50.0)
-    slow = fed([(load, 0.1 * load) for load in range(1, 17)] * 8, fast)
+    slow = fed([(load, 0.1 * load) for load in range(1, 17)] * 8, fast)  # 128 s later
     assert slow.capacity() == pytest.approx(10.0, rel=0.05)
+    # 500 requests in 0.1 s weigh 500, and the past loses only 0.1 s worth of its weight.
+    busy = fast.observe(8.0, 0.16, weight=500.0, elapsed_s=0.1)
+    assert busy.w == pytest.approx(fast.w * 0.5 ** (0.1 / 30) + 500)
+    assert busy.capacity() == pytest.approx(50.0)
 
 
 def test_capacity_is_at_least_one_request() -> None:
@@ -55,5 +59,5 @@ def test_capacity_is_at_least_one_request() -> None:
 def test_bad_samples_are_named(bad: tuple[float, float, float]) -> None:
     with pytest.raises(ValueError, match="observe"):
         CapacityFit().observe(*bad)
-    with pytest.raises(ValueError, match="half_life"):
-        CapacityFit(half_life=0)
+    with pytest.raises(ValueError, match="half_life_s"):
+        CapacityFit(half_life_s=0)
