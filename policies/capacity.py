@@ -7,7 +7,8 @@ On a replica, usage grows with the load it carries (a bigger batch is a slower s
 streams share its event loop): `usage ~ base + slope * load`, fitted by weighted least squares
 over (load, mean usage) samples with an exponential memory in time (half of a sample's weight
 is gone after `half_life_s`: a memory counted in requests would be 2 s at 25 requests/s on a
-quiet box and a minute on a crowded one), so the fit follows a replica whose speed changes. Its capacity is the load at which the fitted line reaches usage 1.0.
+quiet box and a minute on a crowded one), so the fit follows a replica whose speed changes.
+Its capacity is the load at which the fitted line reaches usage 1.0.
 
 With too narrow a spread of loads to see a slope, the line goes through the origin (usage
 proportional to load): that under-states capacity (base > 0 in truth), the safe side for
