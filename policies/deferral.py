@@ -73,9 +73,10 @@ class Deferral:
             if not v.has_slo or v.is_prefilling:
                 continue
             need = v.needed_time_per_token(now) * self.config.safety
-            alone = self.cost.predict(options[v.id].work_tokens, 1) / rate[v.id]
-            if need == math.inf or need <= 0 or need < alone or step / rate[v.id] <= need:
+            if need == math.inf or need <= 0 or step / rate[v.id] <= need:
                 continue  # no bound, lost, or already on pace
+            if need < self.cost.predict(options[v.id].work_tokens, 1) / rate[v.id]:
+                continue  # lost: not even alone
             target, priority = min(target, need * rate[v.id]), min(priority, v.priority)
         return target, priority
 

@@ -1,8 +1,8 @@
 """One Batch request -> the HTTP API's validation and generation -> the answer the API gives.
 
 The one place where a batch job meets the serving code: the body is validated by the same
-pydantic models (cluster/openai_protocol.py) and request limits (cluster/limits.py; not the
-body-size 413, which is the HTTP layer's), refused with the same error bodies
+pydantic models (cluster/openai_protocol.py) and request limits (cluster/limits.py, the
+body-size 413 included: measured on the body's compact JSON), refused with the same error bodies
 (job_builder.invalid_body / check_model, which the ingress uses too), turned into the same
 GenerateJob (job_builder), run by the model server's `generate` stream through a Ray Serve
 DeploymentHandle exactly as the ingress runs it, and answered with the same response body
@@ -93,7 +93,10 @@ class Adapter:
         prefix = "cmpl" if line.kind == "completion" else "chatcmpl"
         rid = f"{prefix}-{uuid.uuid4().hex}"
         try:
+            limits.check_body_size(line.body, self.config.limits.max_body_bytes)
             body = MODELS[line.kind].model_validate(line.body)
+        except BadRequest as err:
+            return _refusal(rid, err)
         except ValidationError as err:
             errors = [{**e, "loc": ("body", *e["loc"])} for e in err.errors()]
             return _refusal(rid, job_builder.invalid_body(errors))
