@@ -5,6 +5,10 @@ request in auto, chosen for the whole batch at once because they share one step 
   (tpf: its tokens per forward under the option, from the acceptance estimator).
 
 1. Start every free auto request at AR: the least device work per token.
+2a. Requests whose TPOT bound AR misses even alone (or who fell that far behind): one search
+   for the options that maximise the requests *expected* to meet their SLO by the end
+   (policies/expected_met.py), started from the best single option for all of them (what a
+   fixed mode runs), so that it never expects fewer met than that fixed mode.
 2. Rescue, tightest first: a request whose time per token misses what its SLO needs gets
    the cheapest option that meets it, provided every request of equal or higher priority
    that met before still meets; a request that the longer step would break may itself be
@@ -281,9 +285,11 @@ class ModeSelector:
 
     def _meet_most(self, order: list[_Slot]) -> None:
         """Pass 2a, for requests whose pace only speculation meets (slower than AR alone is
-        too slow): the options that meet the most requests together (policies/meet_most.py;
-        the others are counted at AR so that none is broken); a speculation-only request
-        left out gets the fastest option that breaks nobody met."""
+        too slow; with the "expected" objective also those whose bound is below AR's pace
+        while they are ahead): by `objective`, the options that maximise the requests
+        expected to meet their SLO by the end (_most_expected), or ("meet_most") those that
+        meet the most this step (policies/meet_most.py; a request left out gets the fastest
+        option that breaks nobody met). Others are counted at AR so that none is broken."""
         hopeful = [s for s in order if s.need != INF and not math.isnan(s.need)]
         alone = self.cost.predict(1, 1)
         only = {s for s in hopeful if s.need / self.config.safety < alone or (
