@@ -137,3 +137,14 @@ def test_same_slo_outcome_in_the_simulator_as_a_full_replan(load: float):
 def test_bad_cache_config_names_the_field(field: str):
     with pytest.raises(ValueError, match=field):
         CacheConfig(**{field: 1.5})
+
+
+def test_kept_options_over_a_smaller_token_budget_are_replanned():
+    p = SLOPolicy(synthetic_profile())
+    views = [view("a"), view("b")]  # an idle device: spare compute buys them speculation
+    first = p.decisions.select(views, now=0.0)
+    assert sum(o.work_tokens for o in first.values()) > len(views)
+    views = [replace(v, option=first[v.id]) for v in views]
+    choice = p.decisions.select(views, now=0.0, max_tokens=len(views))
+    assert p.decisions.num_full == 2
+    assert sum(o.work_tokens for o in choice.values()) <= len(views)
