@@ -19,9 +19,11 @@ since its first, `measured_time_per_token`) is slower than it needs, although th
 step says it is on pace. The cost model predicts only the step; on a busy host the time
 between steps (the server's outputs, other processes) made clients see ~3.5x the step per
 token (BENCHMARKS.md, "Online traffic beside a batch job"), so online requests missed while
-lower-priority batch requests were never asked to wait. Such a request makes only requests
-of a strictly lower priority yield (equal priorities keep the predicted rule), until the
-predicted step shrinks by the factor the measured pace is late: step x need / measured.
+lower-priority batch requests were never asked to wait. Such a request makes every request
+of a strictly lower priority that may wait sit the step out (equal priorities keep the
+predicted rule): the predicted step cannot say how much shorter is enough, and the measured
+pace (a mean since the first token) recovers slowly, so half measures came too late
+(bench/batch.py online, BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -91,9 +93,8 @@ class Deferral:
                 continue
             measured = measured_time_per_token(v, now, self.config.min_measured_tokens)
             if measured is not None and measured > need:  # late by the engine's own clock
-                # Only lower priorities yield to it.
-                target, priority = min(target, step * need / measured), min(priority,
-                                                                            v.priority - 1)
+                # Every request of a lower priority that can wait yields to it.
+                target, priority = 0.0, min(priority, v.priority - 1)
         return target, priority
 
     def spare(self, v: RequestView, now: float, step: float, rate: float) -> float | None:

@@ -42,7 +42,7 @@ def test_batch_yields_to_an_online_request_that_runs_late() -> None:
     _, deferred = policy.choose([online(0.12), *batch(16)], NOW)
     assert deferred and "online" not in deferred
     assert deferred <= {f"b{i}" for i in range(16)}
-    assert len(deferred) >= 8  # the predicted step shrinks by the measured lateness
+    assert len(deferred) == 16  # every one that can wait
     # On pace by its own clock too: nobody waits.
     assert policy.choose([online(0.03), *batch(16)], NOW)[1] == set()
     # The same priority: a measured lateness moves nobody (the predicted rule only).
