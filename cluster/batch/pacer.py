@@ -65,7 +65,7 @@ class Pacer:
         self.num_tokens = num_tokens  # to make in all: planned, less what finished short
         self.num_done = 0  # tokens made so far
         target = (deadline_s or 0.0) * config.margin
-        self.horizon_s = min(60.0, max(1.0, 0.05 * target))  # the rate's window
+        self.horizon_s = min(60.0, max(2.0, 0.05 * target))  # the rate's window
         self.initial = 0.0 if estimate_s is None or not target else estimate_s / target
         self._recent: deque[tuple[float, int]] = deque()  # (time, tokens) within horizon
         self.is_behind = self.initial > 1.0
