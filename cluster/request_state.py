@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from cluster.job import ChoiceEvent, GenerateJob, JobError
 from cluster.metrics import ServerMetrics
-from cluster.slo import Latency, verdicts
+from cluster.slo import Latency, usage, verdicts
 from cluster.step_delta import StepDelta
 
 
@@ -96,4 +96,5 @@ class ChoiceState:
         job = self.stream.job
         if event.stats is not None:
             metrics.observe_finished(event.stats, event.finish_reason, job.decode.mode.value,
-                                     latency, verdicts(job.slo, latency))
+                                     latency, verdicts(job.slo, latency),
+                                     usage(job.slo, latency))

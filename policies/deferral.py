@@ -22,8 +22,7 @@ token (BENCHMARKS.md, "Online traffic beside a batch job"), so online requests m
 lower-priority batch requests were never asked to wait. Such a request makes every request
 of a strictly lower priority that may wait sit the step out (equal priorities keep the
 predicted rule): the predicted step cannot say how much shorter is enough, and the measured
-pace (a mean since the first token) recovers slowly, so half measures came too late
-(bench/batch.py online, BENCHMARKS.md).
+pace is a mean since the first token, slow to recover. Measured: bench/batch_priority.py.
 """
 
 from __future__ import annotations
@@ -85,15 +84,18 @@ class Deferral:
             if not v.has_slo or v.is_prefilling:
                 continue
             need = v.needed_time_per_token(now) * self.config.safety
-            alone = self.cost.predict(options[v.id].work_tokens, 1) / rate[v.id]
-            if need == math.inf or need <= 0 or need < alone:
+            if need == math.inf or need <= 0:
                 continue  # no bound, or lost
-            if step / rate[v.id] > need:  # predicted late
+            is_predicted_late = step / rate[v.id] > need
+            measured = None if is_predicted_late else measured_time_per_token(
+                v, now, self.config.min_measured_tokens)
+            if not is_predicted_late and (measured is None or measured <= need):
+                continue  # on pace, as predicted and by the engine's own clock
+            if need < self.cost.predict(options[v.id].work_tokens, 1) / rate[v.id]:
+                continue  # lost: not even alone
+            if is_predicted_late:
                 target, priority = min(target, need * rate[v.id]), min(priority, v.priority)
-                continue
-            measured = measured_time_per_token(v, now, self.config.min_measured_tokens)
-            if measured is not None and measured > need:  # late by the engine's own clock
-                # Every request of a lower priority that can wait yields to it.
+            else:  # late by the engine's own clock: every lower priority that can wait yields
                 target, priority = 0.0, min(priority, v.priority - 1)
         return target, priority
 

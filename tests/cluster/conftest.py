@@ -12,6 +12,7 @@ import httpx
 import openai
 import yaml
 
+from cluster import stream_guard
 from cluster.config import TandemConfig
 from engine.engine import LLMEngine
 from engine.executor import ModelExecutor
@@ -39,7 +40,8 @@ def running_app(config: TandemConfig, name: str) -> Iterator[str]:
     from cluster.app import make_app
 
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(http_options={"host": "127.0.0.1", "port": port},
+                controller_options=stream_guard.controller_options())
     try:
         serve.run(make_app(config), name=name, route_prefix="/")
         yield f"http://127.0.0.1:{port}"
