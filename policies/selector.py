@@ -192,6 +192,10 @@ class ModeSelector:
                 / self._rate(v, o) for o in self._options(v))
         return alone
 
+    def num_tokens(self) -> int:
+        """The batch tokens of the last select()'s choice."""
+        return self._tokens
+
     def step_s(self) -> float:
         """The step the last select() predicts for its choice."""
         return self._step()
