@@ -135,8 +135,8 @@ class Pacer:
         if self.deadline_s is None:
             return None
         p, rate, was = self.pressure(), self.rate(), self.is_behind
-        if not was and rate and self.elapsed() >= self.horizon_s:
-            self.ar_s_per_token = self.window / rate  # a full horizon of AR
+        if not was and rate:
+            self.ar_s_per_token = self.window / rate  # AR, as measured so far
         if p > 1.0:
             self.is_behind = True
         elif p < 1.0 - self.config.hysteresis:
