@@ -157,7 +157,8 @@ class ModelServer:
             yield stream
             return
         yield JobAccepted(stream.num_prompt_tokens)
-        interval = self.config.model.stream_interval_ms / 1e3
+        interval = (self.config.model.stream_interval_ms if job.stream_interval_ms is None
+                    else job.stream_interval_ms) / 1e3
         last = -interval
         try:
             while stream.num_open > 0 or stream.has_pending:

@@ -16,15 +16,15 @@ not re-chosen) while all of these hold since it was chosen:
 - its remaining tokens stayed in the same power-of-two band below 64 (speculation's rates
   are capped by what is left);
 - it was chosen less than `max_age_steps` selects ago (a bound on drift of any kind).
-The others (new ones included) are chosen for with the held ones counted as load; a held
-request that this leaves unmet is chosen for too (once). Everybody is chosen for together
-(a full re-plan: select() without the cache) when the step the held options make moved by
-more than `step_band` under the cost fit and prefill interference of now against the last
-full re-plan's, when more than `max_dirty_share` of the batch changed, when choosing for the
-changed ones still breaks a held request, or (`strict`) leaves a request unmet that is new
-or was met before and could be met alone: a full re-plan lets it take others' spare compute
-first (without this rule the all-tight workload lost 0.03 attainment at high load, H200
-profile, 3 seeds).
+The others (new ones included) are chosen for with the held ones counted as load. A held
+request that this leaves unmet is chosen for too; and (`strict`) if it leaves a request
+unmet that is new or was met before and could be met alone, every request held at a
+speculative option is chosen for too (it may need their spare compute: without this rule
+the all-tight workload lost 0.03 attainment at high load, H200 profile, 3 seeds). Everybody
+is chosen for together (a full re-plan: select() without the cache) when the step the held
+options make moved by more than `step_band` under the cost fit and prefill interference of
+now against the last full re-plan's, when more than `max_dirty_share` of the batch changed,
+or when three rounds of the above still break a held request.
 
 tests/policies/test_decision_cache.py compares this with a full re-plan every step on
 random evolving batches; bench/slo_selector_cost.py measures both.
@@ -104,29 +104,38 @@ class DecisionCache:
         held, changed, needs = self._held(decoders, now)
         if self._coef is None or not self._same_steps(held):
             return self._full(decoders, now, max_tokens, needs)
-        for _attempt in range(2):
+        released = False
+        for _attempt in range(3):
             if len(changed) > self.config.max_dirty_share * len(decoders):
                 return self._full(decoders, now, max_tokens, needs)
             options = self.selector.select(decoders, now, max_tokens, held, needs)
             paces = self.selector.paces()
-            broken = {k for k in held if self.kept[k].was_met and not paces[k][2]}
-            if not broken:
+            out = {k for k in held if self.kept[k].was_met and not paces[k][2]}  # broken
+            if not out and self.config.strict and not released and self._starved(
+                    changed, paces, needs):
+                # It may need others' spare compute: those held at speculation start over.
+                out, released = {k for k, o in held.items() if o.mode != AR}, True
+            if not out:
                 break
-            changed += [v for v in decoders if v.id in broken]
-            held = {k: o for k, o in held.items() if k not in broken}
+            changed += [v for v in decoders if v.id in out]
+            held = {k: o for k, o in held.items() if k not in out}
         else:
             return self._full(decoders, now, max_tokens, needs)  # still breaks a kept one
-        if self.config.strict:
-            for v in changed:
-                kept, need = self.kept.get(v.id), needs[v.id]
-                if not paces[v.id][2] and need != INF and (kept is None or kept.was_met) and not (
-                        need <= 0 or need < self.selector.best_alone(v)):
-                    return self._full(decoders, now, max_tokens, needs)  # may need others' compute
         self.num_partial += 1
         self.num_rechosen += len(changed)
         self._last_step = self.selector.step_s()
         self._remember(changed, options, paces, needs)
         return options
+
+    def _starved(self, changed: list[RequestView], paces: dict[str, tuple[float, float, bool]],
+                 needs: dict[str, float]) -> bool:
+        """Some request chosen for is unmet, new or met before, and could be met alone."""
+        for v in changed:
+            kept, need = self.kept.get(v.id), needs[v.id]
+            if not paces[v.id][2] and need != INF and (kept is None or kept.was_met) and not (
+                    need <= 0 or need < self.selector.best_alone(v)):
+                return True
+        return False
 
     def forget(self, request_id: str) -> None:
         self.kept.pop(request_id, None)
