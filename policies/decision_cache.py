@@ -24,7 +24,8 @@ the all-tight workload lost 0.03 attainment at high load, H200 profile, 3 seeds)
 is chosen for together (a full re-plan: select() without the cache) when the step the held
 options make moved by more than `step_band` under the cost fit and prefill interference of
 now against the last full re-plan's, when more than `max_dirty_share` of the batch changed,
-or when three rounds of the above still break a held request.
+when the held options' work exceeds the step's token budget, or when three rounds of the
+above still break a held request.
 
 tests/policies/test_decision_cache.py compares this with a full re-plan every step on
 random evolving batches; bench/slo_selector_cost.py measures both.
@@ -109,6 +110,8 @@ class DecisionCache:
             if len(changed) > self.config.max_dirty_share * len(decoders):
                 return self._full(decoders, now, max_tokens, needs)
             options = self.selector.select(decoders, now, max_tokens, held, needs)
+            if max_tokens is not None and self.selector.num_tokens() > max_tokens:
+                return self._full(decoders, now, max_tokens, needs)  # held work over budget
             paces = self.selector.paces()
             out = {k for k in held if self.kept[k].was_met and not paces[k][2]}  # broken
             if not out and self.config.strict and not released and self._starved(

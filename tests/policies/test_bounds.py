@@ -12,9 +12,9 @@ from policies.selector import SelectorConfig
 from tests.policies.helpers import synthetic_profile, view
 
 
-def learned(config: SelectorConfig = SelectorConfig()) -> SLOPolicy:
+def learned(config: SelectorConfig | None = None) -> SLOPolicy:
     """A policy that has seen "hi" accept almost every draft and "lo" almost none."""
-    p = SLOPolicy(synthetic_profile(), PolicyConfig(selector=config))
+    p = SLOPolicy(synthetic_profile(), PolicyConfig(selector=config or SelectorConfig()))
     for _ in range(30):
         p.observe_request("hi", Option(LINEAR, 8), 2, 14)
         p.observe_request("lo", Option(LINEAR, 8), 2, 2)

@@ -80,7 +80,7 @@ def test_kept_decisions_stay_met_along_random_evolving_batches():
     a full re-plan of the same state meets, but for at most a few (kept options are not
     re-chosen to make room), and never predicts a request met that is not."""
     rng = random.Random(7)
-    cached, full = SLOPolicy(synthetic_profile()), SLOPolicy(synthetic_profile(), FULL)
+    cached = SLOPolicy(synthetic_profile())
     reference = ModeSelector(cached.cost, cached.acceptance, cached.selector.config)
     views, now, next_id, worse = batch(rng, 32), 0.0, 32, 0
     for _ in range(150):
@@ -114,7 +114,6 @@ def test_kept_decisions_stay_met_along_random_evolving_batches():
         views = out
     assert cached.decisions.num_partial > 50  # the cache did keep decisions
     assert worse <= 0.02 * 150 * 32  # met by the full re-plan but not the cached one
-    del full
 
 
 def simulate(config: PolicyConfig, load: float, seed: int) -> tuple[float, float]:
@@ -138,3 +137,14 @@ def test_same_slo_outcome_in_the_simulator_as_a_full_replan(load: float):
 def test_bad_cache_config_names_the_field(field: str):
     with pytest.raises(ValueError, match=field):
         CacheConfig(**{field: 1.5})
+
+
+def test_kept_options_over_a_smaller_token_budget_are_replanned():
+    p = SLOPolicy(synthetic_profile())
+    views = [view("a"), view("b")]  # an idle device: spare compute buys them speculation
+    first = p.decisions.select(views, now=0.0)
+    assert sum(o.work_tokens for o in first.values()) > len(views)
+    views = [replace(v, option=first[v.id]) for v in views]
+    choice = p.decisions.select(views, now=0.0, max_tokens=len(views))
+    assert p.decisions.num_full == 2
+    assert sum(o.work_tokens for o in choice.values()) <= len(views)
