@@ -137,10 +137,13 @@ class SLOPolicy:
         step = self.cost.predict(sum(self._work(r) for r in running), len(running))
         firm = [r for r in running if self.deferral.spare(
             r, now, step, self.acceptance.tokens_per_forward(self._pinned(r), r.id)) is None]
-        # Every running request counted at the work of the option it runs: an auto request
-        # that speculates to meet a tight bound keeps doing so (counted at AR's work, auto
-        # admitted every tight newcomer at high load and most of them missed).
-        tokens = sum(self._work(r) for r in firm if not r.is_prefilling)
+        # Auto requests counted at AR's work: the selector drops their speculation before
+        # it lets a request miss its SLO; except those whose bound AR misses even alone,
+        # which keep speculating (counted at AR's work, every tight newcomer was admitted at
+        # high load and most missed; counting all at their option's work refused
+        # interactive newcomers at low load, where spare compute buys speculation).
+        tokens = sum(self._work(r) if self._is_pinned(r) or self._needs_speculation(r) else 1
+                     for r in firm if not r.is_prefilling)
 
         def pace() -> float:
             # Auto is admitted at AR's pace: if every newcomer counted on speculating, the
@@ -157,6 +160,9 @@ class SLOPolicy:
                 self.time_per_token(v, o, tokens + 1, len(firm) + 1) for o in options)
 
         return self.admission.check(v, now, best, firm, waiting, self._work, pace)
+
+    def _needs_speculation(self, v: RequestView) -> bool:
+        return v.slo.tpot_ms is not None and v.slo.tpot_ms < self.cost.predict(1, 1) * 1e3
 
     def victims(self, running: Sequence[RequestView], now: float) -> list[RequestView]:
         """Whom to preempt when the cache runs dry, first to last."""
