@@ -9,9 +9,13 @@ deadline) over the rate measured. Before the first tokens come, the start-up est
 pressure stands in (estimate.py: the AR estimate over the time to the deadline).
 
 - Pressure <= 1, ahead: auto requests run AR, the least device work per token.
-- Pressure > 1, behind (until it falls under 1 - `hysteresis`): auto requests run `fast`,
-  the lossless option the step-cost profile predicts fastest per request at the job's
-  window (estimate.fastest_option); none known: auto, the scheduler's choice.
+- Pressure > 1, behind (until it falls under 1 - `hysteresis`): auto requests run the
+  lossless option predicted fastest per request at the job's window (`choose`:
+  estimate.fastest_option, from the step-cost profile and AR's time per token as measured
+  while the job ran AR); none known: auto, the scheduler's choice. Two horizons into its
+  first stretch behind, the job compares: if the fast option's measured time per token is
+  not under `FAST_GAIN` x AR's, it runs AR for the rest (speculation costs 3-7x the device
+  work per token; on this project's 2-core CPU at T = 0.8 it was no faster: BENCHMARKS.md).
 
 Each request carries its share of the time left as its SLO deadline (its max_tokens x
 `window` in flight / the tokens left; all of the time left once the rest fit in one
@@ -36,6 +40,8 @@ from dataclasses import dataclass
 from cluster.slo import MAX_SLO_MS
 from policies.option import AR1, Option
 
+FAST_GAIN = 0.95  # the fast option must take at most this share of AR's time per token
+
 
 @dataclass(frozen=True)
 class PacerConfig:
@@ -49,17 +55,21 @@ class PacerConfig:
 
 class Pacer:
     def __init__(self, deadline_s: float | None, num_tokens: int, window: int,
-                 estimate_s: float | None = None, fast: Option | None = None,
+                 estimate_s: float | None = None,
+                 choose: Callable[[float | None], Option] | None = None,
                  config: PacerConfig = PacerConfig(),
                  clock: Callable[[], float] = time.monotonic) -> None:
         """num_tokens: the job's output tokens at most (max_tokens summed); estimate_s: the
-        start-up estimate of the job's time at AR (None: unknown); fast: the option for a
-        job behind (None: auto)."""
+        start-up estimate of the job's time at AR (None: unknown); choose: AR's measured
+        seconds per token per request (None: not measured) -> the option for a job behind
+        (None: auto)."""
         if deadline_s is not None and deadline_s <= 0:
             raise ValueError(f"deadline must be > 0 s, got {deadline_s}")
         if window < 1 or num_tokens < 0:
             raise ValueError(f"window must be >= 1 and num_tokens >= 0: {window}, {num_tokens}")
-        self.deadline_s, self.window, self.fast = deadline_s, window, fast
+        self.deadline_s, self.window, self.choose = deadline_s, window, choose
+        self.fast = choose(None) if choose is not None else None
+        self.ar_s_per_token: float | None = None  # measured while the job runs AR
         self.config, self.clock = config, clock
         self.start = clock()
         self.num_tokens = num_tokens  # to make in all: planned, less what finished short
@@ -70,6 +80,8 @@ class Pacer:
         self._recent: deque[tuple[float, int]] = deque()  # (time, tokens) within horizon
         self.is_behind = self.initial > 1.0
         self.num_switches = 0  # times it went from ahead to behind or back
+        self.behind_since = self.start
+        self.fast_pays: bool | None = None  # measured: the fast option beats AR here
 
     def elapsed(self) -> float:
         return self.clock() - self.start
@@ -129,14 +141,28 @@ class Pacer:
         without a deadline or a fast option."""
         if self.deadline_s is None:
             return None
-        p = self.pressure()
-        was = self.is_behind
+        p, rate, was, now = self.pressure(), self.rate(), self.is_behind, self.clock()
+        if not was and rate:
+            self.ar_s_per_token = self.window / rate  # AR, as measured so far
         if p > 1.0:
             self.is_behind = True
         elif p < 1.0 - self.config.hysteresis:
             self.is_behind = False
-        self.num_switches += was != self.is_behind
-        return self.fast if self.is_behind else AR1
+        if self.is_behind and not was:
+            self.num_switches += 1
+            self.behind_since = now
+            if self.choose is not None and self.fast_pays is not False:
+                self.fast = self.choose(self.ar_s_per_token)
+        self.num_switches += was and not self.is_behind
+        if (was and self.is_behind and rate and self.fast_pays is None
+                and self.ar_s_per_token is not None
+                and now - self.behind_since >= 2 * self.horizon_s):
+            # A horizon of the fast option alone: no faster than AR was, it is not worth
+            # its device work for the rest of the job.
+            self.fast_pays = self.window / rate < self.ar_s_per_token * FAST_GAIN
+        if not self.is_behind or self.fast_pays is False:
+            return AR1
+        return self.fast
 
     def projected_s(self) -> float | None:
         """When the job will end at the measured rate (seconds from the start)."""
