@@ -5,8 +5,10 @@ once with tandem's SLO policy and once with Serve's default policy (the same YAM
 `policy:`), on the same ramp and seeds; prints one verdict line, writes the JSON and a plot
 (replicas and SLO attainment over time).
 
-PASS: the SLO policy went above one replica and back to one, and no request of either run
-failed (a refusal is a 429 with a reason; a stream cut or a 5xx is a failure).
+PASS: no request of either run failed (a refusal is a 429 with a reason; a stream cut or a
+5xx is a failure), both end at one replica, and the SLO policy reached at least the default
+policy's attainment (to two decimals) with at most its replica-seconds. Whether each rose
+above one replica is printed: on a quiet machine one replica may carry the whole ramp.
 """
 
 from __future__ import annotations
@@ -159,8 +161,11 @@ def verdict(results: list[dict[str, Any]]) -> str:
                      f"{r['final_replicas']}, attainment {r['attainment']:.2f}, "
                      f"replica-s {r['replica_seconds']}, {r['requests']} requests "
                      f"({r['refused']} refused, {r['failed']} failed)")
-    if "slo" in by:
-        ok = ok and by["slo"]["max_replicas"] > 1 and by["slo"]["final_replicas"] == 1
+    ok = ok and all(r["final_replicas"] == 1 for r in results)
+    if "slo" in by and "default" in by:
+        slo, default = by["slo"], by["default"]
+        ok = ok and (round(slo["attainment"], 2) >= round(default["attainment"], 2)
+                     and slo["replica_seconds"] <= default["replica_seconds"])
     return f"autoscale {'PASS' if ok else 'FAIL'} | " + " | ".join(parts)
 
 

@@ -106,7 +106,8 @@ def deadline_bench(args: argparse.Namespace) -> dict[str, Any]:
 def _row(s: dict[str, Any]) -> dict[str, Any]:
     modes = {m: v["tokens"] for m, v in s["modes"].items() if m != "prefill"}
     return {"deadline_s": s["deadline_s"], "wall_s": s["wall_s"], "met": s["met_deadline"],
-            "output_tokens": s["output_tokens"],
+            "output_tokens": s["output_tokens"], "behind_option": s.get("behind_option"),
+            "pace_switches": s.get("pace_switches"),
             "device_per_output_token": s.get("device_tokens_per_output_token"),
             "device_tokens": s.get("device_tokens"), "tokens_by_mode": modes}
 

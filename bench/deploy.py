@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from cluster import stream_guard
 from cluster.config import TandemConfig, load_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "ray_configs"
@@ -71,7 +72,8 @@ def deploy(config: TandemConfig | dict[str, Any], name: str) -> str:
     from cluster.app import make_app
 
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(http_options={"host": "127.0.0.1", "port": port},
+                controller_options=stream_guard.controller_options())
     serve.run(make_app(load_config(config)), name=name, route_prefix="/")
     return f"http://127.0.0.1:{port}"
 

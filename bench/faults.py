@@ -3,7 +3,8 @@ machine (ray.cluster_utils.Cluster: a head and two workers), streaming clients r
 one part is killed: a tensor-parallel shard rank (SIGKILL, tp2), the model-server replica
 (SIGKILL), the ingress replica (SIGKILL), a worker node holding a model-server replica
 (its raylet and workers killed, no grace). For each: the requests that failed and how (a
-clear error each, none hanging past the client's timeout), seconds until a probe is served
+clear error each, none hanging past the client's timeout; a stream cut without an error
+event counts as `cut`: cluster/stream_guard.py should leave none), seconds until a probe is served
 again, and that requests started after that all complete. One verdict line.
 tests/cluster/test_faults.py runs the replica kill."""
 
@@ -14,6 +15,7 @@ import asyncio
 import copy
 import json
 import os
+import re
 import signal
 import time
 from collections import Counter
@@ -53,6 +55,8 @@ def app_args(fault: str) -> tuple[str, dict[str, Any]]:
     args = copy.deepcopy(args)
     args["ingress"]["ray_actor_options"] = {"num_cpus": 0, "resources": HEAD}
     ms = args["model_server"]
+    if fault == "ingress":  # an ingress of its own to kill (layout single has none)
+        args["layout"] = "split"
     if fault == "node":  # two replicas, one per node: one survives the node
         ms.update(num_replicas=2, max_replicas_per_node=1)
     elif fault != "shard_rank":  # (a tp2 replica sits in its placement group's bundle 0)
@@ -100,13 +104,20 @@ async def under_load(url: str, kill: Callable[[], str], clients: int, kill_at: f
     return judge(outcomes, what, killed_at, back, timeout_s)
 
 
+def is_cut(o: Outcome) -> bool:
+    """Failed without a word from the server: neither an error event nor an HTTP status."""
+    err = o.error or ""
+    return not (err.startswith("stream error:") or re.match(r"\d{3}: ", err))
+
+
 def judge(outcomes: list[Outcome], what: str, killed_at: float, back: float | None,
           timeout_s: float) -> dict[str, Any]:
     failed = [o for o in outcomes if o.is_failed]
     hanging = [o for o in failed if o.end - o.start >= timeout_s - 1]
     served_at = killed_at + (back if back is not None else float("inf"))
     after = [o for o in outcomes if o.start > served_at + 1.0]
-    return {"kill": what, "killed_at_s": round(killed_at, 1),
+    cut = [o for o in failed if is_cut(o)]
+    return {"kill": what, "killed_at_s": round(killed_at, 1), "cut": len(cut),
             "served_again_s": None if back is None else round(back, 2),
             "requests": len(outcomes), "failed": len(failed), "hanging": len(hanging),
             "errors": dict(Counter((o.error or "")[:120] for o in failed).most_common(4)),
@@ -115,13 +126,14 @@ def judge(outcomes: list[Outcome], what: str, killed_at: float, back: float | No
 
 
 def line(fault: str, r: dict[str, Any]) -> str:
-    return (f"{fault}: {r['failed']} failed / {r['requests']} ({r['hanging']} hanging), "
+    return (f"{fault}: {r['failed']} failed / {r['requests']} ({r['hanging']} hanging, "
+            f"{r['cut']} cut), "
             f"served again after {r['served_again_s']} s, {r['lost_after_recovery']} lost "
             f"of {r['after_recovery']} after")
 
 
 def ok(r: dict[str, Any]) -> bool:
-    return (r["served_again_s"] is not None and r["hanging"] == 0
+    return (r["served_again_s"] is not None and r["hanging"] == 0 and r["cut"] == 0
             and r["lost_after_recovery"] == 0 and r["failed_before_kill"] == 0
             and r["after_recovery"] > 0)
 

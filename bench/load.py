@@ -113,11 +113,13 @@ async def run_clients(url: str, active: Callable[[float], int], duration_s: floa
                       make_body: Callable[[random.Random], dict[str, Any]],
                       num_clients: int, seed: int = 0, timeout_s: float = 120.0,
                       disconnect_p: float = 0.0, refusal_pause_s: float = 0.25,
-                      stop: asyncio.Event | None = None) -> list[Outcome]:
+                      stop: asyncio.Event | None = None,
+                      sink: list[Outcome] | None = None) -> list[Outcome]:
     """num_clients loops; client i sends while i < active(t), until duration_s or `stop`.
-    A refused client pauses refusal_pause_s before its next request (backing off)."""
+    A refused client pauses refusal_pause_s before its next request (backing off).
+    sink: the list each outcome is appended to as it ends (for a watcher), returned."""
     t0 = time.monotonic()
-    outcomes: list[Outcome] = []
+    outcomes: list[Outcome] = [] if sink is None else sink
     limits = httpx.Limits(max_connections=num_clients + 4)
 
     async def client_loop(i: int, client: httpx.AsyncClient) -> None:

@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from engine.simulator import SimConfig, Simulator
+from policies.decision_cache import CacheConfig
 from policies.metrics import summarize
 from policies.option import AR, DIFFUSION, LINEAR, QUADRATIC, Option, default_option
 from policies.policy import PolicyConfig, SLOPolicy
@@ -46,6 +47,8 @@ def policy_config(name: str) -> PolicyConfig:
     "fcfs:MODE" (that mode under first-come scheduling: no SLO ordering, admission,
     deferral or slack-based preemption; the engine's default FirstComePolicy)."""
     fcfs, _, mode = name.rpartition(":")
+    if mode == "auto_full":  # auto re-planned in full every step (policies/decision_cache.py off)
+        return PolicyConfig(cache=CacheConfig(enabled=False), slo_aware=not fcfs)
     fixed: Option | None = None if mode == "auto" else default_option(mode)
     return PolicyConfig(fixed=fixed, slo_aware=not fcfs)
 

@@ -1,12 +1,20 @@
 """The SLO selector's Python cost per step: `SLOPolicy.choose` (mode and block for every
 decoding request, deferral included) over N running requests, in CPU time (process time,
-so other jobs on a shared machine do not count), median of many calls.
+so other jobs on a shared machine do not count).
 
   python -m bench.slo_selector_cost [--requests 64] [--profile FILE] [--calls 200]
 
 Batches: `slack` (every request has a loose deadline: AR for all, the common case under
 load), `tight` (a quarter of them need speculation to meet a TPOT below AR alone: the
 meet-most search runs every step), `mixed` (half interactive at 1.5x AR, half batch).
+
+Each batch runs as a sequence of steps, as on a server: every call the clock moves on by
+the predicted step (times a random +-5 %, which the cost model learns), each request emits
+its option's tokens per forward (drawn), learns its acceptance, and a finished request is
+replaced by a new one (so about N / mean length requests leave and arrive per step). The
+policy keeps decisions across calls (policies/decision_cache.py) or re-plans every call
+(`full`, the cache off); both run the same sequence of batches. Reported: the median and
+mean CPU time per call and the share of calls that re-planned in full.
 """
 
 from __future__ import annotations
@@ -15,9 +23,12 @@ import argparse
 import random
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from policies.policy import SLOPolicy
+from policies.decision_cache import CacheConfig
+from policies.option import AR1, Option
+from policies.policy import PolicyConfig, SLOPolicy
 from policies.profile import Profile
 from policies.request_view import RequestView
 from policies.slo import SLO
@@ -25,29 +36,54 @@ from policies.slo import SLO
 PROFILE = Path(__file__).parent / "profiles" / "roofline-h200-llama8b.json"
 
 
+def new_request(kind: str, i: int, ar_s: float, now: float, rng: random.Random,
+                fresh: bool) -> RequestView:
+    if kind == "tight" and i % 4 == 0:
+        slo = SLO(tpot_ms=0.7 * ar_s * 1e3)
+    elif kind == "mixed" and i % 2 == 0:
+        slo = SLO(tpot_ms=1.5 * ar_s * 1e3)
+    else:
+        slo = SLO(deadline_ms=60_000.0)
+    return RequestView(f"r{i}", now - 0.05, slo, max_tokens=rng.randint(32, 96),
+                       num_prompt=32, num_output=1 if fresh else rng.randint(1, 20),
+                       num_pending=1, first_token_s=now - 0.03)
+
+
 def batch(kind: str, n: int, ar_s: float, seed: int = 0) -> list[RequestView]:
     rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        if kind == "tight" and i % 4 == 0:
-            slo = SLO(tpot_ms=0.7 * ar_s * 1e3)
-        elif kind == "mixed" and i % 2 == 0:
-            slo = SLO(tpot_ms=1.5 * ar_s * 1e3)
-        else:
-            slo = SLO(deadline_ms=60_000.0)
-        out.append(RequestView(f"r{i}", -0.05, slo, max_tokens=rng.randint(32, 96),
-                               num_prompt=32, num_output=rng.randint(1, 20), num_pending=1,
-                               first_token_s=-0.03))
-    return out
+    return [new_request(kind, i, ar_s, 0.0, rng, False) for i in range(n)]
 
 
-def cost_ms(policy: SLOPolicy, views: list[RequestView], calls: int) -> float:
-    times = []
+def run(policy: SLOPolicy, kind: str, n: int, calls: int, seed: int = 0) -> list[float]:
+    """CPU seconds of each of `calls` choose() calls along one sequence of steps."""
+    rng = random.Random(seed)
+    ar_s = policy.cost.predict(1, 1)
+    views, next_id, now, times = batch(kind, n, ar_s, seed), n, 0.0, []
     for _ in range(calls):
         t = time.process_time()
-        policy.choose(views, now=0.0)
+        options, deferred = policy.choose(views, now)
         times.append(time.process_time() - t)
-    return statistics.median(times) * 1e3
+        running = [v for v in views if v.id not in deferred]
+        tokens = sum(options[v.id].work_tokens for v in running)
+        step = policy.cost.predict(tokens, len(running)) * rng.uniform(0.95, 1.05)
+        policy.observe_step(tokens, len(running), step)
+        now += step
+        out = []
+        for v in views:
+            option: Option = options[v.id] if v.id not in deferred else (v.option or AR1)
+            emitted = 0
+            if v.id not in deferred:
+                tpf = policy.acceptance.tokens_per_forward(option, v.id)
+                emitted = max(1, min(option.block, round(rng.uniform(0.5, 1.5) * tpf)))
+                policy.observe_request(v.id, option, 1, emitted)
+            if v.num_output + emitted >= v.max_tokens:
+                policy.finish(v.id)
+                out.append(new_request(kind, next_id, ar_s, now, rng, True))
+                next_id += 1
+            else:
+                out.append(replace(v, num_output=v.num_output + emitted, option=option))
+        views = out
+    return times
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,11 +93,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--calls", type=int, default=200)
     args = p.parse_args(argv)
     profile = Profile.load(args.profile)
+    print(f"{args.requests} requests, {args.calls} steps, {args.profile.name}: CPU ms per "
+          f"choose() (median / mean), share of calls re-planned in full")
     for kind in ("slack", "mixed", "tight"):
-        policy = SLOPolicy(profile)
-        views = batch(kind, args.requests, policy.cost.predict(1, 1))
-        print(f"{kind:6s} {args.requests} requests: {cost_ms(policy, views, args.calls):.3f} ms "
-              f"per step (median CPU time of {args.calls} calls, {args.profile.name})")
+        cells = []
+        for name, cache in (("kept", CacheConfig()), ("full", CacheConfig(enabled=False))):
+            policy = SLOPolicy(profile, PolicyConfig(cache=cache))
+            times = run(policy, kind, args.requests, args.calls)
+            d = policy.decisions
+            share = d.num_full / d.num_selects if cache.enabled else 1.0
+            cells.append(f"{name} {statistics.median(times) * 1e3:6.3f} / "
+                         f"{statistics.fmean(times) * 1e3:6.3f} ms (full {share:4.0%})")
+        print(f"{kind:6s} " + "   ".join(cells))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,11 @@ the upload, the result cut of engine/executor.py) and replaces only the device w
 "sampled" token at absolute position p is a hash of (seed, p), so drafts and the verifier
 agree wherever their positions do (full acceptance, as a perfect drafter would give).
 
-    python -m bench.step_overhead [--requests 64] [--steps 200]
+    python -m bench.step_overhead [--requests 64] [--steps 200] [--policy slo]
+
+--policy slo adds rows for `auto` requests (a loose deadline each) under the SLO policy
+(bench/slo_profile.json), with its decisions kept across steps (policies/decision_cache.py)
+and re-planned in full every step (`slo_full`).
 """
 
 from __future__ import annotations
@@ -16,17 +20,20 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 from engine.device_io import DeviceIO
 from engine.engine import EngineConfig, LLMEngine
 from engine.executor import Executor, cut_results
 from engine.params import DecodeParams, SamplingParams
 from engine.plan import StepOutput, StepPlan
+from engine.policy import SchedulingPolicy
 from engine.scheduler import SchedulerConfig
 from engine.step_inputs import float_bits, pack_plan
 from models.checkpoint import DEFAULT_MODEL_DIR
 from models.config import ModelConfig
 from models.tokenizer import TextCodec
+from policies.slo import SLO
 
 
 class ZeroCostExecutor(Executor):
@@ -58,17 +65,29 @@ class ZeroCostExecutor(Executor):
         return out
 
 
+def slo_policy(kept: bool) -> SchedulingPolicy:
+    from engine.slo_policy import SLOSchedulingPolicy
+    from policies.decision_cache import CacheConfig
+    from policies.policy import PolicyConfig
+
+    return SLOSchedulingPolicy.from_profile(
+        str(Path(__file__).with_name("slo_profile.json")),
+        PolicyConfig(cache=CacheConfig(enabled=kept)))
+
+
 def run(config: ModelConfig, codec: TextCodec, mode: str, block: int, requests: int,
-        steps: int) -> dict[str, float]:
+        steps: int, policy: SchedulingPolicy | None = None) -> dict[str, float]:
     avoid = {config.mask_token_id, config.eos_token_id}
     executor = ZeroCostExecutor(config.vocab_size, avoid)
     engine = LLMEngine(executor, config, codec, EngineConfig(
         num_blocks=8192, scheduler=SchedulerConfig(max_num_seqs=requests,
-                                                   max_batch_tokens=16384)))
+                                                   max_batch_tokens=16384)), policy)
     prompt = "def fibonacci(n):\n    " * 4
+    slo = SLO(deadline_ms=600_000.0) if policy is not None else None
     for i in range(requests):
         engine.add_request(prompt, SamplingParams(max_tokens=1900, seed=i, ignore_eos=True),
-                           DecodeParams(mode=mode, block_length=block if mode != "ar" else None))
+                           DecodeParams(mode=mode, block_length=block if block else None),
+                           slo=slo)
     while engine.scheduler.waiting or any(r.cache.num_cached == 0
                                           for r in engine.scheduler.running):
         engine.step()  # prefill everyone first
@@ -89,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--requests", type=int, default=64)
     p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--policy", choices=("first_come", "slo"), default="first_come")
     args = p.parse_args(argv)
     config = ModelConfig.from_json(DEFAULT_MODEL_DIR / "config.json")
     codec = TextCodec.load(DEFAULT_MODEL_DIR)
@@ -96,11 +116,16 @@ def main(argv: list[str] | None = None) -> None:
           f"of this process (mean of {args.steps} steps; robust to a shared machine) and "
           f"wall time (median)")
     print(f"{'mode':<16}{'block':>6}{'cpu ms':>9}{'executor':>10}{'rest':>8}{'wall ms':>9}")
-    for mode, block in (("ar", 0), ("spec_linear", 4), ("spec_quadratic", 4),
-                        ("diffusion", 8)):
-        r = run(config, codec, mode, block, args.requests, args.steps)
+    rows: list[tuple[str, str, int, SchedulingPolicy | None]] = [
+        (mode, mode, block, None) for mode, block in (
+            ("ar", 0), ("spec_linear", 4), ("spec_quadratic", 4), ("diffusion", 8))]
+    if args.policy == "slo":
+        rows += [("auto slo", "auto", 0, slo_policy(True)),
+                 ("auto slo_full", "auto", 0, slo_policy(False))]
+    for name, mode, block, policy in rows:
+        r = run(config, codec, mode, block, args.requests, args.steps, policy)
         rest = r["step_ms"] - r["executor_host_ms"]
-        print(f"{mode:<16}{block:>6}{r['step_ms']:>9.3f}{r['executor_host_ms']:>10.3f}"
+        print(f"{name:<16}{block:>6}{r['step_ms']:>9.3f}{r['executor_host_ms']:>10.3f}"
               f"{rest:>8.3f}{r['wall_ms']:>9.3f}")
     print("executor = plan packing + upload tensor + result cut; rest = schedule, update, "
           "outputs (detokenization); target: cpu ms < 1 (issue 13)")

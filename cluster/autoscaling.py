@@ -28,8 +28,10 @@ from policies import scaling
 log = logging.getLogger("ray.serve")
 
 CAPACITY_KEY = "tandem_capacity"
+TREND_KEY = "tandem_trend"  # (time, load, per second) of policies.scaling.LoadTrend
 REASON_KEY = "tandem_reason"
 WANTED_KEY = "tandem_wanted"
+LOGGED_KEY = "tandem_logged_capacity"
 POLICY_PATH = "cluster.autoscaling:SLOAutoscalingPolicy"
 
 
@@ -40,15 +42,35 @@ class SLOAutoscalingPolicy:
     def __call__(self, ctx: Any) -> tuple[int, dict[str, Any]]:
         """ctx: ray.serve.config.AutoscalingContext."""
         replicas = signals_of(ctx.aggregated_metrics or {}, list(ctx.running_replicas))
-        capacity = float(ctx.policy_state.get(CAPACITY_KEY, self.config.capacity_per_replica))
+        state = ctx.policy_state
+        capacity = float(state.get(CAPACITY_KEY, self.config.capacity_per_replica))
+        trend = load_trend(state.get(TREND_KEY), ctx.current_time, replicas)
         d = scaling.decide(ctx.current_num_replicas, ctx.target_num_replicas, replicas,
-                           capacity, self.config)
+                           capacity, self.config, trend.per_s if trend else 0.0)
         num = min(max(d.num_replicas, ctx.capacity_adjusted_min_replicas),
                   ctx.capacity_adjusted_max_replicas)
         if num != ctx.target_num_replicas and num != ctx.policy_state.get(WANTED_KEY):
             log.info("tandem autoscaling %s: %d -> %d (%s)", ctx.deployment_name,
                      ctx.target_num_replicas, num, d.reason)  # once per new wish
-        return num, {CAPACITY_KEY: d.capacity, REASON_KEY: d.reason, WANTED_KEY: num}
+        logged = state.get(LOGGED_KEY)
+        if logged is None or abs(d.capacity - logged) > 0.25 * logged:
+            log.info("tandem autoscaling %s: capacity %.1f per replica (%s)",
+                     ctx.deployment_name, d.capacity, d.reason)
+            logged = d.capacity
+        return num, {CAPACITY_KEY: d.capacity, REASON_KEY: d.reason, WANTED_KEY: num,
+                     LOGGED_KEY: logged,
+                     TREND_KEY: None if trend is None else (trend.t, trend.load, trend.per_s)}
+
+
+def load_trend(last: tuple[float, float, float] | None, now: float | None,
+               replicas: list[scaling.ReplicaSignals]) -> scaling.LoadTrend | None:
+    """The total load's trend, carried between calls in the policy state."""
+    if now is None or not replicas:
+        return None
+    load = sum(r.load for r in replicas)
+    if last is None:
+        return scaling.LoadTrend(now, load)
+    return scaling.LoadTrend(*last).after(now, load)
 
 
 def signals_of(metrics: dict[str, dict[Any, float]],

@@ -17,6 +17,7 @@ from engine.kv_sizing import DEFAULT_NUM_BLOCKS, KVRequest
 from engine.params import Mode
 from engine.scheduler import SchedulerConfig
 from models.checkpoint import DEFAULT_MODEL_DIR
+from policies.bounds import check_block_bounds, check_threshold_bounds
 
 
 class _Strict(BaseModel):
@@ -81,6 +82,33 @@ class ModelSettings(_Strict):
         "or GIL); `thread` = a thread of the replica; auto = process at tp = 1 (fused "
         "speculation) unless a test injects an engine factory, else thread (shard or draft "
         "actors do the forwards).")
+
+    auto_block_bounds: dict[Mode, tuple[int, int]] | None = Field(
+        None, description="Per mode, the shortest and longest block the SLO policy may give "
+        "an `auto` request (chosen per request from its own acceptance and pace); default: "
+        "spec_linear 4-8, spec_quadratic 2-6, diffusion 8-16 (policies/selector.py); a mode "
+        "left out may take any block of the selector's ladder.")
+    auto_threshold_bounds: tuple[float, float] | None = Field(
+        None, description="The lowest and highest diffusion commit threshold the SLO policy "
+        "may give an `auto` request that allows lossy output (chosen per request from its own "
+        "acceptance: policies/bounds.py); default 0.7-0.95.")
+
+    @field_validator("auto_block_bounds")
+    @classmethod
+    def _check_block_bounds(cls, v: dict[Mode, tuple[int, int]] | None
+                            ) -> dict[Mode, tuple[int, int]] | None:
+        if v is not None:
+            check_block_bounds(tuple((m.value, lo, hi) for m, (lo, hi) in v.items()),
+                               "auto_block_bounds")
+        return v
+
+    @field_validator("auto_threshold_bounds")
+    @classmethod
+    def _check_threshold_bounds(cls, v: tuple[float, float] | None
+                                ) -> tuple[float, float] | None:
+        if v is not None:
+            check_threshold_bounds(v, "auto_threshold_bounds")
+        return v
 
     @model_validator(mode="after")
     def _check_modes(self) -> ModelSettings:

@@ -33,6 +33,9 @@ class GenerateJob:
     prompt_field: str = "prompt"  # what errors about the prompt name ("messages" for chat)
     # False for a rendered chat: its template already placed the special tokens.
     add_special_tokens: bool = True
+    # How often the model server sends this job's tokens (None: its stream_interval_ms). A
+    # batch job's caller waits for the whole answer: fewer messages, less CPU per token.
+    stream_interval_ms: float | None = None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ stay in cluster/openai_protocol.py.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
@@ -63,13 +64,26 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
 
-async def _too_large(send: Send, limit: int) -> None:
-    import json
+def too_large(limit: int) -> BadRequest:
+    """The 413 for a body over `limit` bytes: the HTTP edge's and a batch line's."""
+    return BadRequest(413, f"the request body is over the server's limit of {limit} bytes "
+                      "(limits.max_body_bytes)", None, code="request_too_large")
 
-    payload = json.dumps(error_body(
-        f"the request body is over the server's limit of {limit} bytes (limits."
-        "max_body_bytes)", "invalid_request_error", None, "request_too_large")).encode()
-    await send({"type": "http.response.start", "status": 413,
+
+def check_body_size(body: dict[str, Any], limit: int) -> None:
+    """A body that arrives parsed (a batch line's): its size is that of its compact UTF-8
+    JSON, the fewest bytes any client can send it in, so a body refused here is refused
+    over HTTP too."""
+    size = len(json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+               .encode("utf-8", "surrogatepass"))
+    if size > limit:
+        raise too_large(limit)
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    err = too_large(limit)
+    payload = json.dumps(error_body(err.message, err.type, err.param, err.code)).encode()
+    await send({"type": "http.response.start", "status": err.status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(payload)).encode())]})
     await send({"type": "http.response.body", "body": payload})

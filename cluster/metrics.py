@@ -44,6 +44,10 @@ class ServerMetrics:
         self.queue = Histogram("tandem_request_queue_time_seconds",
                                "Time from arrival to the first step that ran the request.", m,
                                buckets=_LAT, registry=r)
+        self.slo_usage = Histogram("tandem_slo_usage_ratio",
+                                   "Finished requests' latency over their SLO, the worst "
+                                   "kind (1 = just met; above = missed).", m,
+                                   buckets=(0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0), registry=r)
         self.running = Gauge("tandem_num_requests_running", "Requests in the running batch.",
                              m, registry=r)
         self.waiting = Gauge("tandem_num_requests_waiting", "Requests waiting to be scheduled.",
@@ -120,8 +124,11 @@ class ServerMetrics:
         self.rejected.labels(self.model_name, str(status)).inc()
 
     def observe_finished(self, stats: ChoiceStats, finish_reason: str, requested: str,
-                         latency: Latency, slo: dict[str, bool]) -> None:
+                         latency: Latency, slo: dict[str, bool],
+                         usage: float | None = None) -> None:
         n = self.model_name
+        if usage is not None:
+            self.slo_usage.labels(n).observe(usage)
         self.e2e.labels(n).observe(latency.e2e_s)
         self.prompt_tokens.labels(n).inc(stats.num_prompt_tokens)
         for mode, k in stats.tokens_by_mode.items():

@@ -157,7 +157,8 @@ class ModelServer:
             yield stream
             return
         yield JobAccepted(stream.num_prompt_tokens)
-        try:  # woken at most every stream_interval_ms (cluster/stream_router.py)
+        try:  # woken at most every stream_interval_ms (the job's own, if it has one),
+            # cluster/stream_router.py
             while stream.num_open > 0 or stream.has_pending:
                 item = await stream.get()
                 if isinstance(item, JobError):

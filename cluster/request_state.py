@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from cluster.job import ChoiceEvent, GenerateJob, JobError
 from cluster.metrics import ServerMetrics
-from cluster.slo import Latency, verdicts
+from cluster.slo import Latency, usage, verdicts
 from cluster.step_delta import StepDelta
 
 
@@ -24,6 +24,7 @@ class JobStream:
 
     has_output: bool = False  # a caller has been woken for tokens of this stream
     num_released: int = 0  # the first num_released items of pending may be taken
+    released_at: float = float("-inf")  # when the router last woke the caller
 
     def __post_init__(self) -> None:
         self.num_open = len(self.job.choices)
@@ -107,4 +108,5 @@ class ChoiceState:
         job = self.stream.job
         if event.stats is not None:
             metrics.observe_finished(event.stats, event.finish_reason, job.decode.mode.value,
-                                     latency, verdicts(job.slo, latency))
+                                     latency, verdicts(job.slo, latency),
+                                     usage(job.slo, latency))

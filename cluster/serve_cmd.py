@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from cluster import stream_guard
 from cluster.config import TandemConfig, load_config
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "ray_configs" / "local.yaml"
@@ -69,7 +70,8 @@ def start(app: dict[str, Any], config: TandemConfig, host: str, port: int,
 
     ray.init(address=address, include_dashboard=False, ignore_reinit_error=True,
              runtime_env=app.get("runtime_env") or None)
-    serve.start(http_options={"host": host, "port": port})
+    serve.start(http_options={"host": host, "port": port},  # streams end with an error event
+                controller_options=stream_guard.controller_options())
     serve.run(make_app(config), name=app.get("name", "tandem"),
               route_prefix=app.get("route_prefix", "/"))
 

@@ -80,3 +80,19 @@ def verdicts(spec: SLOSpec | None, lat: Latency) -> dict[str, bool]:
     if spec.deadline_ms is not None:
         out["deadline"] = lat.e2e_s * 1e3 <= spec.deadline_ms
     return out
+
+
+def usage(spec: SLOSpec | None, lat: Latency) -> float | None:
+    """The share of its SLO a finished request used, the worst of its kinds (1.0: just met,
+    above: missed); None without an SLO. What a replica learns its capacity from
+    (policies/capacity.py). A request without a first token used its TTFT up to its end."""
+    if spec is None or spec.is_empty:
+        return None
+    used = []
+    if spec.ttft_ms is not None:
+        used.append((lat.e2e_s if lat.ttft_s is None else lat.ttft_s) * 1e3 / spec.ttft_ms)
+    if spec.tpot_ms is not None and lat.tpot_s is not None:
+        used.append(lat.tpot_s * 1e3 / spec.tpot_ms)
+    if spec.deadline_ms is not None:
+        used.append(lat.e2e_s * 1e3 / spec.deadline_ms)
+    return max(used) if used else None

@@ -105,11 +105,18 @@ def build_disaggregated(config: Any, policy: Any, in_replica: bool = True) -> An
 
 def slo_policy_config(config: Any) -> Any:  # noqa: ANN401
     """The SLO policy's config for a TandemConfig: with a draft pool, auto may also choose
-    pipelined speculation (policies/option.py PIPELINED_CANDIDATES); None when fused."""
-    if not config.speculation.is_disaggregated:
-        return None
+    pipelined speculation (policies/option.py PIPELINED_CANDIDATES); the model's bounds on
+    auto's blocks and diffusion threshold; None when all are the defaults."""
     from policies.option import PIPELINED_CANDIDATES
     from policies.policy import PolicyConfig
     from policies.selector import LADDER, SelectorConfig
 
-    return PolicyConfig(selector=SelectorConfig(pool=LADDER + PIPELINED_CANDIDATES))
+    m, kwargs = config.model, {}
+    if config.speculation.is_disaggregated:
+        kwargs["pool"] = LADDER + PIPELINED_CANDIDATES
+    if m.auto_block_bounds is not None:
+        kwargs["block_bounds"] = tuple((mode.value, lo, hi)
+                                       for mode, (lo, hi) in m.auto_block_bounds.items())
+    if m.auto_threshold_bounds is not None:
+        kwargs["threshold_bounds"] = tuple(m.auto_threshold_bounds)
+    return PolicyConfig(selector=SelectorConfig(**kwargs)) if kwargs else None

@@ -5,9 +5,10 @@ Event-loop only; the engine runs elsewhere (a thread or the engine-core process)
 Streams are released together, on one replica-wide tick: a step's events are queued on their
 streams, and the streams are woken (their callers write one chunk each) at most every
 `interval_s`, all in the same event-loop turn, instead of each stream keeping a timer of its
-own. A stream's first tokens, its end and errors are released at once. Events never wait for
-a later tick than the next step's: a stream with queued events is unfinished, so the engine
-keeps stepping."""
+own. A job with an interval of its own (GenerateJob.stream_interval_ms: batch jobs) keeps
+its own clock instead. A stream's first tokens, its end and errors are released at once.
+Events never wait for a later tick than the next step's: a stream with queued events is
+unfinished, so the engine keeps stepping."""
 
 from __future__ import annotations
 
@@ -63,10 +64,14 @@ class StreamRouter:
             batches.setdefault(id(choice.stream), (choice.stream, []))[1].append(event)
         is_tick = now - self._last_release >= self.interval_s
         for stream, events in batches.values():
+            own = stream.job.stream_interval_ms
+            due = is_tick if own is None else now - stream.released_at >= own / 1e3
             urgent = stream.num_open == 0 or (not stream.has_output and any(
                 e.token_ids for e in events))
-            stream.put(events, wake=urgent or is_tick)
-            if not (urgent or is_tick):
+            stream.put(events, wake=urgent or due)
+            if urgent or due:
+                stream.released_at = now
+            elif own is None:
                 self._held[id(stream)] = stream
         if is_tick:
             for stream in self._held.values():

@@ -33,7 +33,8 @@ class RequestStats:
     drafted_by_mode: Counter = field(default_factory=Counter)
     accepted_by_mode: Counter = field(default_factory=Counter)
     first_scheduled_time: float | None = None  # start of the first step that ran it
-    # decode forwards per "mode/block": the blocks the policy chose for it, step by step
+    # decode forwards per "mode/block" ("diffusion/B@T" where the policy chose the commit
+    # threshold T): the blocks the policy chose for it, step by step
     forwards_by_block: Counter = field(default_factory=Counter)
     first_token_time: float | None = None
     token_times: list[float] = field(default_factory=list)
@@ -58,6 +59,7 @@ class Request:
     mode_state: Any = None  # the running mode's iteration state
     current_mode: Mode | None = None
     current_block: int = 0
+    current_threshold: float | None = None  # diffusion: the policy's for this block, if any
     stats: RequestStats = field(default_factory=RequestStats)
 
     def __post_init__(self) -> None:

@@ -199,6 +199,7 @@ class Scheduler:
         if mode is not current or block != req.current_block:
             req.mode_state = None  # drafts of another mode or length are dropped
         req.current_mode, req.current_block = mode, block
+        req.current_threshold = decision.thresholds.get(req.id)
         return mode, block
 
     def _make_room(self, req: Request, num_slots: int, planned: set[str],
@@ -268,7 +269,10 @@ class Scheduler:
         st.num_forwards += 1
         st.forwards_by_mode[work.mode] += 1
         if ChunkKind(work.kind) is not ChunkKind.PREFILL:
-            st.forwards_by_block[f"{work.mode}/{max(1, req.current_block)}"] += 1
+            key = f"{work.mode}/{max(1, req.current_block)}"
+            if work.mode == Mode.DIFFUSION and req.current_threshold is not None:
+                key += f"@{req.current_threshold:.2f}"
+            st.forwards_by_block[key] += 1
         st.tokens_by_mode[work.mode] += kept
         st.drafted_by_mode[work.mode] += adv.drafted
         st.accepted_by_mode[work.mode] += adv.accepted

@@ -11,7 +11,7 @@ step loop around it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from policies.modes import ChunkKind
@@ -83,6 +83,9 @@ class BatchDecision:
     options: Mapping[str, Option]
     deferred: frozenset[str] = frozenset()  # decoders that sit this step out if others run
     victims: tuple[str, ...] = ()  # running requests, preempted first to last if cache is dry
+    # The diffusion commit threshold for a request that starts a diffusion block this step,
+    # where the policy chooses it (else the request's own).
+    thresholds: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(set(self.order)) != len(self.order):
@@ -90,4 +93,8 @@ class BatchDecision:
         if not self.deferred <= self.options.keys():
             raise ValueError("a deferred request needs an option too (it runs if no one else "
                              "can)")
+        bad = [k for k, t in self.thresholds.items() if not 0.0 < t <= 1.0]
+        if bad:
+            raise ValueError(f"BatchDecision.thresholds: {bad[:3]} outside (0, 1]")
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+        object.__setattr__(self, "thresholds", MappingProxyType(dict(self.thresholds)))

@@ -10,16 +10,18 @@ bench slo`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from policies.acceptance import AcceptanceEstimator
 from policies.admission import AdmissionConfig, AdmissionControl, Refusal
+from policies.bounds import choose_threshold
 from policies.cost_model import CostModel
 from policies.decision import BatchDecision, SchedulerView, StepRecord
+from policies.decision_cache import CacheConfig, DecisionCache
 from policies.deferral import Deferral, DeferralConfig
 from policies.modes import ChunkKind
-from policies.option import AR1, Option, candidates
+from policies.option import AR1, DIFFUSION, Option, candidates
 from policies.ordering import by_urgency
 from policies.pipelined import tokens_per_step
 from policies.preemption import victim_order
@@ -32,6 +34,7 @@ from policies.selector import ModeSelector, SelectorConfig
 class PolicyConfig:
     fixed: Option | None = None  # None: auto; else auto requests all run this option
     selector: SelectorConfig = field(default_factory=SelectorConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)  # when options are re-chosen
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
     deferral: DeferralConfig = field(default_factory=DeferralConfig)
     demote_missed: bool = True
@@ -53,6 +56,7 @@ class SLOPolicy:
         self.acceptance = AcceptanceEstimator({**tokens_per_step(profile.traces),
                                                **profile.tokens_per_forward()})
         self.selector = ModeSelector(self.cost, self.acceptance, config.selector)
+        self.decisions = DecisionCache(self.selector, config.cache)
         self.admission = AdmissionControl(self.cost, config.admission)
         self.deferral = Deferral(self.cost, self.acceptance, config.deferral)
         self.interference_s = 0.0  # mean seconds that prefill chunks add to a step
@@ -77,7 +81,18 @@ class SLOPolicy:
         # whose prompt is cached when it starts): their own or the pinned option then.
         options.update({v.id: self._pinned(v) for v in view.requests if v.id not in options})
         return BatchDecision(tuple(v.id for v in order), options, frozenset(deferred),
-                             tuple(v.id for v in self.victims(view.running, now)))
+                             tuple(v.id for v in self.victims(view.running, now)),
+                             self.thresholds(running, options))
+
+    def thresholds(self, decoders: Sequence[RequestView], options: Mapping[str, Option]
+                   ) -> dict[str, float]:
+        """The diffusion commit threshold of each auto decoder given diffusion, from its
+        own acceptance within the config's bounds (policies/bounds.py)."""
+        if self.config.fixed is not None:  # a fixed-mode baseline keeps requests' own
+            return {}
+        bounds = self.config.selector.threshold_bounds
+        return {v.id: choose_threshold(self.acceptance.factor(v.id), bounds)
+                for v in decoders if v.fixed is None and options[v.id].mode == DIFFUSION}
 
     def order(self, views: Sequence[RequestView], now: float) -> list[RequestView]:
         if not self.config.slo_aware:
@@ -109,7 +124,7 @@ class SLOPolicy:
                      max_tokens: int | None) -> dict[str, Option]:
         if self.config.fixed is not None:
             return {v.id: self._pinned(v) for v in decoders}
-        return self.selector.select(decoders, now, max_tokens)
+        return self.decisions.select(decoders, now, max_tokens)
 
     def admit(self, v: RequestView, now: float, running: Sequence[RequestView] = (),
               waiting: Sequence[RequestView] = ()) -> Refusal | None:
@@ -182,6 +197,7 @@ class SLOPolicy:
 
     def finish(self, request_id: str) -> None:
         self.acceptance.forget(request_id)
+        self.decisions.forget(request_id)
 
     # --- helpers ---------------------------------------------------------------------------
 

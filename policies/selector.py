@@ -27,10 +27,11 @@ drafts). Requests mid-iteration or with a fixed mode keep theirs and count as lo
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from policies.acceptance import AcceptanceEstimator
+from policies.bounds import check_block_bounds, check_threshold_bounds
 from policies.cost_model import CostModel
 from policies.meet_most import Menu, meet_most
 from policies.option import AR1, DIFFUSION, LINEAR, PIPELINED, QUADRATIC, Option, candidates
@@ -52,6 +53,7 @@ LADDER = (AR1, *(Option(LINEAR, b) for b in (2, 3, 4, 6, 8, 12, 16)),
           *(Option(QUADRATIC, b) for b in (2, 3, 4, 5, 6, 8)),
           *(Option(DIFFUSION, b) for b in (8, 16)))
 BLOCK_BOUNDS = ((LINEAR, 4, 8), (QUADRATIC, 2, 6), (DIFFUSION, 8, 16))
+THRESHOLD_BOUNDS = (0.7, 0.95)
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,14 @@ class SelectorConfig:
     max_rescued: int = 3  # a rescue may re-rescue at most this many requests it broke
     pool: tuple[Option, ...] = LADDER
     block_bounds: tuple[tuple[str, int, int], ...] = BLOCK_BOUNDS  # (mode, lo, hi)
+    # The diffusion commit threshold of auto requests, chosen per request from its own
+    # acceptance within these (policies/bounds.py).
+    threshold_bounds: tuple[float, float] = THRESHOLD_BOUNDS
     meet_most: bool = True  # pass 2 as one search for the most requests met (else rescues)
+
+    def __post_init__(self) -> None:
+        check_block_bounds(self.block_bounds, "SelectorConfig.block_bounds")
+        check_threshold_bounds(self.threshold_bounds, "SelectorConfig.threshold_bounds")
 
 
 @dataclass(eq=False)  # identity: a slot is one request in one select()
@@ -89,19 +98,32 @@ class ModeSelector:
                  config: SelectorConfig = SelectorConfig()) -> None:
         self.cost, self.acceptance, self.config = cost, acceptance, config
         self.interference_s = 0.0  # mean time prefill chunks add to a step (set by the policy)
-        self._rates: dict[tuple[str, Option], float] = {}
+        # Per request: its tokens per forward by option, and its best time per token alone.
+        # Rebuilt every select() for the requests it decides; kept for the ones it holds
+        # (policies/decision_cache.py keeps their decisions, and with them these numbers).
+        self._rates: dict[str, dict[Option, float]] = {}
+        self._alone: dict[str, float] = {}
         bounds = {m: (lo, hi) for m, lo, hi in config.block_bounds}
         self.pool = tuple(o for o in config.pool if o == AR1 or (
             o in acceptance.overall and (o.mode not in bounds
                                          or bounds[o.mode][0] <= o.block <= bounds[o.mode][1])))
+        self._candidates = {lossy: candidates(lossy, self.pool) for lossy in (False, True)}
 
     def select(self, decoders: Sequence[RequestView], now: float,
-               max_tokens: int | None = None) -> dict[str, Option]:
-        """An option for every decoder; their work must fit in max_tokens."""
-        self._rates: dict[tuple[str, Option], float] = {}
+               max_tokens: int | None = None,
+               held: Mapping[str, Option] | None = None,
+               needs: Mapping[str, float] | None = None) -> dict[str, Option]:
+        """An option for every decoder; their work must fit in max_tokens. `held`: requests
+        whose option is kept from an earlier select (they count as load and are guarded like
+        any other, but are not re-decided; their rates are the ones they were decided on).
+        `needs`: each request's needed_time_per_token(now), where the caller has it."""
+        held = held or {}
+        self._needs = needs or {}
+        self._rates = {k: r for k, r in self._rates.items() if k in held}
+        self._alone = {k: a for k, a in self._alone.items() if k in held}
         self._steps: dict[int, float] = {}  # batch tokens -> predicted step (this select)
         self._num_requests, self._now = len(decoders), now
-        slots = [self._slot(v, now) for v in decoders]
+        slots = [self._slot(v, now, held.get(v.id)) for v in decoders]
         self._slots = slots
         self._max_tokens = max_tokens if max_tokens is not None else 1 << 30
         self._tokens = sum(s.option.work_tokens for s in slots)
@@ -118,23 +140,31 @@ class ModeSelector:
 
     # --- per request -----------------------------------------------------------------------
 
-    def _slot(self, v: RequestView, now: float) -> _Slot:
+    def _slot(self, v: RequestView, now: float, held: Option | None = None) -> _Slot:
         is_free = v.fixed is None and not (v.is_mid_iteration and v.option is not None)
         option = AR1 if is_free else (v.option if v.is_mid_iteration else v.fixed)
+        if is_free and held is not None:
+            is_free, option = False, held
         assert option is not None
-        need = v.needed_time_per_token(now) * self.config.safety if v.has_slo else INF
-        if need != INF and (need <= 0 or need / self.config.safety < self._best_alone(v)):
+        need = self._needs.get(v.id)
+        if need is None:
+            need = v.needed_time_per_token(now)
+        need = need * self.config.safety if need != INF else INF  # inf: no finish bound
+        if need != INF and (need <= 0 or need / self.config.safety < self.best_alone(v)):
             need = math.nan  # lost: even alone, no option makes it
         return _Slot(v, option, self._rate(v, option), need, is_free)
 
     def _options(self, v: RequestView) -> list[Option]:
-        return candidates(v.allow_lossy, self.pool)
+        return self._candidates[v.allow_lossy]
 
     def _rate(self, v: RequestView, option: Option) -> float:
-        key = (v.id, option)
-        if key not in self._rates:  # memo for one select(): asked ~10x per request
-            self._rates[key] = self._rate_of(v, option)
-        return self._rates[key]
+        rates = self._rates.get(v.id)
+        if rates is None:
+            rates = self._rates[v.id] = {}
+        rate = rates.get(option)
+        if rate is None:  # memo: asked ~10x per request and select()
+            rate = rates[option] = self._rate_of(v, option)
+        return rate
 
     def _rate_of(self, v: RequestView, option: Option) -> float:
         rate = self.acceptance.tokens_per_forward(option, v.id)
@@ -154,9 +184,28 @@ class ModeSelector:
         low = self.acceptance.tokens_per_forward_low(option, v.id)
         return min(low, self._rate(v, option))
 
-    def _best_alone(self, v: RequestView) -> float:
-        return min(max(self.cost.predict(o.work_tokens, 1), self.cost.predict(o.draft_tokens, 1))
-                   / self._rate(v, o) for o in self._options(v))
+    def best_alone(self, v: RequestView) -> float:
+        alone = self._alone.get(v.id)
+        if alone is None:
+            alone = self._alone[v.id] = min(
+                max(self.cost.predict(o.work_tokens, 1), self.cost.predict(o.draft_tokens, 1))
+                / self._rate(v, o) for o in self._options(v))
+        return alone
+
+    def num_tokens(self) -> int:
+        """The batch tokens of the last select()'s choice."""
+        return self._tokens
+
+    def step_s(self) -> float:
+        """The step the last select() predicts for its choice."""
+        return self._step()
+
+    def paces(self) -> dict[str, tuple[float, float, bool]]:
+        """Per request of the last select(): (its predicted seconds per token, its tokens
+        per forward, whether that meets its pace with the margin)."""
+        step = self._step()
+        return {s.view.id: (step / s.rate, s.rate, step / s.rate <= s.need)
+                for s in self._slots}
 
     def _urgency(self, now: float):  # noqa: ANN202
         def key(s: _Slot) -> tuple[float, float]:

@@ -1,8 +1,8 @@
 """One Batch request -> the HTTP API's validation and generation -> the answer the API gives.
 
 The one place where a batch job meets the serving code: the body is validated by the same
-pydantic models (cluster/openai_protocol.py) and request limits (cluster/limits.py; not the
-body-size 413, which is the HTTP layer's), refused with the same error bodies
+pydantic models (cluster/openai_protocol.py) and request limits (cluster/limits.py, the
+body-size 413 included: measured on the body's compact JSON), refused with the same error bodies
 (job_builder.invalid_body / check_model, which the ingress uses too), turned into the same
 GenerateJob (job_builder), run by the model server's `generate` stream through a Ray Serve
 DeploymentHandle exactly as the ingress runs it, and answered with the same response body
@@ -10,7 +10,8 @@ DeploymentHandle exactly as the ingress runs it, and answered with the same resp
 
 What a batch job adds to a request (`Steering`): a priority below online traffic, its share
 of the job's deadline as the SLO's deadline_ms (best-effort: never refused as infeasible),
-AR instead of auto while the job is on schedule (pacer.py), and a seed derived from the
+for an auto request AR while the job is on schedule and the fastest option while it is
+behind (pacer.py), and a seed derived from the
 custom_id when the body sets none, so a resumed job reproduces a clean run (the HTTP API
 draws a random seed then; any seed is within its contract).
 """
@@ -19,7 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -35,6 +37,12 @@ from cluster.openai_protocol import ChatCompletionRequest, CompletionRequest, er
 from cluster.responses import ResponseBuilder
 from cluster.slo import MAX_SLO_MS, SLOSpec
 from engine.params import Mode
+from policies.option import Option
+
+# The model server sends a batch request's tokens at most this often (not the server's
+# 50 ms: nobody reads them token by token; 5x fewer Ray messages per request). The pacer's
+# progress comes from them (its rate is taken over 2 s at least: pacer.py).
+STREAM_INTERVAL_MS = 250.0
 
 MODELS: dict[str, type[CompletionRequest] | type[ChatCompletionRequest]] = {
     "completion": CompletionRequest, "chat": ChatCompletionRequest}
@@ -44,7 +52,7 @@ MODELS: dict[str, type[CompletionRequest] | type[ChatCompletionRequest]] = {
 class Steering:
     priority: int = -1  # a cap: a body's own priority is kept when lower
     deadline_ms: float | None = None  # this request's share of the job's deadline
-    cheap: bool = False  # the job is on schedule: an auto request runs AR (least work)
+    option: Option | None = None  # an auto request runs this (pacer.py); None: auto
 
     def __post_init__(self) -> None:
         if self.deadline_ms is not None and not 0 < self.deadline_ms <= MAX_SLO_MS:
@@ -72,6 +80,12 @@ class Answer:
     device_tokens: dict[str, int] = field(default_factory=dict)
 
     @property
+    def num_output_tokens(self) -> int:
+        """Completion tokens of an answered request (0 for a refusal or failure)."""
+        usage = (self.body or {}).get("usage") or {}
+        return usage.get("completion_tokens", 0) if self.status_code == 200 else 0
+
+    @property
     def is_transient(self) -> bool:
         """Worth one more try: no answer, or a server-side failure."""
         return self.status_code is None or self.status_code >= 500
@@ -93,7 +107,10 @@ class Adapter:
         prefix = "cmpl" if line.kind == "completion" else "chatcmpl"
         rid = f"{prefix}-{uuid.uuid4().hex}"
         try:
+            limits.check_body_size(line.body, self.config.limits.max_body_bytes)
             body = MODELS[line.kind].model_validate(line.body)
+        except BadRequest as err:
+            return _refusal(rid, err)
         except ValidationError as err:
             errors = [{**e, "loc": ("body", *e["loc"])} for e in err.errors()]
             return _refusal(rid, job_builder.invalid_body(errors))
@@ -116,32 +133,37 @@ class Adapter:
             return _refusal(rid, err)
         builder = ResponseBuilder(line.kind, rid, self.model_name, len(job.choices), body.n,
                                   lps)
-        return job, builder
+        return replace(job, stream_interval_ms=STREAM_INTERVAL_MS), builder
 
     def _steer(self, body: BaseModel, custom_id: str, steer: Steering) -> Any:
         update: dict[str, Any] = {"priority": min(body.priority, steer.priority)}
         if body.seed is None:
             update["seed"] = seed_of(custom_id)
         model = self.config.model
-        if (steer.cheap and (body.mode or model.default_mode) is Mode.AUTO
-                and Mode.AR in model.allowed_modes):
-            update["mode"] = Mode.AR
+        opt = steer.option
+        if (opt is not None and (body.mode or model.default_mode) is Mode.AUTO
+                and Mode(opt.mode) in model.allowed_modes):
+            update["mode"] = Mode(opt.mode)
+            update["block_length"] = None if opt.mode == Mode.AR else opt.block
         if steer.deadline_ms is not None:
             base = body.slo or self.config.model.default_slo or SLOSpec()
             mine = min(x for x in (base.deadline_ms, steer.deadline_ms) if x is not None)
             update["slo"] = base.model_copy(update={"deadline_ms": mine, "best_effort": True})
         return body.model_copy(update=update)
 
-    async def answer(self, line: BatchLine, steer: Steering) -> Answer:
+    async def answer(self, line: BatchLine, steer: Steering,
+                     produced: Callable[[int], None] = lambda n: None) -> Answer:
         prepared = self.prepare(line, steer)
         if isinstance(prepared, Answer):
             return prepared
         job, builder = prepared
-        return await self.run(job, builder)
+        return await self.run(job, builder, produced)
 
-    async def run(self, job: GenerateJob, builder: ResponseBuilder) -> Answer:
+    async def run(self, job: GenerateJob, builder: ResponseBuilder,
+                  produced: Callable[[int], None] = lambda n: None) -> Answer:
         """The ingress's non-streaming path: accepted or refused first (resent while the
-        replica is lost before it answered: cluster/failover.py), then the events."""
+        replica is lost before it answered: cluster/failover.py), then the events
+        (`produced` is told the tokens of each as it comes)."""
         try:
             gen, first = await failover.first_item(
                 lambda: self.server.options(stream=True).generate.remote(job))
@@ -161,7 +183,9 @@ class Adapter:
                 elif isinstance(item, JobError):
                     result = result or _job_error(job.id, item)
                 else:
-                    builder.add([ChoiceEvent.from_wire(e) for e in item])
+                    events = [ChoiceEvent.from_wire(e) for e in item]
+                    builder.add(events)
+                    produced(sum(len(e.token_ids) for e in events))
             done = True
         except failover.REPLICA_LOST as err:  # lost mid-answer: the API's 503
             done = True

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -14,15 +15,17 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from cluster.batch import journal, pacer, replicas
+from cluster.batch import estimate, journal, replicas
 from cluster.batch.adapter import Adapter
 from cluster.batch.cmd import DEFAULT_CONFIG, SERVED_CONFIG, UsageError
 from cluster.batch.lines import BatchInput, read_input
+from cluster.batch.pacer import Pacer, PacerConfig
 from cluster.batch.progress import Progress, Tally, render, summary
 from cluster.batch.runner import JobRunner, RunOptions
 from cluster.config import TandemConfig, load_config
 from cluster.model_server import DEFAULT_PROFILE
 from cluster.serve_cmd import read_yaml
+from policies.option import Option
 from policies.profile import Profile
 
 
@@ -31,6 +34,8 @@ class BatchJob:
         self.args, self.start = args, start
         self.say_to = sys.stderr if args.json else sys.stdout
         self.summary: dict[str, Any] | None = None  # set at the end
+        self.ar_estimate_s: float | None = None  # the start-up estimate at AR (_plan)
+        self.fast: Option | None = None  # what a job behind runs (_plan; None: auto)
 
     def say(self, text: str) -> None:
         print(f"tandem batch: {text}", file=self.say_to, flush=True)
@@ -81,19 +86,24 @@ class BatchJob:
         if not path.is_file():
             self.say(f"no step-cost profile at {path}: no estimate")
             return True
-        work = pacer.workload_of(((line.kind, line.body) for line in todo),
-                                 config.model.default_max_tokens)
-        est = pacer.estimate(Profile.load(path), work, window,
-                             config.model_server.num_replicas or 1)
+        work = estimate.workload_of(((line.kind, line.body) for line in todo),
+                                    config.model.default_max_tokens)
+        profile = Profile.load(path)
+        est = estimate.estimate(profile, work, window,
+                                config.model_server.num_replicas or 1)
         fastest = min(est, key=est.__getitem__)
-        ar = next(s for o, s in est.items() if o.mode == "ar")
+        ar = self.ar_estimate_s = next(s for o, s in est.items() if o.mode == "ar")
+        self.fast = estimate.fastest_option(
+            profile, math.ceil(window / (config.model_server.num_replicas or 1)))
         text = (f"estimate for {work.num_output_tokens} tokens at most ({path.name}): "
                 f"AR {ar:.1f} s, fastest {fastest.key} {est[fastest]:.1f} s")
         if deadline is None:
             self.say(text + "; no deadline")
             return True
         if est[fastest] <= deadline:
-            self.say(text + f"; deadline {deadline:.0f} s: feasible")
+            start = "AR while on schedule" if ar <= deadline * PacerConfig().margin else \
+                f"{self.fast.key if self.fast else 'auto'} from the start (AR alone is late)"
+            self.say(text + f"; deadline {deadline:.0f} s: feasible, {start}")
             return True
         self.say(text + f"; deadline {deadline:.0f} s CANNOT be met even with "
                  f"{fastest.key} (estimate ~{est[fastest]:.0f} s, an upper bound: every "
@@ -120,12 +130,18 @@ class BatchJob:
                      f"priority {args.priority}")
             left = None if args.deadline is None else max(
                 1e-3, args.deadline - (time.monotonic() - self.start))
-            pace = pacer.Pacer(left, len(todo), window)
+            chat_max = config.model.default_max_tokens
+            pace = Pacer(left, sum(estimate.planned_tokens(line.kind, line.body, chat_max)
+                                   for line in todo), window, self.ar_estimate_s,
+                         self.fast)
             info["startup_s"] = round(time.monotonic() - self.start, 3)
             runner = JobRunner(Adapter(config, target.handle, model_name), None, pace,
-                               self._progress(len(todo)), RunOptions(window, args.priority))
+                               self._progress(len(todo)),
+                               RunOptions(window, args.priority, chat_max_tokens=chat_max))
             interrupted = self._loop(runner, todo)
             info["run_s"] = round(pace.elapsed(), 3)
+            info["behind_option"] = self.fast.key if self.fast else "auto"
+            info["pace_switches"] = pace.num_switches
         finally:
             if target is not None and not is_local:
                 replicas.stop_own(target)  # a cluster we joined keeps running

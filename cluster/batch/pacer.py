@@ -1,148 +1,146 @@
-"""The job's deadline, as each request's SLO, and the start-up estimate. Plain Python.
+"""The job's deadline as each request's SLO and mode: a controller on the job's measured
+progress. Plain Python.
 
-Pacing: with `window` requests in flight and `remaining` not finished, each new request
-gets its share, time left x window / remaining (all of the time left once the rest fit in
-one window), aimed at `margin` of the deadline. A job ahead of schedule hands out long
-deadlines, which AR, the least device work per token, meets; a job behind hands out short
-ones, and the SLO scheduler (policies/selector.py) buys them with speculation. The
-requests are best-effort, so a share too short for any mode is run, not refused.
+It measures continuously: output tokens as they stream back (`produced`), the job's tokens
+per second over the last `horizon` seconds, and the tokens still to make (every unfinished
+request to its max_tokens; a finished one counts what it made, `settle`). Their ratio is
+the pressure: the rate the deadline needs (tokens left / time left to `margin` of the
+deadline) over the rate measured. Before the first tokens come, the start-up estimate's
+pressure stands in (estimate.py: the AR estimate over the time to the deadline).
 
-The share alone trusts the engine's own clock, and the engine predicts only its steps: on
-a busy 2-core box the time between steps (the replica's event loop, Ray's streaming, other
-processes) made a request take ~3x the predicted step time per token (bench/batch.py
-deadline, 2026-12-03), so a job fell behind while every share still looked easy for AR.
-The pacer therefore also closes the loop on the job's real progress: while it is `behind`
-windows behind the schedule (finished requests against a straight line from 0 to all of
-them at the target time, less one window: requests finish in waves), the share is
-multiplied by exp(-behind).
+- Pressure <= 1, ahead: auto requests run AR, the least device work per token.
+- Pressure > 1, behind (until it falls under 1 - `hysteresis`): auto requests run `fast`,
+  the lossless option the step-cost profile predicts fastest per request at the job's
+  window (estimate.fastest_option); none known: auto, the scheduler's choice.
 
-Least work while ahead: the selector also spends spare compute on speed (its pass 3: at
-small batches speculation raises tokens per second), which a batch job on schedule does not
-need. So while the job is not behind, `is_ahead`, its auto requests run AR; behind, they
-run auto with the shrunk share, and the selector picks what meets it.
-
-Estimate: how long the job takes with each lossless option, from the machine's step-cost
-profile (bench/slo_profile.json: policies/cost_model.py) and the profile's tokens per
-forward, with `window` requests decoding together on each replica and every request
-running to its max_tokens (an upper bound: EOS ends many sooner).
+Each request carries its share of the time left as its SLO deadline (its max_tokens x
+`window` in flight / the tokens left; all of the time left once the rest fit in one
+window): the scheduler orders, defers and preempts by it. Why the mode is named rather than
+left to the SLO scheduler to buy with a shorter deadline: the scheduler predicts only its
+steps, and a request here took ~3x its predicted step per token (bench/batch.py deadline).
+On the CPU profile at 4 in flight AR is predicted at 11.6 ms a token and the fastest
+speculation at 9.7 ms, so a deadline that makes AR miss in the scheduler's eyes had expired
+in real time a few tokens in; the scheduler then gives the request up as lost and runs it
+at AR, the opposite of what a job behind needs (BENCHMARKS.md, "Batch jobs"). The requests
+are best-effort: a share too short for any mode is run, not refused.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from policies.cost_model import CostModel
-from policies.option import AR1, CANDIDATES, Option
-from policies.profile import Profile
-
-CHARS_PER_TOKEN = 3.0  # a text prompt's size before tokenizing (the estimate only)
+from cluster.slo import MAX_SLO_MS
+from policies.option import AR1, Option
 
 
 @dataclass(frozen=True)
-class Workload:
-    num_requests: int
-    num_prompt_tokens: int  # estimated for text prompts
-    num_output_tokens: int  # max_tokens summed: an upper bound
+class PacerConfig:
+    margin: float = 0.9  # aim at this share of the deadline
+    hysteresis: float = 0.05  # behind above pressure 1, ahead again below 1 - this
 
     def __post_init__(self) -> None:
-        if min(self.num_requests, self.num_prompt_tokens, self.num_output_tokens) < 0:
-            raise ValueError(f"negative workload {self}")
-
-
-def workload_of(bodies: Iterable[tuple[str, dict[str, Any]]], chat_max_tokens: int
-                ) -> Workload:
-    """(kind, body) pairs -> their size; bodies that will be refused count as they stand."""
-    num = prompt = output = 0
-    for kind, body in bodies:
-        num += 1
-        n = body.get("n", 1) if isinstance(body.get("n", 1), int) else 1
-        if kind == "completion":
-            prompt += _prompt_tokens(body.get("prompt"))
-            mt = body.get("max_tokens", 16)
-        else:
-            msgs = body.get("messages")
-            prompt += sum(_prompt_tokens(m.get("content")) for m in msgs
-                          if isinstance(m, dict)) if isinstance(msgs, list) else 0
-            mt = body.get("max_completion_tokens") or body.get("max_tokens") or chat_max_tokens
-        output += max(1, mt if isinstance(mt, int) else 16) * max(1, n)
-    return Workload(num, prompt, output)
-
-
-def _prompt_tokens(p: Any) -> int:
-    if isinstance(p, str):
-        return max(1, math.ceil(len(p) / CHARS_PER_TOKEN))
-    if isinstance(p, list) and p and all(isinstance(x, int) for x in p):
-        return len(p)
-    if isinstance(p, list):
-        return sum(_prompt_tokens(x) if not isinstance(x, dict) else
-                   _prompt_tokens(x.get("text")) for x in p)
-    return 0
-
-
-def estimate(profile: Profile, work: Workload, window: int, num_replicas: int = 1,
-             prefill_chunk: int = 1024) -> dict[Option, float]:
-    """Seconds for the whole job under each lossless option (AR and the auto candidates)."""
-    cost = CostModel(profile.cost)
-    tpf = {AR1: 1.0, **profile.tokens_per_forward()}
-    per_replica = max(1, num_replicas)
-    prompt = work.num_prompt_tokens / per_replica
-    output = work.num_output_tokens / per_replica
-    batch = max(1, min(window, math.ceil(work.num_requests / per_replica)))
-    prefill = 0.0
-    while prompt > 0:
-        n = min(prompt, prefill_chunk)
-        prefill += cost.predict(int(math.ceil(n)), 1)
-        prompt -= n
-    out = {}
-    for option in (AR1, *CANDIDATES):
-        if not option.is_lossless or option not in tpf:
-            continue
-        step = cost.predict(batch * option.work_tokens, batch)
-        out[option] = prefill + output / (batch * tpf[option]) * step
-    return out
+        if not 0 < self.margin <= 1 or not 0 <= self.hysteresis < 1:
+            raise ValueError(f"bad pacer config {self}")
 
 
 class Pacer:
-    def __init__(self, deadline_s: float | None, num_requests: int, window: int,
-                 margin: float = 0.9, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, deadline_s: float | None, num_tokens: int, window: int,
+                 estimate_s: float | None = None, fast: Option | None = None,
+                 config: PacerConfig = PacerConfig(),
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """num_tokens: the job's output tokens at most (max_tokens summed); estimate_s: the
+        start-up estimate of the job's time at AR (None: unknown); fast: the option for a
+        job behind (None: auto)."""
         if deadline_s is not None and deadline_s <= 0:
             raise ValueError(f"deadline must be > 0 s, got {deadline_s}")
-        if window < 1 or not 0 < margin <= 1:
-            raise ValueError(f"window must be >= 1 and margin in (0, 1]: {window}, {margin}")
-        self.deadline_s, self.num_requests, self.window = deadline_s, num_requests, window
-        self.margin, self.clock = margin, clock
+        if window < 1 or num_tokens < 0:
+            raise ValueError(f"window must be >= 1 and num_tokens >= 0: {window}, {num_tokens}")
+        self.deadline_s, self.window, self.fast = deadline_s, window, fast
+        self.config, self.clock = config, clock
         self.start = clock()
+        self.num_tokens = num_tokens  # to make in all: planned, less what finished short
+        self.num_done = 0  # tokens made so far
+        target = (deadline_s or 0.0) * config.margin
+        self.horizon_s = min(60.0, max(2.0, 0.05 * target))  # the rate's window
+        self.initial = 0.0 if estimate_s is None or not target else estimate_s / target
+        self._recent: deque[tuple[float, int]] = deque()  # (time, tokens) within horizon
+        self.is_behind = self.initial > 1.0
+        self.num_switches = 0  # times it went from ahead to behind or back
 
     def elapsed(self) -> float:
         return self.clock() - self.start
 
-    def deadline_ms(self, num_finished: int) -> float | None:
-        """The SLO deadline of a request submitted now (None: no job deadline)."""
-        if self.deadline_s is None:
-            return None
-        left = self.deadline_s * self.margin - self.elapsed()
-        remaining = max(1, self.num_requests - num_finished)
-        share = left * min(1.0, self.window / remaining) * math.exp(-self.behind(num_finished))
-        return min(max(share * 1e3, 1.0), 3_600_000.0)  # SLOSpec's bounds: (0, 1 h]
+    # --- what is measured ------------------------------------------------------------------
 
-    def behind(self, num_finished: int) -> float:
-        """Windows of requests behind the schedule, beyond the one window that is always
-        in flight (0 when on time or ahead)."""
+    def produced(self, num_tokens: int) -> None:
+        """Tokens streamed back just now."""
+        self.num_done += num_tokens
+        self._recent.append((self.clock(), num_tokens))
+
+    def settle(self, planned: int, made: int, streamed: int) -> None:
+        """A request ended: it was planned at `planned` tokens, made `made` (0 if refused or
+        failed), and `streamed` of its tokens were counted as they came."""
+        self.num_done += made - streamed
+        self.num_tokens += made - planned
+
+    def rate(self) -> float | None:
+        """Tokens per second over the last horizon (since the start, while younger); None
+        before the first tokens."""
+        now = self.clock()
+        while self._recent and self._recent[0][0] <= now - self.horizon_s:
+            self._recent.popleft()
+        if self.num_done <= 0:
+            return None
+        span = min(self.horizon_s, now - self.start)
+        return sum(n for _, n in self._recent) / max(span, 1e-3)
+
+    def needed_rate(self) -> float:
+        left = self.deadline_s * self.config.margin - self.elapsed() if self.deadline_s else 0
+        remaining = max(0, self.num_tokens - self.num_done)
+        return math.inf if left <= 0 else remaining / left
+
+    def pressure(self) -> float:
+        """The rate needed over the rate measured: > 1 behind (0 without a deadline)."""
         if self.deadline_s is None:
             return 0.0
-        due = self.num_requests * min(1.0, self.elapsed() / (self.deadline_s * self.margin))
-        return max(0.0, (due - num_finished) / self.window - 1.0)
+        rate, need = self.rate(), self.needed_rate()
+        if rate is None:
+            return self.initial if need < math.inf else math.inf
+        return need / rate if rate > 0 else math.inf
 
-    def is_ahead(self, num_finished: int) -> bool:
-        """On schedule with a deadline: the cheapest mode will do."""
-        return self.deadline_s is not None and self.behind(num_finished) == 0.0
+    # --- what it steers --------------------------------------------------------------------
 
-    def projected_s(self, num_finished: int) -> float | None:
-        """When the job will end at the pace so far (seconds from the start)."""
-        if num_finished <= 0:
+    def deadline_ms(self, planned: int) -> float | None:
+        """The SLO deadline of a request of `planned` tokens at most, sent now (None: no job
+        deadline)."""
+        if self.deadline_s is None:
             return None
-        return self.elapsed() * self.num_requests / num_finished
+        left = self.deadline_s * self.config.margin - self.elapsed()
+        remaining = max(1, self.num_tokens - self.num_done)
+        share = left * min(1.0, planned * self.window / remaining)
+        return min(max(share * 1e3, 1.0), MAX_SLO_MS)
+
+    def option(self) -> Option | None:
+        """The option of an auto request sent now: AR ahead, `fast` behind, None (auto)
+        without a deadline or a fast option."""
+        if self.deadline_s is None:
+            return None
+        p = self.pressure()
+        was = self.is_behind
+        if p > 1.0:
+            self.is_behind = True
+        elif p < 1.0 - self.config.hysteresis:
+            self.is_behind = False
+        self.num_switches += was != self.is_behind
+        return self.fast if self.is_behind else AR1
+
+    def projected_s(self) -> float | None:
+        """When the job will end at the measured rate (seconds from the start)."""
+        rate = self.rate()
+        if not rate:
+            return None
+        return self.elapsed() + max(0, self.num_tokens - self.num_done) / rate

@@ -1,5 +1,6 @@
 """The job loop: up to `window` requests in flight through the adapter, each given its
-share of the deadline when it is sent; each answer is written (appended, fsynced) the
+share of the deadline when it is sent (its tokens, as they stream back, are the pacer's
+measure of progress); each answer is written (appended, fsynced) the
 moment it comes, in the order they finish. Serve's handle routes the requests over the
 replicas and the engine's SLO scheduler orders and paces them: nothing here queues work
 beyond the window."""
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cluster.batch.adapter import Adapter, Answer, Steering
+from cluster.batch.estimate import planned_tokens
 from cluster.batch.journal import ResultWriter
 from cluster.batch.lines import BatchLine
 from cluster.batch.pacer import Pacer
@@ -24,10 +26,11 @@ class RunOptions:
     window: int = 64  # requests in flight
     priority: int = -1
     retries: int = 2  # more tries for an answer that is a server-side failure
+    chat_max_tokens: int = 256  # a chat body's max_tokens when it sets none (the config's)
 
     def __post_init__(self) -> None:
-        if self.window < 1 or self.retries < 0:
-            raise ValueError(f"window must be >= 1 and retries >= 0: {self}")
+        if self.window < 1 or self.retries < 0 or self.chat_max_tokens < 1:
+            raise ValueError(f"window, chat_max_tokens must be >= 1, retries >= 0: {self}")
 
 
 def result_line(line: BatchLine, answer: Answer) -> dict[str, Any]:
@@ -80,19 +83,26 @@ class JobRunner:
         return self.tally
 
     async def _one(self, line: BatchLine) -> None:
+        planned = planned_tokens(line.kind, line.body, self.options.chat_max_tokens)
+        streamed = 0
+
+        def produced(num_tokens: int) -> None:  # tokens as they stream: the pacer's progress
+            nonlocal streamed
+            streamed += num_tokens
+            self.pacer.produced(num_tokens)
+
         for attempt in range(self.options.retries + 1):
-            done = self.tally.num_finished
-            steer = Steering(self.options.priority, self.pacer.deadline_ms(done),
-                             self.pacer.is_ahead(done))
-            answer = await self.adapter.answer(line, steer)
+            steer = Steering(self.options.priority, self.pacer.deadline_ms(planned),
+                             self.pacer.option())
+            answer = await self.adapter.answer(line, steer, produced)
             if not answer.is_transient or attempt == self.options.retries:
                 break
             self.tally.num_retries += 1
         assert self.writer is not None, "JobRunner.writer is set before run()"
         self.writer.append(result_line(line, answer))
         self.tally.add(answer)
-        self.progress.update(self.tally, self.pacer.elapsed(),
-                             self.pacer.projected_s(self.tally.num_finished))
+        self.pacer.settle(planned, answer.num_output_tokens, streamed)
+        self.progress.update(self.tally, self.pacer.elapsed(), self.pacer.projected_s())
         if self.on_result is not None:
             self.on_result(line, answer)
 

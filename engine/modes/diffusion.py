@@ -63,7 +63,9 @@ class DiffusionMode(DecodeMode):
             req.mode_state = None
             b = len(state.block)
             return Advance(tokens=state.block[1:] + result.tokens, num_cached=p + b)
-        self._commit(state, work, result, req.decode.threshold)
+        threshold = req.current_threshold  # the policy's for this block, or the request's
+        self._commit(state, work, result,
+                     req.decode.threshold if threshold is None else threshold)
         self._revise(state, work, result, req.decode.revision_threshold)
         eos = None if req.sampling.ignore_eos else self._finished_at_eos(state)
         if eos is not None:  # the block ends the request: no commit pass needed

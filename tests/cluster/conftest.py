@@ -9,9 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import yaml
 
+from cluster import stream_guard
 from cluster.config import TandemConfig
+from engine.engine import LLMEngine
+from engine.executor import ModelExecutor
+from engine.params import DecodeParams, Mode, SamplingParams
 
 CONFIGS = Path(__file__).resolve().parents[2] / "ray_configs"
 
@@ -35,7 +40,8 @@ def running_app(config: TandemConfig, name: str) -> Iterator[str]:
     from cluster.app import make_app
 
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(http_options={"host": "127.0.0.1", "port": port},
+                controller_options=stream_guard.controller_options())
     try:
         serve.run(make_app(config), name=name, route_prefix="/")
         yield f"http://127.0.0.1:{port}"
@@ -59,3 +65,22 @@ def metric_values(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]]
 def total(values: dict, name: str, **labels: str) -> float:
     want = set(labels.items())
     return sum(v for (n, ls), v in values.items() if n == name and want <= set(ls))
+
+
+def assert_serves_ar_text(base_url: str, model, codec, prompt: str, modes: tuple[str, ...]) -> None:
+    """Greedy completions over HTTP in each mode, and one stream, equal an in-process AR engine's
+    text; afterwards every KV block of the server is free again."""
+    engine = LLMEngine(ModelExecutor(model, 64, 16), model.config, codec)
+    want = engine.generate([prompt], SamplingParams(max_tokens=12, temperature=0),
+                           DecodeParams(mode=Mode.AR))[0].text
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="none", max_retries=0,
+                           timeout=120)
+    for mode in modes:
+        r = client.completions.create(model="tandem-tiny", prompt=prompt, max_tokens=12,
+                                      temperature=0, extra_body={"mode": mode})
+        assert r.choices[0].text == want, mode
+    stream = client.completions.create(model="tandem-tiny", prompt=prompt, max_tokens=12,
+                                       temperature=0, stream=True)
+    assert "".join(c.choices[0].text for c in stream if c.choices) == want
+    health = httpx.get(f"{base_url}/health").json()
+    assert health["kv_free_blocks"] == health["kv_blocks"]

@@ -56,6 +56,17 @@ def test_yaml_specifics() -> None:
     assert scaling["target_ongoing_requests"] > 0
 
 
+def test_auto_bounds_reach_the_slo_policy_config() -> None:
+    from cluster.speculation import slo_policy_config
+
+    assert slo_policy_config(load_config({})) is None
+    config = load_config({"model": {"auto_block_bounds": {"spec_linear": [4, 6]},
+                                    "auto_threshold_bounds": [0.8, 0.9]}})
+    selector = slo_policy_config(config).selector
+    assert selector.block_bounds == (("spec_linear", 4, 6),)
+    assert selector.threshold_bounds == (0.8, 0.9)
+
+
 def test_engine_dataclasses_from_the_config() -> None:
     config = load_config({"model": {"num_kv_blocks": 64, "block_size": 8,
                                     "max_batch_tokens": 256, "max_model_len": 512}})
@@ -76,6 +87,9 @@ def test_engine_dataclasses_from_the_config() -> None:
     ({"model_server": {"autoscaling_config": {"min_replicas": 3, "max_replicas": 1}}},
      "autoscaling_config"),
     ({"api_keys": "secret"}, "api_keys"),
+    ({"model": {"auto_threshold_bounds": [0.6, 1.5]}}, "model.auto_threshold_bounds"),
+    ({"model": {"auto_block_bounds": {"spec_linear": [4, 80]}}}, "model.auto_block_bounds"),
+    ({"model": {"auto_block_bounds": {"ar": [1, 1]}}}, "model.auto_block_bounds"),
 ])
 def test_bad_configs_are_refused_naming_the_field(bad: dict, where: str) -> None:
     with pytest.raises(ValidationError) as err:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
@@ -155,3 +156,16 @@ def test_a_broken_policy_fails_loudly_with_a_500(tiny_model, codec, caplog, brok
     assert f'tandem_engine_errors_total{{model="tandem-tiny",stage="{stage}"}} 1.0' in (
         server.prom.text())
     assert server.engine.stats().kv_free_blocks == server.engine.stats().kv_blocks
+
+
+def test_a_jobs_own_stream_interval_coalesces_its_tokens(server: ModelServer) -> None:
+    """A batch job's requests (cluster/batch/adapter.py) ask for fewer, larger chunks."""
+    async def lists(interval: float | None) -> tuple[int, str]:
+        """(messages sent after JobAccepted, the text)."""
+        j = replace(job(PROMPT, max_tokens=24, mode=Mode.AR), stream_interval_ms=interval)
+        items = [item async for item in server.generate(j)][1:]
+        return len(items), "".join(ChoiceEvent.from_wire(e).text for i in items for e in i)
+
+    every_step, text = asyncio.run(lists(0.0))
+    coalesced, same = asyncio.run(lists(10_000.0))
+    assert every_step >= 24 and coalesced <= 2 and same == text

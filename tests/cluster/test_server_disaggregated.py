@@ -4,15 +4,10 @@ spec_pipelined and auto completions equal AR's greedy text."""
 
 from __future__ import annotations
 
-import httpx
-import openai
 import pytest
 
 from cluster.config import load_config
-from engine.engine import LLMEngine
-from engine.executor import ModelExecutor
-from engine.params import DecodeParams, Mode, SamplingParams
-from tests.cluster.conftest import running_app, yaml_app
+from tests.cluster.conftest import assert_serves_ar_text, running_app, yaml_app
 
 pytestmark = pytest.mark.slow
 
@@ -27,20 +22,7 @@ def base_url(ray_session) -> str:
 
 
 def test_pipelined_completions_equal_ar(base_url: str, tiny_model, codec) -> None:
-    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="none", max_retries=0,
-                           timeout=120)
-    engine = LLMEngine(ModelExecutor(tiny_model, 64, 16), tiny_model.config, codec)
-    want = engine.generate([PROMPT], SamplingParams(max_tokens=12, temperature=0),
-                           DecodeParams(mode=Mode.AR))[0].text
-    for mode in ("spec_pipelined", "auto", "ar"):
-        r = client.completions.create(model="tandem-tiny", prompt=PROMPT, max_tokens=12,
-                                      temperature=0, extra_body={"mode": mode})
-        assert r.choices[0].text == want, mode
-    stream = client.completions.create(model="tandem-tiny", prompt=PROMPT, max_tokens=12,
-                                       temperature=0, stream=True)
-    assert "".join(c.choices[0].text for c in stream if c.choices) == want
-    health = httpx.get(f"{base_url}/health").json()
-    assert health["kv_free_blocks"] == health["kv_blocks"]
+    assert_serves_ar_text(base_url, tiny_model, codec, PROMPT, ("spec_pipelined", "auto", "ar"))
 
 
 def test_each_pool_is_packed_in_its_own_placement_group(base_url: str, ray_session) -> None:

@@ -3,15 +3,10 @@ replica's own placement group (bundles derived from tp). Greedy output equals tp
 
 from __future__ import annotations
 
-import httpx
-import openai
 import pytest
 
 from cluster.config import load_config
-from engine.engine import LLMEngine
-from engine.executor import ModelExecutor
-from engine.params import DecodeParams, Mode, SamplingParams
-from tests.cluster.conftest import running_app, yaml_app
+from tests.cluster.conftest import assert_serves_ar_text, running_app, yaml_app
 
 pytestmark = pytest.mark.slow
 
@@ -26,20 +21,7 @@ def base_url(ray_session) -> str:
 
 
 def test_tp2_greedy_completion_equals_tp1(base_url: str, tiny_model, codec) -> None:
-    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="none", max_retries=0,
-                           timeout=120)
-    engine = LLMEngine(ModelExecutor(tiny_model, 64, 16), tiny_model.config, codec)
-    sp = SamplingParams(max_tokens=12, temperature=0)
-    want = engine.generate([PROMPT], sp, DecodeParams(mode=Mode.AR))[0].text
-    for mode in ("ar", "spec_quadratic"):
-        r = client.completions.create(model="tandem-tiny", prompt=PROMPT, max_tokens=12,
-                                      temperature=0, extra_body={"mode": mode})
-        assert r.choices[0].text == want, mode
-    stream = client.completions.create(model="tandem-tiny", prompt=PROMPT, max_tokens=12,
-                                       temperature=0, stream=True)
-    assert "".join(c.choices[0].text for c in stream if c.choices) == want
-    health = httpx.get(f"{base_url}/health").json()
-    assert health["kv_free_blocks"] == health["kv_blocks"]
+    assert_serves_ar_text(base_url, tiny_model, codec, PROMPT, ("ar", "spec_quadratic"))
 
 
 def test_the_replica_reserved_its_bundles_from_tp(base_url: str, ray_session) -> None:

@@ -1,15 +1,18 @@
-"""The deadline as per-request SLOs, and the start-up estimate."""
+"""The deadline as per-request SLOs, steered by the job's measured progress; the start-up
+estimate."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
-from cluster.batch.pacer import Pacer, Workload, estimate, workload_of
+from cluster.batch.estimate import Workload, estimate, fastest_option, planned_tokens, workload_of
+from cluster.batch.pacer import Pacer, PacerConfig
 from cluster.model_server import DEFAULT_PROFILE
-from policies.option import AR1
+from policies.option import AR1, Option
 from policies.profile import Profile
+
+EXACT = PacerConfig(margin=1.0)
+FAST = Option("spec_linear", 4)
 
 
 class Clock:
@@ -20,25 +23,53 @@ class Clock:
         return self.t
 
 
-def test_share_grows_when_ahead_and_shrinks_when_behind() -> None:
+def run(p: Pacer, clock: Clock, tokens_per_s: float, seconds: int) -> None:
+    """Tokens stream back at this rate, reported every 0.5 s."""
+    for _ in range(2 * seconds):
+        clock.t += 0.5
+        p.produced(round(tokens_per_s / 2))
+
+
+def test_ahead_ar_behind_fast_and_back() -> None:
     clock = Clock()
-    p = Pacer(100.0, num_requests=100, window=10, margin=1.0, clock=clock)
-    assert p.deadline_ms(0) == pytest.approx(10_000)  # 100 s x 10 / 100
-    clock.t += 50
-    ahead, on_time = p.deadline_ms(80), p.deadline_ms(50)  # half the time gone
-    assert ahead == pytest.approx(50_000 * 10 / 20)
-    assert on_time == pytest.approx(50_000 * 10 / 50)
-    # 30 requests (3 windows) behind the schedule: the share, and exp(-(3 - 1)) on top.
-    assert p.behind(20) == pytest.approx(2.0) and not p.is_ahead(20)
-    assert p.deadline_ms(20) == pytest.approx(50_000 * 10 / 80 * math.exp(-2))
-    assert p.behind(45) == 0.0 and p.is_ahead(45)  # half a window behind: on schedule
-    assert ahead > on_time == 10_000 > p.deadline_ms(20)
-    assert p.deadline_ms(95) == pytest.approx(50_000)  # the rest fit in one window
-    clock.t += 60  # past the deadline: the shortest SLO, still valid (best-effort)
-    assert p.deadline_ms(99) == 1.0
-    assert Pacer(None, 10, 4).deadline_ms(0) is None
-    assert not Pacer(None, 10, 4).is_ahead(0)  # no deadline: auto as over HTTP
-    assert p.projected_s(55) == pytest.approx(110 * 100 / 55)
+    p = Pacer(100.0, num_tokens=1000, window=10, fast=FAST, config=EXACT, clock=clock)
+    assert p.option() == AR1 and p.deadline_ms(10) == pytest.approx(10_000)  # 100 s x 100/1000
+    run(p, clock, 12, 10)  # 10 tokens/s would do
+    assert p.option() == AR1 and p.pressure() < 1
+    assert p.deadline_ms(10) == pytest.approx(90_000 * 100 / 880)  # its share of the rest
+    run(p, clock, 4, 10)  # the machine slows: behind
+    assert p.pressure() > 2 and p.option() == FAST
+    projected = p.projected_s()
+    assert projected is not None and projected > 100  # at 4 tokens/s it would be late
+    run(p, clock, 40, 8)  # the faster mode bought speed: ahead again, AR
+    assert p.pressure() < 0.95 and p.option() == AR1
+    assert p.num_switches == 2
+
+
+def test_hysteresis_and_the_start() -> None:
+    clock = Clock()
+    # The start-up estimate says AR is late: behind (the fast option) from the start.
+    p = Pacer(60.0, 600, 4, estimate_s=80.0, fast=FAST, config=EXACT, clock=clock)
+    assert p.pressure() == pytest.approx(80 / 60) and p.option() == FAST
+    run(p, clock, 10, 6)  # exactly on pace (10 tokens/s): still behind until 0.95
+    assert p.option() == FAST
+    run(p, clock, 14, 6)
+    assert p.option() == AR1
+    clock.t += 100  # past the deadline: the shortest SLO, still valid (best-effort)
+    assert p.deadline_ms(20) == 1.0 and p.option() == FAST
+    assert Pacer(60.0, 600, 4, estimate_s=80.0).option() is None  # no fast option: auto
+    no_deadline = Pacer(None, 100, 4, fast=FAST)
+    assert no_deadline.deadline_ms(10) is None and no_deadline.option() is None  # auto
+
+
+def test_finished_requests_settle_the_plan() -> None:
+    clock = Clock()
+    p = Pacer(100.0, 100, 4, config=EXACT, clock=clock)
+    p.produced(5)
+    p.settle(planned=20, made=8, streamed=5)  # EOS at 8: 12 fewer to make, 3 not yet seen
+    assert (p.num_done, p.num_tokens) == (8, 88)
+    p.settle(planned=30, made=0, streamed=0)  # refused
+    assert p.num_tokens == 58
 
 
 def test_pacer_checks_itself() -> None:
@@ -46,6 +77,8 @@ def test_pacer_checks_itself() -> None:
         Pacer(0.0, 10, 4)
     with pytest.raises(ValueError):
         Pacer(10.0, 10, 0)
+    with pytest.raises(ValueError):
+        PacerConfig(margin=0)
 
 
 def test_workload_and_estimate() -> None:
@@ -53,10 +86,12 @@ def test_workload_and_estimate() -> None:
                      ("completion", {"prompt": [1, 2, 3]}),
                      ("chat", {"messages": [{"role": "user", "content": "abc"}]})], 50)
     assert w == Workload(3, 2 + 3 + 1, 20 + 16 + 50)
-    est = estimate(Profile.load(DEFAULT_PROFILE), Workload(64, 640, 64 * 64), window=16)
+    assert planned_tokens("chat", {"max_completion_tokens": 7, "n": 3}, 50) == 21
+    profile = Profile.load(DEFAULT_PROFILE)
+    est = estimate(profile, Workload(64, 640, 64 * 64), window=16)
     assert AR1 in est and all(s > 0 for s in est.values())
     # Twice the output takes longer; two replicas take about half as long.
-    assert estimate(Profile.load(DEFAULT_PROFILE), Workload(64, 640, 2 * 64 * 64), 16)[AR1] \
-        > est[AR1]
-    assert estimate(Profile.load(DEFAULT_PROFILE), Workload(64, 640, 64 * 64), 16,
-                    num_replicas=2)[AR1] < est[AR1]
+    assert estimate(profile, Workload(64, 640, 2 * 64 * 64), 16)[AR1] > est[AR1]
+    assert estimate(profile, Workload(64, 640, 64 * 64), 16, num_replicas=2)[AR1] < est[AR1]
+    # Speculation pays at small batches on the CPU profile, and stops paying at large ones.
+    assert fastest_option(profile, 4) != AR1 and fastest_option(profile, 64) == AR1

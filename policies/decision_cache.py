@@ -1,0 +1,224 @@
+"""Decisions kept across steps: the mode selector re-decides a request only when something
+its option depends on has moved, so that a step costs O(requests that changed), not
+O(requests x options) (policies/selector.py decides; this module decides *when*).
+
+A request's option is kept (held: it counts as load and is guarded like any other, but is
+not re-chosen) while all of these hold since it was chosen:
+- it met its pace then (with the selector's margin) and still would at the time per token
+  predicted then, with `step_band` to spare; or no option meets it even alone (lost). A
+  request that missed but could be met is chosen for again every step;
+- it runs the option chosen for it (not deferred, preempted or pinned in between);
+- its slack did not grow by more than `need_band` (it may afford a cheaper option now); a
+  loose request (a need of `loose_steps` predicted steps per token or more) is kept until
+  it stops being loose;
+- its tokens per forward under that option (its own acceptance and the option's overall
+  one) moved by less than `tpf_band`;
+- its remaining tokens stayed in the same power-of-two band below 64 (speculation's rates
+  are capped by what is left);
+- it was chosen less than `max_age_steps` selects ago (a bound on drift of any kind).
+The others (new ones included) are chosen for with the held ones counted as load. A held
+request that this leaves unmet is chosen for too; and (`strict`) if it leaves a request
+unmet that is new or was met before and could be met alone, every request held at a
+speculative option is chosen for too (it may need their spare compute: without this rule
+the all-tight workload lost 0.03 attainment at high load, H200 profile, 3 seeds). Everybody
+is chosen for together (a full re-plan: select() without the cache) when the step the held
+options make moved by more than `step_band` under the cost fit and prefill interference of
+now against the last full re-plan's, when more than `max_dirty_share` of the batch changed,
+when the held options' work exceeds the step's token budget, or when three rounds of the
+above still break a held request.
+
+tests/policies/test_decision_cache.py compares this with a full re-plan every step on
+random evolving batches; bench/slo_selector_cost.py measures both.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from policies.acceptance import AcceptanceEstimator
+from policies.cost_model import CostCoefficients, CostModel
+from policies.option import AR, Option
+from policies.request_view import RequestView
+from policies.selector import ModeSelector
+
+INF = math.inf
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    enabled: bool = True
+    need_band: float = 0.05  # re-choose when its slack grew by this share
+    loose_steps: float = 50.0  # a need of this many predicted steps per token is loose
+    tpf_band: float = 0.05  # ... or its tokens per forward moved by this share
+    step_band: float = 0.05  # margin on the time per token; re-plan all when steps move so
+    max_age_steps: int = 64
+    max_dirty_share: float = 0.5
+    strict: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("need_band", "tpf_band", "step_band", "max_dirty_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"CacheConfig.{name} must be in [0, 1]")
+        if self.max_age_steps < 1 or self.loose_steps <= 0:
+            raise ValueError("CacheConfig.max_age_steps must be >= 1, loose_steps > 0")
+
+
+@dataclass
+class _Kept:
+    """What a request's option was chosen on."""
+
+    option: Option
+    due: float  # its finish deadline (fixed while it decodes)
+    need: float  # its needed seconds per token then (inf: none)
+    is_loose: bool
+    tpf: float  # its tokens per forward under option then
+    pace: float  # its predicted seconds per token then
+    remaining_band: int
+    chosen_at: int  # select count
+    was_met: bool
+    is_lost: bool  # no option meets it even alone
+
+
+def remaining_band(remaining: int, option: Option) -> int:
+    return 0 if option.mode == AR else min(remaining, 64).bit_length()
+
+
+class DecisionCache:
+    def __init__(self, selector: ModeSelector, config: CacheConfig = CacheConfig()) -> None:
+        self.selector, self.config = selector, config
+        self.cost: CostModel = selector.cost
+        self.acceptance: AcceptanceEstimator = selector.acceptance
+        self.kept: dict[str, _Kept] = {}
+        self.num_selects = self.num_full = self.num_partial = self.num_rechosen = 0
+        self._coef: CostCoefficients | None = None  # the cost fit of the last full re-plan
+        self._interference = 0.0  # and the prefill interference then
+        self._step_ref = 0.0  # and the step it predicted
+        self._last_step = 0.0  # the step the last select predicted
+
+    def select(self, decoders: Sequence[RequestView], now: float,
+               max_tokens: int | None = None) -> dict[str, Option]:
+        self.num_selects += 1
+        if not self.config.enabled:
+            return self.selector.select(decoders, now, max_tokens)
+        held, changed, needs = self._held(decoders, now)
+        if self._coef is None or not self._same_steps(held):
+            return self._full(decoders, now, max_tokens, needs)
+        released = False
+        for _attempt in range(3):
+            if len(changed) > self.config.max_dirty_share * len(decoders):
+                return self._full(decoders, now, max_tokens, needs)
+            options = self.selector.select(decoders, now, max_tokens, held, needs)
+            if max_tokens is not None and self.selector.num_tokens() > max_tokens:
+                return self._full(decoders, now, max_tokens, needs)  # held work over budget
+            paces = self.selector.paces()
+            out = {k for k in held if self.kept[k].was_met and not paces[k][2]}  # broken
+            if not out and self.config.strict and not released and self._starved(
+                    changed, paces, needs):
+                # It may need others' spare compute: those held at speculation start over.
+                out, released = {k for k, o in held.items() if o.mode != AR}, True
+            if not out:
+                break
+            changed += [v for v in decoders if v.id in out]
+            held = {k: o for k, o in held.items() if k not in out}
+        else:
+            return self._full(decoders, now, max_tokens, needs)  # still breaks a kept one
+        self.num_partial += 1
+        self.num_rechosen += len(changed)
+        self._last_step = self.selector.step_s()
+        self._remember(changed, options, paces, needs)
+        return options
+
+    def _starved(self, changed: list[RequestView], paces: dict[str, tuple[float, float, bool]],
+                 needs: dict[str, float]) -> bool:
+        """Some request chosen for is unmet, new or met before, and could be met alone."""
+        for v in changed:
+            kept, need = self.kept.get(v.id), needs[v.id]
+            if not paces[v.id][2] and need != INF and (kept is None or kept.was_met) and not (
+                    need <= 0 or need < self.selector.best_alone(v)):
+                return True
+        return False
+
+    def forget(self, request_id: str) -> None:
+        self.kept.pop(request_id, None)
+
+    # --- who changed -----------------------------------------------------------------------
+
+    def _held(self, decoders: Sequence[RequestView], now: float
+              ) -> tuple[dict[str, Option], list[RequestView], dict[str, float]]:
+        """The kept options still valid, the free requests to choose for, and every free
+        request's needed seconds per token now."""
+        cfg, kept_all, tpf_of = self.config, self.kept, self.acceptance.tokens_per_forward
+        held: dict[str, Option] = {}
+        changed: list[RequestView] = []
+        needs: dict[str, float] = {}
+        oldest = self.num_selects - cfg.max_age_steps
+        loose, up = cfg.loose_steps * self._step_ref, 1.0 + cfg.need_band
+        miss = (1.0 + cfg.step_band) / self.selector.config.safety
+        tpf_band = cfg.tpf_band
+        for v in decoders:
+            if v.fixed is not None or (v.is_mid_iteration and v.option is not None):
+                continue  # not the selector's to choose this step
+            kept = kept_all.get(v.id)
+            if kept is None:
+                needs[v.id] = v.needed_time_per_token(now)
+                changed.append(v)
+                continue
+            remaining = v.max_tokens - v.num_output
+            # The finish deadline is fixed once a request decodes (RequestView.finish_deadline).
+            need = needs[v.id] = (kept.due - now) / remaining if (
+                kept.due != INF and remaining > 0) else INF
+            option = kept.option
+            if (kept.chosen_at <= oldest or (v.option is not None and v.option != option)
+                    or kept.remaining_band != remaining_band(remaining, option)
+                    or (need < loose if kept.is_loose else need > kept.need * up)
+                    or (need < kept.pace * miss if kept.was_met
+                        # Not met: again every step (others may make room for it), unless no
+                        # option meets it even alone (lost: nothing will).
+                        else not kept.is_lost)
+                    or (option.mode != AR
+                        and abs(tpf_of(option, v.id) - kept.tpf) > tpf_band * kept.tpf)):
+                changed.append(v)
+            else:
+                held[v.id] = option
+        return held, changed, needs
+
+    def _same_steps(self, held: dict[str, Option]) -> bool:
+        """The held batch's step under the cost fit and prefill interference now is within
+        `step_band` of what the last full re-plan's fit predicted for it."""
+        assert self._coef is not None
+        tokens = sum(o.work_tokens for o in held.values()) or 1
+        n = max(1, len(held))
+        now_s = self.cost.predict(tokens, n) + self.selector.interference_s
+        then_s = self._coef.predict(tokens, n) + self._interference
+        return abs(now_s - then_s) <= self.config.step_band * then_s
+
+    # --- bookkeeping -----------------------------------------------------------------------
+
+    def _full(self, decoders: Sequence[RequestView], now: float, max_tokens: int | None,
+              needs: dict[str, float]) -> dict[str, Option]:
+        self.num_full += 1
+        options = self.selector.select(decoders, now, max_tokens, needs=needs)
+        free = [v for v in decoders
+                if v.fixed is None and not (v.is_mid_iteration and v.option is not None)]
+        self.num_rechosen += len(free)
+        self._coef = self.cost.coef
+        self._interference = self.selector.interference_s
+        self._step_ref = self._last_step = self.selector.step_s()
+        self._remember(free, options, self.selector.paces(), needs)
+        return options
+
+    def _remember(self, chosen: list[RequestView], options: dict[str, Option],
+                  paces: dict[str, tuple[float, float, bool]], needs: dict[str, float]) -> None:
+        loose = self.config.loose_steps * self._step_ref
+        if self.num_selects % self.config.max_age_steps == 0:  # drop the ones gone
+            oldest = self.num_selects - self.config.max_age_steps
+            self.kept = {k: e for k, e in self.kept.items() if e.chosen_at > oldest}
+        for v in chosen:
+            need, option = needs[v.id], options[v.id]
+            pace, tpf, met = paces[v.id]
+            lost = need != INF and (need <= 0 or need < self.selector.best_alone(v))
+            self.kept[v.id] = _Kept(option, v.finish_deadline, need, need >= loose, tpf, pace,
+                                    remaining_band(v.remaining, option), self.num_selects, met,
+                                    lost)
