@@ -40,12 +40,13 @@ def start_ray(num_cpus: int = 4) -> None:
              ignore_reinit_error=True, log_to_driver=False, object_store_memory=200 * 1024**2)
 
 
-def start_cluster(num_workers: int, worker_cpus: int, head: dict[str, float]) -> Any:
-    """A head (2 CPUs, the custom resources `head`) and num_workers virtual worker nodes on
-    this machine (ray.cluster_utils.Cluster), and this driver connected to it. Cluster writes
-    its address to /tmp/ray/ray_current_cluster for `ray.init()` to find, which would send
-    every other Ray user on the machine to it (a plain ray.init(num_cpus=...) then fails):
-    that write is left out."""
+def start_cluster(num_workers: int, worker_cpus: int, head: dict[str, float],
+                  worker: dict[str, float] | None = None) -> Any:
+    """A head (2 CPUs, the custom resources `head`) and num_workers virtual worker nodes (the
+    custom resources `worker` each) on this machine (ray.cluster_utils.Cluster), and this
+    driver connected to it. Cluster writes its address to /tmp/ray/ray_current_cluster for
+    `ray.init()` to find, which would send every other Ray user on the machine to it (a plain
+    ray.init(num_cpus=...) then fails): that write is left out."""
     from unittest import mock
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -59,20 +60,26 @@ def start_cluster(num_workers: int, worker_cpus: int, head: dict[str, float]) ->
             "num_cpus": 2, "resources": head, "include_dashboard": False,
             "object_store_memory": 150 * 1024**2})
     for _ in range(num_workers):
-        cluster.add_node(num_cpus=worker_cpus, object_store_memory=100 * 1024**2)
+        cluster.add_node(num_cpus=worker_cpus, resources=worker or {},
+                         object_store_memory=100 * 1024**2)
     ray.init(address=cluster.address, log_to_driver=False)
     cluster.wait_for_nodes()
     return cluster
 
 
-def deploy(config: TandemConfig | dict[str, Any], name: str) -> str:
-    """serve.run the app on a free port (Ray must be up); returns its base URL."""
+def deploy(config: TandemConfig | dict[str, Any], name: str,
+           proxy_location: str = "HeadOnly") -> str:
+    """serve.run the app on a free port (Ray must be up); returns its base URL. One HTTP
+    proxy, on the head, as ray_configs/local.yaml says (serve.start's own default is one per
+    node: on virtual nodes of one machine they share the port, and a client connected to the
+    proxy of a node that is removed loses its connection with it)."""
     from ray import serve
 
     from cluster.app import make_app
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port},
+                proxy_location=proxy_location,
                 controller_options=stream_guard.controller_options())
     serve.run(make_app(load_config(config)), name=name, route_prefix="/")
     return f"http://127.0.0.1:{port}"

@@ -31,6 +31,8 @@ from bench.load import Outcome, body_of, run_clients
 SLO = {"ttft_ms": 30_000.0}
 HEAD = {"tandem_head": 0.01}  # a custom resource only the head node has (100 of it)
 HEAD_NODE = {"tandem_head": 100.0}
+WORKER = {"tandem_worker": 0.01}  # a custom resource only worker nodes have (100 each)
+WORKER_NODE = {"tandem_worker": 100.0}
 
 
 def kill_actor(class_name: str) -> Callable[[Any], str]:
@@ -57,8 +59,10 @@ def app_args(fault: str) -> tuple[str, dict[str, Any]]:
     ms = args["model_server"]
     if fault == "ingress":  # an ingress of its own to kill (layout single has none)
         args["layout"] = "split"
-    if fault == "node":  # two replicas, one per node: one survives the node
-        ms.update(num_replicas=2, max_replicas_per_node=1)
+    if fault == "node":  # two replicas, one per worker node: one survives the node. Off the
+        # head: the proxy there would send every request to a replica on its own node.
+        ms.update(num_replicas=2, max_replicas_per_node=1,
+                  ray_actor_options={"num_cpus": 0, "resources": WORKER})
     elif fault != "shard_rank":  # (a tp2 replica sits in its placement group's bundle 0)
         ms["ray_actor_options"] = {"num_cpus": 0, "resources": HEAD}
     return f"faults-{fault}", args
@@ -153,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     from ray import serve
 
     args = parse_args(argv)
-    cluster = deploy.start_cluster(2, 3, HEAD_NODE)  # 3 CPUs: room for a tp2 group
+    cluster = deploy.start_cluster(2, 3, HEAD_NODE, WORKER_NODE)  # 3 CPUs: a tp2 group fits
     results = {}
     for fault in args.faults.split(","):
         name, cfg = app_args(fault)

@@ -21,7 +21,7 @@ from policies.decision import BatchDecision, SchedulerView, StepRecord
 from policies.decision_cache import CacheConfig, DecisionCache
 from policies.deferral import Deferral, DeferralConfig
 from policies.modes import ChunkKind
-from policies.option import AR1, DIFFUSION, Option, candidates
+from policies.option import AR1, DIFFUSION, QUADRATIC, Option, candidates
 from policies.ordering import by_urgency
 from policies.pipelined import tokens_per_step
 from policies.preemption import victim_order
@@ -53,8 +53,9 @@ class SLOPolicy:
     def __init__(self, profile: Profile, config: PolicyConfig = PolicyConfig()) -> None:
         self.config = config
         self.cost = CostModel(profile.cost)
-        self.acceptance = AcceptanceEstimator({**tokens_per_step(profile.traces),
-                                               **profile.tokens_per_forward()})
+        self.acceptance = AcceptanceEstimator(
+            {**tokens_per_step(profile.traces), **profile.tokens_per_forward()},
+            request_prior_tokens=profile.request_prior_tokens())
         self.selector = ModeSelector(self.cost, self.acceptance, config.selector)
         self.decisions = DecisionCache(self.selector, config.cache)
         self.admission = AdmissionControl(self.cost, config.admission)
@@ -136,10 +137,10 @@ class SLOPolicy:
         step = self.cost.predict(sum(self._work(r) for r in running), len(running))
         firm = [r for r in running if self.deferral.spare(
             r, now, step, self.acceptance.tokens_per_forward(self._pinned(r), r.id)) is None]
-        # Auto requests counted at AR's work too: the selector drops their speculation
-        # before it lets a request miss its SLO.
-        tokens = sum(self._work(r) if self._is_pinned(r) else 1
-                     for r in firm if not r.is_prefilling)
+        # Every running request counted at the work of the option it runs: an auto request
+        # that speculates to meet a tight bound keeps doing so (counted at AR's work, auto
+        # admitted every tight newcomer at high load and most of them missed).
+        tokens = sum(self._work(r) for r in firm if not r.is_prefilling)
 
         def pace() -> float:
             # Auto is admitted at AR's pace: if every newcomer counted on speculating, the
@@ -176,8 +177,15 @@ class SLOPolicy:
         self.observe_step(step.num_tokens, step.num_requests, step.seconds,
                           step.num_prefill_tokens, step.num_prefill_requests)
         for w in step.works:
-            if w.kind is not ChunkKind.PREFILL and w.option is not None:
-                self.observe_request(w.request_id, w.option, 1, w.num_emitted)
+            if w.kind is ChunkKind.PREFILL or w.option is None:
+                continue
+            if w.kind is ChunkKind.DRAFT and w.option.mode == QUADRATIC:
+                # Quadratic speculation's entry pass (a plain draft, nothing emitted): the
+                # selector prices it on entry (selector.QUAD_HORIZON); counted here as well,
+                # it made every entry look like bad acceptance (factors fell to ~0.6 after
+                # one entry and the request was given up).
+                continue
+            self.observe_request(w.request_id, w.option, 1, w.num_emitted)
 
     def observe_step(self, num_tokens: int, num_requests: int, seconds: float,
                      num_prefill_tokens: int = 0, num_prefill_requests: int = 0) -> None:

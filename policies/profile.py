@@ -12,11 +12,12 @@ The policy's priors and the simulator's ground truth both come from here.
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from policies.cost_model import Point
-from policies.option import Option
+from policies.option import DIFFUSION, Option
 
 Iteration = tuple[int, int]  # (forwards, tokens)
 
@@ -36,6 +37,29 @@ class Profile:
             if forwards:
                 out[option] = tokens / forwards
         return out
+
+    def request_prior_tokens(self, default: float = 6.0, bounds: tuple[float, float] = (2.0, 200.0)
+                             ) -> float:
+        """How many tokens of evidence a request's own acceptance needs to weigh as much as
+        the overall estimate (policies/acceptance.py `request_prior_tokens`), from the traces
+        as empirical Bayes shrinkage does it: per option, the variance of one iteration's
+        tokens within a prompt over the variance of the prompts' means (in iterations), times
+        the mean tokens per iteration; the median over the speculative options. Where
+        prompts differ a lot (tandem-tiny) a few tokens tell a request apart; where they
+        barely differ (the synthetic NLD-8B source) one bad iteration is mostly luck."""
+        priors = []
+        for option, prompts in self.traces.items():
+            runs = [[t for _, t in trace] for trace in prompts if len(trace) >= 2]
+            if option.mode == DIFFUSION or len(runs) < 2:
+                continue
+            means = [statistics.fmean(r) for r in runs]
+            within = statistics.fmean(statistics.pvariance(r) for r in runs)
+            between = statistics.pvariance(means) - within / statistics.fmean(map(len, runs))
+            if within > 0:
+                priors.append(within / max(between, 1e-6) * statistics.fmean(means))
+        if not priors:
+            return default
+        return min(bounds[1], max(bounds[0], statistics.median(priors)))
 
     def to_json(self) -> dict:
         return {"meta": self.meta,

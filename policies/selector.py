@@ -5,6 +5,10 @@ request in auto, chosen for the whole batch at once because they share one step 
   (tpf: its tokens per forward under the option, from the acceptance estimator).
 
 1. Start every free auto request at AR: the least device work per token.
+2a. Requests whose TPOT bound AR misses even alone (or who fell that far behind): one search
+   for the options that maximise the requests *expected* to meet their SLO by the end
+   (policies/expected_met.py), started from the best single option for all of them (what a
+   fixed mode runs), so that it never expects fewer met than that fixed mode.
 2. Rescue, tightest first: a request whose time per token misses what its SLO needs gets
    the cheapest option that meets it, provided every request of equal or higher priority
    that met before still meets; a request that the longer step would break may itself be
@@ -27,12 +31,14 @@ drafts). Requests mid-iteration or with a fixed mode keep theirs and count as lo
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from policies.acceptance import AcceptanceEstimator
+from policies.acceptance import FORWARDS_PER_ITERATION, AcceptanceEstimator
 from policies.bounds import check_block_bounds, check_threshold_bounds
 from policies.cost_model import CostModel
+from policies.expected_met import Pace, Request, most_expected, spread_of
 from policies.meet_most import Menu, meet_most
 from policies.option import AR1, DIFFUSION, LINEAR, PIPELINED, QUADRATIC, Option, candidates
 from policies.preemption import slack_of
@@ -78,6 +84,13 @@ class SelectorConfig:
     # acceptance within these (policies/bounds.py).
     threshold_bounds: tuple[float, float] = THRESHOLD_BOUNDS
     meet_most: bool = True  # pass 2 as one search for the most requests met (else rescues)
+    uniform: bool = True  # pass 2's search starts from one option for all of them
+    # Pass 2's objective: "expected" requests met by the end (policies/expected_met.py) or
+    # "meet_most" this step (policies/meet_most.py).
+    objective: str = "expected"
+    iteration_cv: float = 0.5  # relative spread of one iteration's tokens
+    spread_floor: float = 0.05  # of any pace: step-time noise, estimate error
+    search_by_bound: bool = True  # pass 2 takes every request whose TPOT bound AR misses
 
     def __post_init__(self) -> None:
         check_block_bounds(self.block_bounds, "SelectorConfig.block_bounds")
@@ -91,6 +104,7 @@ class _Slot:
     rate: float  # tokens per forward under option
     need: float  # seconds per token its SLO needs, with the safety margin (inf: none; nan: lost)
     is_free: bool  # auto, at an iteration boundary
+    searched: bool = False  # its option came from pass 2's search: no rescue
 
 
 class ModeSelector:
@@ -134,7 +148,8 @@ class ModeSelector:
         if self.config.meet_most:
             self._meet_most(by_urgency)
         for s in by_urgency:
-            self._rescue(s, depth=1)
+            if not s.searched:
+                self._rescue(s, depth=1)
         self._speed_up_all(by_urgency)
         return {s.view.id: s.option for s in slots}
 
@@ -274,14 +289,19 @@ class ModeSelector:
 
     def _meet_most(self, order: list[_Slot]) -> None:
         """Pass 2a, for requests whose pace only speculation meets (slower than AR alone is
-        too slow): the options that meet the most requests together (policies/meet_most.py;
-        the others are counted at AR so that none is broken); a speculation-only request
-        left out gets the fastest option that breaks nobody met."""
+        too slow; with the "expected" objective also those whose bound is below AR's pace
+        while they are ahead): by `objective`, the options that maximise the requests
+        expected to meet their SLO by the end (_most_expected), or ("meet_most") those that
+        meet the most this step (policies/meet_most.py; a request left out gets the fastest
+        option that breaks nobody met). Others are counted at AR so that none is broken."""
         hopeful = [s for s in order if s.need != INF and not math.isnan(s.need)]
         alone = self.cost.predict(1, 1)
-        only = {s for s in hopeful if s.need / self.config.safety < alone}
+        only = {s for s in hopeful if s.need / self.config.safety < alone or (
+            self.config.search_by_bound and self.config.objective == "expected"
+            and s.view.slo.tpot_ms is not None
+            and s.view.slo.tpot_ms / 1e3 < alone)}  # ahead now, but its bound is below AR's
         missing = {s for s in only if not self._meets(s, self._step())}
-        if not missing:
+        if not (only if self.config.objective == "expected" else missing):
             return
         base = self._tokens - sum(s.option.work_tokens - 1 for s in hopeful)
         base_rate = self._rate_sum - sum(s.rate - 1 for s in hopeful)
@@ -294,12 +314,78 @@ class ModeSelector:
             (o.work_tokens, s.need * self._rate(s.view, o), o, self._rate(s.view, o))
             for o in (self._options(s.view) if s in only else [AR1])
             if not o.draft_tokens]) for s in hopeful]  # step_of prices one pool only
+        if self.config.objective == "expected":
+            self._most_expected(hopeful, only, base, base_rate, floor)
+            return
         chosen = meet_most(menus, base, self._step, self._max_tokens, base_rate, floor)
         for s in hopeful:
             self._switch(s, chosen.get(s, AR1))
         for s in hopeful:
             if s in only and s not in chosen:
                 self._fastest(s, self._guarded(s, s.view.priority), False, 0.0)
+
+    def _pace(self, s: _Slot, option: Option) -> Pace[Option]:
+        rate = self._rate(s.view, option)
+        if option == AR1:
+            return Pace(option, 1, rate, self.config.spread_floor)
+        per_iteration = rate * FORWARDS_PER_ITERATION.get(option.mode, 1)
+        return Pace(option, option.work_tokens, rate, spread_of(
+            self.config.iteration_cv, per_iteration, s.view.remaining, self.config.spread_floor))
+
+    def _most_expected(self, hopeful: list[_Slot], only: set[_Slot], base: int,
+                       base_rate: float, floor: float) -> None:
+        """Pass 2a by expected requests met (policies/expected_met.py), searched from the
+        best plan with one option for every speculation-only request (what a fixed mode
+        runs: policies/uniform.py), so that the choice never expects fewer met than that
+        fixed mode: the search only buys faster options on top of it."""
+        menus = {s: [self._pace(s, o) for o in ([AR1] + [
+            o for o in self._options(s.view) if o != AR1 and not o.draft_tokens]
+            if s in only else [AR1])] for s in hopeful}
+        start = self._uniform_start(hopeful, only, menus, base, base_rate, floor)
+        requests = []
+        for s in hopeful:
+            first = start.get(s, menus[s][0])
+            base += first.work - 1
+            base_rate += first.rate - 1
+            requests.append(Request(s, s.need / self.config.safety, (first, *(
+                p for p in menus[s] if p.work > first.work))))
+        chosen, _ = most_expected(requests, base, self._step, self._max_tokens,
+                                  base_rate, floor)
+        for s in hopeful:
+            self._switch(s, chosen[s])
+            # Those AR meets alone were only counted (at AR): the rescue pass is theirs.
+            s.searched = s in only
+
+    def _uniform_start(self, hopeful: list[_Slot], only: set[_Slot],
+                       menus: dict[_Slot, list[Pace[Option]]], base: int, base_rate: float,
+                       floor: float) -> dict[_Slot, Pace[Option]]:
+        """The pace of each speculation-only request under the uniform option that expects
+        the most requests met (the option most of them run now is kept unless another is
+        better by `switch_gain`); empty if none fits the budget and the floor."""
+        need = {s: s.need / self.config.safety for s in hopeful}
+        running = Counter(s.option for s in only if s.option != AR1).most_common(1)
+        incumbent = running[0][0] if running else None
+        best: tuple[float, dict[_Slot, Pace[Option]]] = (-1.0, {})
+        for option in self._uniform_options(only):
+            paces = {s: next(p for p in menus[s] if p.option == option) for s in only}
+            tokens = base + sum(p.work - 1 for p in paces.values())
+            rate = base_rate + sum(p.rate - 1 for p in paces.values())
+            step = self._step(tokens)
+            if tokens > self._max_tokens or rate / step < floor:
+                continue
+            value = sum(p.p_met(step, need[s]) for s, p in paces.items()) + sum(
+                menus[s][0].p_met(step, need[s]) for s in hopeful if s not in only)
+            if option == incumbent:
+                value *= 1 + self.config.switch_gain
+            if value > best[0]:
+                best = (value, paces)
+        return best[1]
+
+    def _uniform_options(self, only: set[_Slot]) -> list[Option]:
+        if not self.config.uniform or not only:
+            return []
+        common = set.intersection(*(set(self._options(s.view)) for s in only))
+        return sorted(o for o in common if o != AR1 and not o.draft_tokens)
 
     def _rescue(self, s: _Slot, depth: int) -> bool:
         """Give s the cheapest option that meets it without breaking anyone; True if met."""

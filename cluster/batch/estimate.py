@@ -91,11 +91,19 @@ def estimate(profile: Profile, work: Workload, window: int, num_replicas: int = 
 
 
 
-def fastest_option(profile: Profile, batch: int) -> Option:
+
+def fastest_option(profile: Profile, batch: int, ar_s_per_token: float | None = None
+                   ) -> Option:
     """The lossless option the profile predicts fastest per request with `batch` requests
-    decoding together, each under it: what a job behind its deadline asks for."""
+    decoding together, each under it: what a job behind its deadline asks for.
+
+    ar_s_per_token: AR's time per token per request as measured; what it takes beyond the
+    profile's predicted step is overhead paid per forward (scheduling, outputs, other
+    processes: ~2x the step on a busy 2-core box), which favours options with fewer forwards
+    per token (quadratic over linear speculation)."""
     cost = CostModel(profile.cost)
     tpf = {AR1: 1.0, **profile.tokens_per_forward()}
     n = max(1, batch)
+    overhead = 0.0 if ar_s_per_token is None else max(0.0, ar_s_per_token - cost.predict(n, n))
     return min((o for o in (AR1, *CANDIDATES) if o.is_lossless and o in tpf),
-               key=lambda o: cost.predict(n * o.work_tokens, n) / tpf[o])
+               key=lambda o: (cost.predict(n * o.work_tokens, n) + overhead) / tpf[o])

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,8 @@ class BatchJob:
         self.say_to = sys.stderr if args.json else sys.stdout
         self.summary: dict[str, Any] | None = None  # set at the end
         self.ar_estimate_s: float | None = None  # the start-up estimate at AR (_plan)
-        self.fast: Option | None = None  # what a job behind runs (_plan; None: auto)
+        self.fast: Option | None = None  # what a job behind runs at first (None: auto)
+        self.choose: Callable[[float | None], Option] | None = None  # (_plan) pacer.py
 
     def say(self, text: str) -> None:
         print(f"tandem batch: {text}", file=self.say_to, flush=True)
@@ -93,8 +96,9 @@ class BatchJob:
                                 config.model_server.num_replicas or 1)
         fastest = min(est, key=est.__getitem__)
         ar = self.ar_estimate_s = next(s for o, s in est.items() if o.mode == "ar")
-        self.fast = estimate.fastest_option(
-            profile, math.ceil(window / (config.model_server.num_replicas or 1)))
+        per_replica = math.ceil(window / (config.model_server.num_replicas or 1))
+        self.choose = functools.partial(estimate.fastest_option, profile, per_replica)
+        self.fast = self.choose(None)
         text = (f"estimate for {work.num_output_tokens} tokens at most ({path.name}): "
                 f"AR {ar:.1f} s, fastest {fastest.key} {est[fastest]:.1f} s")
         if deadline is None:
@@ -133,14 +137,14 @@ class BatchJob:
             chat_max = config.model.default_max_tokens
             pace = Pacer(left, sum(estimate.planned_tokens(line.kind, line.body, chat_max)
                                    for line in todo), window, self.ar_estimate_s,
-                         self.fast)
+                         self.choose)
             info["startup_s"] = round(time.monotonic() - self.start, 3)
             runner = JobRunner(Adapter(config, target.handle, model_name), None, pace,
                                self._progress(len(todo)),
                                RunOptions(window, args.priority, chat_max_tokens=chat_max))
             interrupted = self._loop(runner, todo)
             info["run_s"] = round(pace.elapsed(), 3)
-            info["behind_option"] = self.fast.key if self.fast else "auto"
+            info["behind_option"] = pace.fast.key if pace.fast else "auto"
             info["pace_switches"] = pace.num_switches
         finally:
             if target is not None and not is_local:

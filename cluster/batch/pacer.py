@@ -9,9 +9,10 @@ deadline) over the rate measured. Before the first tokens come, the start-up est
 pressure stands in (estimate.py: the AR estimate over the time to the deadline).
 
 - Pressure <= 1, ahead: auto requests run AR, the least device work per token.
-- Pressure > 1, behind (until it falls under 1 - `hysteresis`): auto requests run `fast`,
-  the lossless option the step-cost profile predicts fastest per request at the job's
-  window (estimate.fastest_option); none known: auto, the scheduler's choice.
+- Pressure > 1, behind (until it falls under 1 - `hysteresis`): auto requests run the
+  lossless option predicted fastest per request at the job's window (`choose`:
+  estimate.fastest_option, from the step-cost profile and AR's time per token as measured
+  while the job ran AR); none known: auto, the scheduler's choice.
 
 Each request carries its share of the time left as its SLO deadline (its max_tokens x
 `window` in flight / the tokens left; all of the time left once the rest fit in one
@@ -49,17 +50,21 @@ class PacerConfig:
 
 class Pacer:
     def __init__(self, deadline_s: float | None, num_tokens: int, window: int,
-                 estimate_s: float | None = None, fast: Option | None = None,
+                 estimate_s: float | None = None,
+                 choose: Callable[[float | None], Option] | None = None,
                  config: PacerConfig = PacerConfig(),
                  clock: Callable[[], float] = time.monotonic) -> None:
         """num_tokens: the job's output tokens at most (max_tokens summed); estimate_s: the
-        start-up estimate of the job's time at AR (None: unknown); fast: the option for a
-        job behind (None: auto)."""
+        start-up estimate of the job's time at AR (None: unknown); choose: AR's measured
+        seconds per token per request (None: not measured) -> the option for a job behind
+        (None: auto)."""
         if deadline_s is not None and deadline_s <= 0:
             raise ValueError(f"deadline must be > 0 s, got {deadline_s}")
         if window < 1 or num_tokens < 0:
             raise ValueError(f"window must be >= 1 and num_tokens >= 0: {window}, {num_tokens}")
-        self.deadline_s, self.window, self.fast = deadline_s, window, fast
+        self.deadline_s, self.window, self.choose = deadline_s, window, choose
+        self.fast = choose(None) if choose is not None else None
+        self.ar_s_per_token: float | None = None  # measured while the job runs AR
         self.config, self.clock = config, clock
         self.start = clock()
         self.num_tokens = num_tokens  # to make in all: planned, less what finished short
@@ -129,13 +134,18 @@ class Pacer:
         without a deadline or a fast option."""
         if self.deadline_s is None:
             return None
-        p = self.pressure()
-        was = self.is_behind
+        p, rate, was = self.pressure(), self.rate(), self.is_behind
+        if not was and rate:
+            self.ar_s_per_token = self.window / rate  # AR, as measured so far
         if p > 1.0:
             self.is_behind = True
         elif p < 1.0 - self.config.hysteresis:
             self.is_behind = False
-        self.num_switches += was != self.is_behind
+        if self.is_behind and not was:
+            self.num_switches += 1
+            if self.choose is not None:
+                self.fast = self.choose(self.ar_s_per_token)
+        self.num_switches += was and not self.is_behind
         return self.fast if self.is_behind else AR1
 
     def projected_s(self) -> float | None:

@@ -32,7 +32,7 @@ def run(p: Pacer, clock: Clock, tokens_per_s: float, seconds: int) -> None:
 
 def test_ahead_ar_behind_fast_and_back() -> None:
     clock = Clock()
-    p = Pacer(100.0, num_tokens=1000, window=10, fast=FAST, config=EXACT, clock=clock)
+    p = Pacer(100.0, num_tokens=1000, window=10, choose=lambda _: FAST, config=EXACT, clock=clock)
     assert p.option() == AR1 and p.deadline_ms(10) == pytest.approx(10_000)  # 100 s x 100/1000
     run(p, clock, 12, 10)  # 10 tokens/s would do
     assert p.option() == AR1 and p.pressure() < 1
@@ -46,10 +46,25 @@ def test_ahead_ar_behind_fast_and_back() -> None:
     assert p.num_switches == 2
 
 
+def test_the_fast_option_is_chosen_from_ar_as_measured() -> None:
+    clock, seen = Clock(), []
+
+    def choose(ar_s_per_token: float | None) -> Option:
+        seen.append(ar_s_per_token)
+        return FAST
+
+    p = Pacer(100.0, 1000, 10, choose=choose, config=EXACT, clock=clock)
+    run(p, clock, 20, 6)
+    assert p.option() == AR1
+    assert p.ar_s_per_token == pytest.approx(0.5)  # 10 in flight at 20 tokens a second
+    run(p, clock, 4, 6)  # behind: chosen with AR's time per token as last measured
+    assert p.option() == FAST and seen == [None, pytest.approx(10 / 4)]
+
+
 def test_hysteresis_and_the_start() -> None:
     clock = Clock()
     # The start-up estimate says AR is late: behind (the fast option) from the start.
-    p = Pacer(60.0, 600, 4, estimate_s=80.0, fast=FAST, config=EXACT, clock=clock)
+    p = Pacer(60.0, 600, 4, estimate_s=80.0, choose=lambda _: FAST, config=EXACT, clock=clock)
     assert p.pressure() == pytest.approx(80 / 60) and p.option() == FAST
     run(p, clock, 10, 6)  # exactly on pace (10 tokens/s): still behind until 0.95
     assert p.option() == FAST
@@ -58,7 +73,7 @@ def test_hysteresis_and_the_start() -> None:
     clock.t += 100  # past the deadline: the shortest SLO, still valid (best-effort)
     assert p.deadline_ms(20) == 1.0 and p.option() == FAST
     assert Pacer(60.0, 600, 4, estimate_s=80.0).option() is None  # no fast option: auto
-    no_deadline = Pacer(None, 100, 4, fast=FAST)
+    no_deadline = Pacer(None, 100, 4, choose=lambda _: FAST)
     assert no_deadline.deadline_ms(10) is None and no_deadline.option() is None  # auto
 
 
@@ -95,3 +110,6 @@ def test_workload_and_estimate() -> None:
     assert estimate(profile, Workload(64, 640, 64 * 64), 16, num_replicas=2)[AR1] < est[AR1]
     # Speculation pays at small batches on the CPU profile, and stops paying at large ones.
     assert fastest_option(profile, 4) != AR1 and fastest_option(profile, 64) == AR1
+    # AR measured 3x its predicted step: the per-forward overhead favours quadratic (one
+    # forward per iteration) over linear (two).
+    assert fastest_option(profile, 4, 0.035).mode == "spec_quadratic"

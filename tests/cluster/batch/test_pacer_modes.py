@@ -48,7 +48,7 @@ def test_a_job_behind_schedule_runs_faster_modes() -> None:
     engine, adapter = build_engine(config), Adapter(config, None)
     fast = fastest_option(Profile.load(DEFAULT_PROFILE), 4)  # as `tandem batch` picks it
     clock = Clock()
-    pacer = Pacer(60.0, 100 * MAX_TOKENS, window=4, fast=fast, clock=clock)
+    pacer = Pacer(60.0, 100 * MAX_TOKENS, window=4, choose=lambda _: fast, clock=clock)
     run(pacer, clock, 60, 5)  # 60 tokens/s: 2400 in 54 s needs ~44
     ahead = Steering(-1, pacer.deadline_ms(MAX_TOKENS), pacer.option())
     assert modes_run(adapter, engine, ahead).keys() == {"ar"}  # least work per token

@@ -1,0 +1,129 @@
+"""An upper bound on any schedule's goodput for a `tandem bench slo` cell (simulator).
+
+The oracle: each request gets the device to itself (no other request, no queue) and the best
+of the lossless options auto chooses among (bench/slo.py's pool: AR and every traced
+linear/quadratic block within the selector's bounds), with step times at the cost model's
+mean (no noise). A request this oracle cannot serve within its SLO is served in time by no
+schedule that runs it on one option: sharing the device only lengthens its steps (the cost
+model grows with batch tokens and requests). Goodput counts good requests over the run's
+span (first arrival to last completion), which is at least first to last arrival, so
+
+  goodput <= (requests the oracle meets) / (last arrival - first arrival)
+
+and auto / best fixed <= that bound / the best fixed mode's measured goodput. Caveat: a
+schedule that switches a request between options mid-output replays a different mix of
+iterations; the bound assumes one option per request (what each fixed mode runs, and what
+auto runs between switches).
+
+  python -m bench.slo_bound --profile bench/profiles/roofline-h200-llama8b.json \
+      --acceptance nld8b --workload mixed_tight --loads medium,high --seeds 3 \
+      [--results bench/slo_results_tight.json]   # JSON: one object per cell
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from dataclasses import replace
+from pathlib import Path
+
+from bench.slo import PROFILE
+from engine.simulator import SimConfig, Simulator
+from policies.option import AR1, Option
+from policies.policy import PolicyConfig, SLOPolicy
+from policies.profile import Profile
+from policies.selector import ModeSelector
+from policies.workloads import LOADS, WORKLOADS, RequestSpec, capacity_rps, generate
+
+Key = tuple[int, int, int, float | None, float | None, float | None]
+
+
+class Oracle:
+    """Whether a request meets its SLO alone with its best option (memoised: the answer
+    depends only on its prompt trace, lengths and bounds)."""
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        policy = SLOPolicy(profile)
+        pool = ModeSelector(policy.cost, policy.acceptance).pool
+        speculative = [o for o in pool if o.is_lossless and o != AR1 and not o.draft_tokens]
+        # Fastest-looking first, so a request that can be met is usually found in one run.
+        speculative.sort(key=lambda o: -policy.acceptance.tokens_per_forward(o))
+        self.options: list[Option] = [AR1, *speculative]
+        self._memo: dict[Key, bool] = {}
+
+    def is_met(self, spec: RequestSpec) -> bool:
+        slo = spec.slo
+        key = (spec.prompt_index, spec.num_prompt, spec.max_tokens, slo.ttft_ms, slo.tpot_ms,
+               slo.deadline_ms)
+        if key not in self._memo:
+            self._memo[key] = any(self._alone(spec, o) for o in self.options)
+        return self._memo[key]
+
+    def _alone(self, spec: RequestSpec, option: Option) -> bool:
+        policy = SLOPolicy(self.profile, PolicyConfig(fixed=option, slo_aware=False))
+        sim = Simulator(self.profile, policy, SimConfig(noise=0.0))
+        (result,) = sim.run([replace(spec, arrival_s=0.0)])
+        return result.is_good
+
+
+def bound(oracle: Oracle, workload: str, load: str, seed: int, num_requests: int) -> dict:
+    mix = WORKLOADS[workload]
+    cost = SLOPolicy(oracle.profile).cost
+    rate = LOADS[load] * capacity_rps(mix, cost)
+    specs = generate(mix, rate, num_requests, cost,
+                     max((len(p) for p in oracle.profile.traces.values()), default=1), seed)
+    met = sum(oracle.is_met(s) for s in specs)
+    span = max(s.arrival_s for s in specs) - min(s.arrival_s for s in specs)
+    return {"met_alone": met, "num_requests": len(specs), "span_s": span,
+            "goodput_bound": met / span}
+
+
+def _best_fixed(results: Path | None, profile: Profile, workload: str, load: str
+                ) -> tuple[str, float] | None:
+    """(policy, goodput) of the best lossless fixed mode in a `tandem bench slo --json`
+    file of this profile's runs, if it has the cell."""
+    if results is None:
+        return None
+    runs = json.loads(results.read_text())["runs"]
+    rows = [r for r in runs if r["workload"] == workload and r["load"] == load
+            and r["policy"] in ("ar", "spec_linear", "spec_quadratic")]
+    best = max(rows, key=lambda r: r["goodput"], default=None)
+    return None if best is None else (best["policy"], best["goodput"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.slo_bound", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", type=Path, default=PROFILE)
+    p.add_argument("--acceptance", choices=("profile", "nld8b"), default="profile")
+    p.add_argument("--workload", default="mixed_tight", choices=tuple(WORKLOADS))
+    p.add_argument("--loads", default=",".join(LOADS))
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--requests", type=int, default=300)
+    p.add_argument("--results", type=Path, default=None,
+                   help="tandem bench slo --json output of the same profile and acceptance")
+    args = p.parse_args(argv)
+    profile = Profile.load(args.profile)
+    if args.acceptance == "nld8b":
+        from bench.synthetic_acceptance import with_nld8b_acceptance
+
+        profile = with_nld8b_acceptance(profile)
+    oracle = Oracle(profile)
+    for load in args.loads.split(","):
+        cells = [bound(oracle, args.workload, load, seed, args.requests)
+                 for seed in range(args.seeds)]
+        out = {"workload": args.workload, "load": load, "acceptance": args.acceptance,
+               "met_alone": statistics.fmean(c["met_alone"] for c in cells),
+               "num_requests": cells[0]["num_requests"],
+               "goodput_bound": round(statistics.fmean(c["goodput_bound"] for c in cells), 3)}
+        best = _best_fixed(args.results, profile, args.workload, load)
+        if best is not None:
+            out |= {"best_fixed": best[0], "best_fixed_goodput": best[1],
+                    "ratio_bound": round(out["goodput_bound"] / best[1], 3)}
+        print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main()

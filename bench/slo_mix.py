@@ -1,0 +1,111 @@
+"""What decided a `tandem bench slo` cell: per request class, the options a policy chose for
+its decoding requests (share of decode decisions), the share of decisions that sat the step
+out (deferred), refusals, and how the requests that missed their SLO ended.
+
+  python -m bench.slo_mix --profile bench/profiles/roofline-h200-llama8b.json \
+      --acceptance nld8b --workload tight --load low --policies auto,spec_quadratic [--seeds 3]
+
+One simulator run per (policy, seed), as `tandem bench slo --where sim` runs it; prints one
+JSON object per policy (shares averaged over the seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+from bench.slo import PROFILE, policy_config
+from engine.simulator import SimConfig, Simulator
+from policies.decision import BatchDecision, SchedulerView
+from policies.metrics import RequestResult
+from policies.policy import SLOPolicy
+from policies.profile import Profile
+from policies.workloads import LOADS, WORKLOADS, capacity_rps, generate
+
+
+class _Recorder:
+    """Counts, per class, the option of every decoding request in each decision."""
+
+    def __init__(self, policy: SLOPolicy) -> None:
+        self.options: dict[str, Counter[str]] = {}
+        self._plan = policy.plan
+        policy.plan = self._recorded  # type: ignore[method-assign]
+
+    def _recorded(self, view: SchedulerView, now: float) -> BatchDecision:
+        decision = self._plan(view, now)
+        for v in view.running:
+            if v.is_prefilling:
+                continue
+            kind = v.id.rsplit("-", 1)[0]
+            key = "deferred" if v.id in decision.deferred else decision.options[v.id].key
+            self.options.setdefault(kind, Counter())[key] += 1
+        return decision
+
+
+def _ending(r: RequestResult) -> str:
+    if r.refused is not None:
+        return f"refused {r.status}"
+    if r.is_good:
+        return "met"
+    if r.finish_s is None or r.first_token_s is None:
+        return "unfinished"
+    missed = r.slo.violations(r.first_token_s - r.arrival_s, r.finish_s - r.arrival_s,
+                              r.num_output)
+    return "missed " + "+".join(m.split()[0] for m in missed)
+
+
+def cell(profile: Profile, workload: str, load: str, policy: str, seed: int,
+         num_requests: int) -> tuple[dict[str, Counter[str]], dict[str, Counter[str]]]:
+    """(option counts per class, endings per class) of one simulator run."""
+    mix = WORKLOADS[workload]
+    slo_policy = SLOPolicy(profile, policy_config(policy))
+    rate = LOADS[load] * capacity_rps(mix, slo_policy.cost)
+    specs = generate(mix, rate, num_requests, slo_policy.cost,
+                     max((len(p) for p in profile.traces.values()), default=1), seed)
+    recorder = _Recorder(slo_policy)
+    results = Simulator(profile, slo_policy, SimConfig(seed=seed)).run(specs)
+    endings: dict[str, Counter[str]] = {}
+    for r in results:
+        endings.setdefault(r.kind, Counter())[_ending(r)] += 1
+    return recorder.options, endings
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.slo_mix", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", type=Path, default=PROFILE)
+    p.add_argument("--acceptance", choices=("profile", "nld8b"), default="profile")
+    p.add_argument("--workload", default="tight", choices=tuple(WORKLOADS))
+    p.add_argument("--load", default="low", choices=tuple(LOADS))
+    p.add_argument("--policies", default="auto")
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--requests", type=int, default=300)
+    args = p.parse_args(argv)
+    profile = Profile.load(args.profile)
+    if args.acceptance == "nld8b":
+        from bench.synthetic_acceptance import with_nld8b_acceptance
+
+        profile = with_nld8b_acceptance(profile)
+    for policy in args.policies.split(","):
+        options: dict[str, Counter[str]] = {}
+        endings: dict[str, Counter[str]] = {}
+        for seed in range(args.seeds):
+            o, e = cell(profile, args.workload, args.load, policy, seed, args.requests)
+            for kind, c in o.items():
+                options.setdefault(kind, Counter()).update(c)
+            for kind, c in e.items():
+                endings.setdefault(kind, Counter()).update(c)
+        out = {"policy": policy, "workload": args.workload, "load": args.load, "classes": {}}
+        for kind in sorted(endings):
+            total = sum(options.get(kind, Counter()).values()) or 1
+            out["classes"][kind] = {
+                "endings": dict(endings[kind]),
+                "decisions": {k: round(n / total, 3)
+                              for k, n in options.get(kind, Counter()).most_common()}}
+        print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Options that maximise the number of requests expected to meet their SLO by the end, not
+the number that meet it this step.
+
+A request's pace over its remaining tokens is uncertain: drafts are accepted in random runs,
+so at an option emitting r tokens per forward on average, its mean time per token over m
+more iterations is step / r with a relative spread of about cv / sqrt(m) (cv: of one
+iteration's tokens; a floor `spread_floor` for step-time noise and estimate error). So
+
+  P(met) = Phi((1 - step / (need x r)) / spread)      need: seconds per token it may take
+
+A request exactly at its need has even odds, one with margin is nearly sure, one far behind
+is nearly lost. Summing P over the batch values what a fixed mode's margin buys (requests
+that bank slack while the device has room) and what giving up costs, which "met this step"
+(policies/meet_most.py) does not: there the met requests sit at their cheapest option with
+no margin, the others fall behind, and both need more a step later.
+
+The search (as meet_most's): for each candidate step length s, every request starts at its
+first (cheapest) option and upgrades are bought by the most expected requests per token of
+work (the upper hull of each request's (work, P) at s), while the step stays <= s and the
+batch's tokens per second stays >= floor; the best s by expected requests met, evaluated at
+the step the chosen work actually makes, wins.
+
+Cost: O(candidate steps x requests x options x log).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+Opt = TypeVar("Opt")
+
+
+@dataclass(frozen=True)
+class Pace(Generic[Opt]):
+    option: Opt
+    work: int  # tokens it puts in the batch per forward
+    rate: float  # tokens per forward
+    spread: float  # relative spread of its mean time per token over the remaining tokens
+
+    def __post_init__(self) -> None:
+        if self.work < 1 or self.rate <= 0 or self.spread <= 0:
+            raise ValueError(f"a pace of {self.work} tokens at {self.rate}/forward, "
+                             f"spread {self.spread}")
+
+    def p_met(self, step: float, need: float) -> float:
+        """Probability that the request meets `need` seconds per token at this step."""
+        if need == math.inf:
+            return 1.0
+        z = (1.0 - step / (need * self.rate)) / self.spread
+        return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+
+@dataclass(frozen=True)
+class Request(Generic[K, Opt]):
+    key: K
+    need: float  # seconds per token it may take from now on (raw, no safety margin)
+    paces: tuple[Pace[Opt], ...]  # the first is where it starts (AR: the least work)
+
+    def __post_init__(self) -> None:
+        if not self.paces:
+            raise ValueError(f"{self.key}: no options")
+
+
+def spread_of(cv: float, tokens_per_iteration: float, remaining: int, floor: float) -> float:
+    """Relative spread of the mean time per token over `remaining` tokens."""
+    iterations = max(1.0, remaining / max(tokens_per_iteration, 1e-9))
+    return math.hypot(cv / math.sqrt(iterations), floor)
+
+
+def expected_met(requests: Sequence[Request[K, Opt]], choice: dict[K, Pace[Opt]],
+                 step: float) -> float:
+    return sum(choice[r.key].p_met(step, r.need) for r in requests)
+
+
+def most_expected(requests: Sequence[Request[K, Opt]], base_tokens: int,
+                  step_of: Callable[[int], float], max_tokens: int, base_rate: float = 0.0,
+                  floor: float = 0.0, num_steps: int = 16) -> tuple[dict[K, Opt], float]:
+    """(option per request, expected requests met). base_tokens, base_rate: the batch's work
+    and tokens per forward with every request at its first pace."""
+    start = {r.key: r.paces[0] for r in requests}
+    lo = step_of(base_tokens)
+    extra = sum(max(p.work for p in r.paces) - r.paces[0].work for r in requests)
+    hi = step_of(min(max_tokens, base_tokens + extra))
+    best = (expected_met(requests, start, lo), start)
+    for i in range(1, num_steps + 1):
+        bound = lo + (hi - lo) * i / num_steps
+        choice, tokens = _fill(requests, start, bound, base_tokens, step_of, max_tokens,
+                               base_rate, floor)
+        value = expected_met(requests, choice, step_of(tokens))
+        if value > best[0] + 1e-9:
+            best = (value, choice)
+    return {k: p.option for k, p in best[1].items()}, best[0]
+
+
+def _fill(requests: Sequence[Request[K, Opt]], start: dict[K, Pace[Opt]], bound: float,
+          base_tokens: int, step_of: Callable[[int], float], max_tokens: int,
+          base_rate: float, floor: float) -> tuple[dict[K, Pace[Opt]], int]:
+    """Upgrades bought by expected requests met per token of work, while the step stays
+    <= bound."""
+    steps = []  # (gain per token, order, key, pace): each request's hull, in order
+    for r in requests:
+        hull = _hull(r, bound)
+        for n, (a, b) in enumerate(zip(hull, hull[1:], strict=False)):
+            gain = b.p_met(bound, r.need) - a.p_met(bound, r.need)
+            steps.append((gain / max(1, b.work - a.work), n, r.key, b))
+    steps.sort(key=lambda x: (-x[0], x[1]))
+    choice, tokens, rate = dict(start), base_tokens, base_rate
+    for gain, _, key, pace in steps:
+        current = choice[key]
+        if gain <= 0 or pace.work <= current.work:
+            continue
+        new_tokens = tokens + pace.work - current.work
+        new_rate = rate + pace.rate - current.rate
+        new_step = step_of(new_tokens)
+        if new_tokens > max_tokens or new_step > bound or new_rate / new_step < floor:
+            continue
+        choice[key], tokens, rate = pace, new_tokens, new_rate
+    return choice, tokens
+
+
+def _hull(r: Request[K, Opt], step: float) -> list[Pace[Opt]]:
+    """The paces on the upper concave hull of (work, P(met)) at step, by work."""
+    points = sorted(r.paces, key=lambda p: (p.work, -p.p_met(step, r.need)))
+    hull: list[Pace[Opt]] = [r.paces[0]]
+    for p in points:
+        if p.work <= hull[-1].work or p.p_met(step, r.need) <= hull[-1].p_met(step, r.need):
+            continue
+        while len(hull) >= 2 and _slope(hull[-2], hull[-1], step, r.need) <= _slope(
+                hull[-1], p, step, r.need):
+            hull.pop()
+        hull.append(p)
+    return hull
+
+
+def _slope(a: Pace, b: Pace, step: float, need: float) -> float:
+    return (b.p_met(step, need) - a.p_met(step, need)) / max(1, b.work - a.work)
