@@ -107,7 +107,7 @@ def _row(s: dict[str, Any]) -> dict[str, Any]:
     modes = {m: v["tokens"] for m, v in s["modes"].items() if m != "prefill"}
     return {"deadline_s": s["deadline_s"], "wall_s": s["wall_s"], "met": s["met_deadline"],
             "output_tokens": s["output_tokens"], "behind_option": s.get("behind_option"),
-            "pace_switches": s.get("pace_switches"),
+            "pace_switches": s.get("pace_switches"), "fast_paid": s.get("fast_paid"),
             "device_per_output_token": s.get("device_tokens_per_output_token"),
             "device_tokens": s.get("device_tokens"), "tokens_by_mode": modes}
 

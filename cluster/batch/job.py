@@ -146,6 +146,7 @@ class BatchJob:
             info["run_s"] = round(pace.elapsed(), 3)
             info["behind_option"] = pace.fast.key if pace.fast else "auto"
             info["pace_switches"] = pace.num_switches
+            info["fast_paid"] = pace.fast_pays  # None: never measured against AR
         finally:
             if target is not None and not is_local:
                 replicas.stop_own(target)  # a cluster we joined keeps running

@@ -12,7 +12,10 @@ pressure stands in (estimate.py: the AR estimate over the time to the deadline).
 - Pressure > 1, behind (until it falls under 1 - `hysteresis`): auto requests run the
   lossless option predicted fastest per request at the job's window (`choose`:
   estimate.fastest_option, from the step-cost profile and AR's time per token as measured
-  while the job ran AR); none known: auto, the scheduler's choice.
+  while the job ran AR); none known: auto, the scheduler's choice. Two horizons into its
+  first stretch behind, the job compares: if the fast option's measured time per token is
+  not under `FAST_GAIN` x AR's, it runs AR for the rest (speculation costs 3-7x the device
+  work per token; on this project's 2-core CPU at T = 0.8 it was no faster: BENCHMARKS.md).
 
 Each request carries its share of the time left as its SLO deadline (its max_tokens x
 `window` in flight / the tokens left; all of the time left once the rest fit in one
@@ -36,6 +39,8 @@ from dataclasses import dataclass
 
 from cluster.slo import MAX_SLO_MS
 from policies.option import AR1, Option
+
+FAST_GAIN = 0.95  # the fast option must take at most this share of AR's time per token
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,8 @@ class Pacer:
         self._recent: deque[tuple[float, int]] = deque()  # (time, tokens) within horizon
         self.is_behind = self.initial > 1.0
         self.num_switches = 0  # times it went from ahead to behind or back
+        self.behind_since = self.start
+        self.fast_pays: bool | None = None  # measured: the fast option beats AR here
 
     def elapsed(self) -> float:
         return self.clock() - self.start
@@ -134,7 +141,7 @@ class Pacer:
         without a deadline or a fast option."""
         if self.deadline_s is None:
             return None
-        p, rate, was = self.pressure(), self.rate(), self.is_behind
+        p, rate, was, now = self.pressure(), self.rate(), self.is_behind, self.clock()
         if not was and rate:
             self.ar_s_per_token = self.window / rate  # AR, as measured so far
         if p > 1.0:
@@ -143,10 +150,19 @@ class Pacer:
             self.is_behind = False
         if self.is_behind and not was:
             self.num_switches += 1
-            if self.choose is not None:
+            self.behind_since = now
+            if self.choose is not None and self.fast_pays is not False:
                 self.fast = self.choose(self.ar_s_per_token)
         self.num_switches += was and not self.is_behind
-        return self.fast if self.is_behind else AR1
+        if (was and self.is_behind and rate and self.fast_pays is None
+                and self.ar_s_per_token is not None
+                and now - self.behind_since >= 2 * self.horizon_s):
+            # A horizon of the fast option alone: no faster than AR was, it is not worth
+            # its device work for the rest of the job.
+            self.fast_pays = self.window / rate < self.ar_s_per_token * FAST_GAIN
+        if not self.is_behind or self.fast_pays is False:
+            return AR1
+        return self.fast
 
     def projected_s(self) -> float | None:
         """When the job will end at the measured rate (seconds from the start)."""

@@ -25,9 +25,9 @@ class Clock:
 
 def run(p: Pacer, clock: Clock, tokens_per_s: float, seconds: int) -> None:
     """Tokens stream back at this rate, reported every 0.5 s."""
-    for _ in range(2 * seconds):
+    for i in range(2 * seconds):
         clock.t += 0.5
-        p.produced(round(tokens_per_s / 2))
+        p.produced(int(tokens_per_s * (i + 1) / 2) - int(tokens_per_s * i / 2))
 
 
 def test_ahead_ar_behind_fast_and_back() -> None:
@@ -59,6 +59,24 @@ def test_the_fast_option_is_chosen_from_ar_as_measured() -> None:
     assert p.ar_s_per_token == pytest.approx(0.5)  # 10 in flight at 20 tokens a second
     run(p, clock, 4, 6)  # behind: chosen with AR's time per token as last measured
     assert p.option() == FAST and seen == [None, pytest.approx(10 / 4)]
+
+
+def test_a_fast_option_no_faster_than_ar_is_dropped() -> None:
+    def behind_then(fast_tokens_per_s: int) -> Pacer:
+        clock = Clock()
+        p = Pacer(100.0, 1000, 10, choose=lambda _: FAST, config=EXACT, clock=clock)
+        for rate, seconds in ((12, 8), (5, 6), (fast_tokens_per_s, 12)):
+            for _ in range(seconds):  # AR at 12 tokens/s, 5 when the machine slows, ...
+                run(p, clock, rate, 1)
+                p.option()
+        return p
+
+    # AR as last measured before the job fell behind: 10 in flight at 9.2 tokens/s.
+    pays = behind_then(10)  # the fast option: 1.0 s a token, under 0.95 x AR's 1.09
+    assert pays.ar_s_per_token == pytest.approx(10 / 9.2)
+    assert pays.is_behind and pays.fast_pays is True and pays.option() == FAST
+    slow = behind_then(8)  # no faster: AR for the rest, though still behind
+    assert slow.is_behind and slow.fast_pays is False and slow.option() == AR1
 
 
 def test_hysteresis_and_the_start() -> None:
