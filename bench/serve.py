@@ -11,8 +11,11 @@ clients, each sending its next request when the last one ends. Several serving l
 engine and every variant alternate, `--repeats` times, and the best run of each counts (the
 machine is shared). CPU per token is read from /proc around each HTTP run (bench/proc_cpu.py)
 and the best run's is shown; "stack" is the CPU of the processes on a token's path (proxy,
-replicas, engine core) minus what the engine alone spent on the same tokens (its forwards
-and sampling); the controller, Ray's daemons and the client are shown apart.
+replicas, engine core) minus the CPU the server's own engine.step() calls took on their
+thread in that run (its forwards, sampling and scheduling: /health's engine_step_cpu_s);
+"vs alone" subtracts instead what the engine alone spent on the same tokens in this
+process (noisier: another process, another time); the controller, Ray's daemons and the
+client are shown apart.
 """
 
 from __future__ import annotations
@@ -43,6 +46,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "single": {},
     # The API folded in, the engine a thread of the replica (sharing its GIL).
     "single-thread": {"model": {"engine_core": "thread"}},
+    # single with the replica's code on the thread Serve starts for user code (Serve's
+    # default; `single` runs it on the replica's own event loop, cluster/app.py).
+    "single-userthread": {"model_server": {"ray_actor_options": {"runtime_env": {
+        "env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1"}}}}},
     # The layout before 2026-12-03: ingress deployment -> model server, engine thread.
     "split-thread": {"layout": "split", "model": {"engine_core": "thread"}},
 }
@@ -51,6 +58,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 # Processes not on a token's path: their CPU is shown, not counted in "stack" (the
 # controller's and Ray's own loops run at the same rate with no traffic at all).
 BACKGROUND = ("bench (client)", "controller", "ray daemons")
+ENGINE_STEP = "engine step"  # inside a replica's or the core's CPU, not a process
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -141,12 +149,22 @@ def _lat(res: RunResult) -> dict[str, float]:
             "itl_p99_ms": round(percentile(res.gaps_s, 99) * ms, 1)}
 
 
+def _step_cpu_s(url: str) -> float:
+    """CPU seconds the server's engine.step() calls have taken in all (its /health)."""
+    import httpx
+
+    return httpx.get(f"{url}/health", timeout=60).json()["engine_step_cpu_s"]
+
+
 def _http_once(url: str, batch: list[str], c: int, args: argparse.Namespace, groups: list
                ) -> tuple[RunResult, dict[str, float]]:
-    before = snapshot(groups)
+    """One closed-loop run: its result and CPU ms per token by process group, plus
+    "engine step": the server's own engine.step() CPU in that run."""
+    steps0, before = _step_cpu_s(url), snapshot(groups)
     res = asyncio.run(http_run(url, batch, c, args.max_tokens, args.mode))
-    after = snapshot(groups)
+    after, steps1 = snapshot(groups), _step_cpu_s(url)
     cpu = {k: (after[k] - before[k]) * 1e3 / max(1, res.tokens) for k in after}
+    cpu[ENGINE_STEP] = (steps1 - steps0) * 1e3 / max(1, res.tokens)
     return res, cpu
 
 
@@ -176,13 +194,16 @@ def measure_level(engine: LLMEngine, urls: dict[str, str], groups: dict[str, lis
     print(f"  C={c:<3} engine {e.tok_s:7.1f} tok/s, {engine_ms:.2f} CPU ms/token  "
           f"{_fmt_lat(row['engine'])}", flush=True)
     for name, (h, cpu) in best_h.items():
-        stack = sum(v for k, v in cpu.items() if k not in BACKGROUND) - engine_ms
+        path = sum(v for k, v in cpu.items() if k not in (*BACKGROUND, ENGINE_STEP))
+        stack, vs_alone = path - cpu[ENGINE_STEP], path - engine_ms
         row[name] = {"http_tok_s": round(h.tok_s, 1), "ratio": round(h.tok_s / e.tok_s, 3),
                      "cpu_ms_per_token": {k: round(v, 3) for k, v in cpu.items()},
-                     "stack_cpu_ms_per_token": round(stack, 3), **_lat(h)}
+                     "stack_cpu_ms_per_token": round(stack, 3),
+                     "stack_vs_engine_alone_ms_per_token": round(vs_alone, 3), **_lat(h)}
         procs = "  ".join(f"{k} {v:.2f}" for k, v in cpu.items())
         print(f"        {name:<8} HTTP {h.tok_s:7.1f} tok/s  ratio {h.tok_s / e.tok_s:.3f}  "
-              f"stack {stack:.2f} CPU ms/token  {_fmt_lat(row[name])}\n"
+              f"stack {stack:.2f} (vs alone {vs_alone:.2f}) CPU ms/token  "
+              f"{_fmt_lat(row[name])}\n"
               f"                 CPU ms/token: {procs}", flush=True)
     return row
 

@@ -34,7 +34,7 @@ POLICIES = ("auto", "ar", "spec_linear", "spec_quadratic")
 
 
 def run_cell(workload: str, load: str, seed: int, num_requests: int, out: Path,
-             threads: int) -> None:
+             threads: int, policies: tuple[str, ...] = POLICIES) -> None:
     import torch
 
     from bench.slo_engine import EngineBench, ScaledCost
@@ -50,7 +50,7 @@ def run_cell(workload: str, load: str, seed: int, num_requests: int, out: Path,
     specs = generate(WORKLOADS[workload], rate, num_requests, cost, len(bench.prompts),
                      seed=100 + seed)
     rows = []
-    for name in POLICIES:
+    for name in policies:
         t0 = time.monotonic()
         results = bench.run(specs, profile, policy_config(name))
         row = _row("engine", workload, load, name, results, rate) | {
@@ -61,8 +61,8 @@ def run_cell(workload: str, load: str, seed: int, num_requests: int, out: Path,
         print(f"{workload}/{load}/seed {seed} {name}: attainment {row['attainment']:.2f} "
               f"goodput {row['goodput']:.3f} ({row['wall_s']} s)", flush=True)
     old = json.loads(out.read_text()) if out.exists() else {"runs": []}
-    keep = [r for r in old["runs"] if (r["workload"], r["load"], r["seed"])
-            != (workload, load, seed)]
+    keep = [r for r in old["runs"] if (r["workload"], r["load"], r["seed"], r["policy"])
+            not in {(workload, load, seed, p) for p in policies}]
     out.write_text(json.dumps({"runs": keep + rows}, indent=1) + "\n")
 
 
@@ -90,8 +90,12 @@ def summary(out: Path) -> str:
         per_seed = min((by["auto"][s] / max(by[p][s] for p in POLICIES[1:])
                         if max(by[p][s] for p in POLICIES[1:]) > 0 else float("inf"))
                        for s in seeds)
-        lines.append(f"{workload:<12}{load:<12}{len(seeds):>6}  "
-                     + "".join(f"{c:>22}" for c in cols) + f"{ratio:>10.2f}x{per_seed:>9.2f}x")
+        line = (f"{workload:<12}{load:<12}{len(seeds):>6}  "
+                + "".join(f"{c:>22}" for c in cols) + f"{ratio:>10.2f}x{per_seed:>9.2f}x")
+        full = {s: by["auto_full"][s] for s in seeds if s in by.get("auto_full", {})}
+        if full:
+            line += f"   auto_full {statistics.fmean(full.values()):.3f} (seeds {sorted(full)})"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -105,6 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--requests", type=int, default=100)
     r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--policies", default=",".join(POLICIES),
+                   help="comma-separated; auto_full = auto with the decision cache off")
     r.add_argument("--out", type=Path, default=OUT)
     s = sub.add_parser("summary")
     s.add_argument("--out", type=Path, default=OUT)
@@ -112,7 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "run":
         if args.requests < 1:
             sys.exit("--requests must be >= 1")
-        run_cell(args.workload, args.load, args.seed, args.requests, args.out, args.threads)
+        run_cell(args.workload, args.load, args.seed, args.requests, args.out, args.threads,
+                 tuple(args.policies.split(",")))
     else:
         print(summary(args.out))
 

@@ -70,9 +70,10 @@ class ModelSettings(_Strict):
                                       "+ output); default: the model's max positions.")
     stream_interval_ms: float = Field(
         50.0, ge=0, le=1000, description="Send a stream's tokens at most this often (the first "
-        "at once; tokens in between are coalesced into one chunk); 0 = every step. Trades "
-        "inter-chunk latency for less proxy and replica CPU per token (each chunk is one Ray "
-        "message to the Serve proxy); 50 ms is Ray Serve LLM's default batching interval.")
+        "at once; tokens in between are coalesced into one chunk; all of a replica's streams "
+        "are released on one tick); 0 = every step. Trades inter-chunk latency for less proxy "
+        "and replica CPU per token (each chunk is one Ray message to the Serve proxy); 50 ms "
+        "is Ray Serve LLM's default batching interval.")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads in the "
                                       "replica (None: leave Ray's / torch's default).")
     engine_core: Literal["auto", "process", "thread"] = Field(

@@ -37,9 +37,9 @@ START_TIMEOUT_S = 600.0
 
 class EngineCoreClient:
     def __init__(self, config: TandemConfig, factory: EngineFactory | None,
-                 metrics: ServerMetrics) -> None:
+                 metrics: ServerMetrics, interval_s: float = 0.0) -> None:
         self.metrics = metrics
-        self.router = StreamRouter(metrics)
+        self.router = StreamRouter(metrics, interval_s)
         self.proc, self.conn = _spawn()
         self.conn.send((config, factory))  # a factory must be importable (pickled by name)
         if not self.conn.poll(START_TIMEOUT_S):
@@ -53,6 +53,7 @@ class EngineCoreClient:
         self._admits: dict[str, tuple[asyncio.Future, GenerateJob, float]] = {}
         self._reader: asyncio.AbstractEventLoop | None = None  # the loop that reads the pipe
         self.is_dead = False
+        self.step_cpu_s = 0.0  # CPU time of the core's engine.step() calls, in all
 
     # --- requests in and out ---------------------------------------------------------------
 
@@ -99,12 +100,12 @@ class EngineCoreClient:
     def _handle(self, msg: tuple[Any, ...]) -> None:
         kind = msg[0]
         if kind == "step":
-            _, deltas, self._stats = msg
+            _, deltas, self._stats, self.step_cpu_s = msg
             self._abort(self.router.dispatch(deltas, time.monotonic()))
         elif kind == "added":
             self._admitted(*msg[1:])
         elif kind == "stats":
-            self._stats = msg[1]
+            _, self._stats, self.step_cpu_s = msg
         elif kind == "step_error":
             _, message, self._stats = msg
             self.metrics.observe_engine_error("step")

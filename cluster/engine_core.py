@@ -10,8 +10,10 @@ the loop, and the two sides can never block on each other's full pipe.
 Messages in:  ("add", job) | ("abort", [request ids]) | ("stop",)
 Messages out: ("ready", max_model_len, stats, KV sizing) | ("failed", traceback) at start;
               ("added", job id, [(request id, prompt tokens)] | JobError);
-              ("step", [StepDelta], stats) | ("step_error", message, stats);
-              ("stats", stats) after inputs that changed the engine while it was idle.
+              ("step", [StepDelta], stats, step CPU s) | ("step_error", message, stats);
+              ("stats", stats, step CPU s) after inputs that changed the idle engine.
+Step CPU s: the CPU time engine.step() has taken on this process's main thread in all (the
+engine's own work: what `tandem bench serve` leaves out of the serving stack's CPU).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pickle
 import queue
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -60,6 +63,7 @@ class EngineCore:
         self.engine, self.conn = engine, conn
         self._out: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._open: set[str] = set()  # request ids added and not finished
+        self.step_cpu_s = 0.0  # CPU time inside engine.step(), in all
         self._sender = threading.Thread(target=self._send_loop, name="engine-core-send",
                                         daemon=True)
 
@@ -75,7 +79,7 @@ class EngineCore:
                 if self.engine.has_unfinished():
                     self._step()
                 elif applied:  # aborts on an idle engine: show the freed KV
-                    self._send(("stats", self.engine.stats()))
+                    self._send(("stats", self.engine.stats(), self.step_cpu_s))
         except EOFError:  # the replica is gone
             return
         finally:
@@ -112,6 +116,7 @@ class EngineCore:
         return True
 
     def _step(self) -> None:
+        cpu = time.thread_time()
         try:
             outputs = self.engine.step()
         except StepFailed as err:  # the running requests end with "error"; others wait
@@ -124,8 +129,11 @@ class EngineCore:
             self._open.clear()
             self._send(("step_error", f"{type(err).__name__}: {err}", self.engine.stats()))
             return
+        finally:
+            self.step_cpu_s += time.thread_time() - cpu
         self._open.difference_update(o.request_id for o in outputs if o.finished)
-        self._send(("step", [StepDelta.of(o) for o in outputs], self.engine.stats()))
+        self._send(("step", [StepDelta.of(o) for o in outputs], self.engine.stats(),
+                    self.step_cpu_s))
 
     def _send(self, msg: tuple[Any, ...]) -> None:
         self._out.put(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))

@@ -28,15 +28,17 @@ log = logging.getLogger(__name__)
 
 
 class AsyncEngineLoop:
-    def __init__(self, engine: LLMEngine, metrics: ServerMetrics) -> None:
+    def __init__(self, engine: LLMEngine, metrics: ServerMetrics, interval_s: float = 0.0
+                 ) -> None:
         self.engine, self.metrics = engine, metrics
         self.max_model_len = engine.max_model_len
         self.kv_cache = engine.kv_sizing.describe() if engine.kv_sizing else None
-        self.router = StreamRouter(metrics)
+        self.router = StreamRouter(metrics, interval_s)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="tandem-engine")
         self._aborts: list[str] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self.step_cpu_s = 0.0  # CPU time of engine.step() on the engine thread, in all
 
     # --- requests in and out (event-loop side) ---------------------------------------------
 
@@ -96,12 +98,15 @@ class AsyncEngineLoop:
             eng.abort(rid)
         outputs = []
         if eng.has_unfinished():
+            cpu = time.thread_time()
             try:
                 outputs = eng.step()
             except StepFailed as err:  # the running requests end with "error"; others wait
                 log.error("engine step failed: %s", err)
                 self.metrics.observe_engine_error("step")
                 outputs = err.outputs
+            finally:
+                self.step_cpu_s += time.thread_time() - cpu
         self.metrics.observe_engine(eng.stats())
         return [StepDelta.of(o) for o in outputs], eng.has_unfinished()
 

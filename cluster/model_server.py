@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -124,15 +123,16 @@ class ModelServer:
         self.prom = ServerMetrics(self.config.model.name)
         self.engine: LLMEngine | None = None  # in this process only with a thread loop
         self.loop: AsyncEngineLoop | EngineCoreClient
+        interval_s = self.config.model.stream_interval_ms / 1e3
         if self.config.engine_core_kind(engine_factory is not None) == "process":
-            self.loop = EngineCoreClient(self.config, engine_factory, self.prom)
+            self.loop = EngineCoreClient(self.config, engine_factory, self.prom, interval_s)
         else:
             if self.config.model.torch_threads:
                 import torch
 
                 torch.set_num_threads(self.config.model.torch_threads)
             self.engine = (engine_factory or build_engine)(self.config)
-            self.loop = AsyncEngineLoop(self.engine, self.prom)
+            self.loop = AsyncEngineLoop(self.engine, self.prom, interval_s)
         self.signals = ScalingSignals(self.prom)
         self.replica = _replica_id() or "local"
         self._pusher: asyncio.Task | None = None
@@ -157,17 +157,10 @@ class ModelServer:
             yield stream
             return
         yield JobAccepted(stream.num_prompt_tokens)
-        interval = (self.config.model.stream_interval_ms if job.stream_interval_ms is None
-                    else job.stream_interval_ms) / 1e3
-        last = -interval
-        try:
+        try:  # woken at most every stream_interval_ms (the job's own, if it has one),
+            # cluster/stream_router.py
             while stream.num_open > 0 or stream.has_pending:
                 item = await stream.get()
-                wait = last + interval - time.monotonic()
-                if wait > 0 and isinstance(item, list) and stream.num_open > 0:
-                    await asyncio.sleep(wait)  # coalesce the steps of the next `wait` s
-                    item = stream.take_more(item)
-                last = time.monotonic()
                 if isinstance(item, JobError):
                     yield item
                     return
@@ -186,7 +179,8 @@ class ModelServer:
         st = self.loop.stats()
         return {"replica": self.replica, "kv_free_blocks": st.kv_free_blocks,
                 "kv_blocks": st.kv_blocks, "num_running": st.num_running,
-                "num_waiting": st.num_waiting, "kv_cache": self.loop.kv_cache}
+                "num_waiting": st.num_waiting, "kv_cache": self.loop.kv_cache,
+                "engine_step_cpu_s": round(self.loop.step_cpu_s, 6)}
 
     async def record_autoscaling_stats(self) -> dict[str, float]:
         """Ray Serve's custom autoscaling metrics (cluster/autoscaling.py scales on them)."""

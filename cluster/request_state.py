@@ -22,30 +22,42 @@ class JobStream:
     pending: deque[list[ChoiceEvent] | JobError] = field(default_factory=deque)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
+    has_output: bool = False  # a caller has been woken for tokens of this stream
+    num_released: int = 0  # the first num_released items of pending may be taken
+    released_at: float = float("-inf")  # when the router last woke the caller
+
     def __post_init__(self) -> None:
         self.num_open = len(self.job.choices)
 
-    def put(self, item: list[ChoiceEvent] | JobError) -> None:
+    def put(self, item: list[ChoiceEvent] | JobError, wake: bool = True) -> None:
+        """Queue item; wake the caller now (an error always does) or at the next wake()."""
         self.pending.append(item)
+        if wake or isinstance(item, JobError):
+            self.wake()
+
+    def wake(self) -> None:
+        """Release everything queued so far to the caller."""
+        self.has_output = self.has_output or any(
+            isinstance(i, JobError) or any(e.token_ids for e in i) for i in self.pending)
+        self.num_released = len(self.pending)
         self.ready.set()
 
     @property
     def has_pending(self) -> bool:
         return bool(self.pending)
 
-    def take_more(self, item: list[ChoiceEvent] | JobError) -> list[ChoiceEvent] | JobError:
-        """item plus the event lists queued behind it (not an error)."""
-        while isinstance(item, list) and self.pending and isinstance(self.pending[0], list):
-            item = item + self.pending.popleft()  # type: ignore[operator]
-        return item
-
     async def get(self) -> list[ChoiceEvent] | JobError:
-        """Everything queued since the last get as one item (steps that piled up while the
-        caller was busy travel as one Ray message); an error alone, after what came before."""
-        while not self.pending:
+        """Everything queued by the time the caller is woken, as one item (steps that piled
+        up travel as one chunk); an error alone, after what came before it."""
+        while not self.num_released:
             self.ready.clear()
             await self.ready.wait()
-        return self.take_more(self.pending.popleft())
+        item = self.pending.popleft()
+        self.num_released -= 1
+        while isinstance(item, list) and self.num_released and isinstance(self.pending[0], list):
+            item = item + self.pending.popleft()
+            self.num_released -= 1
+        return item
 
     @property
     def num_prompt_tokens(self) -> tuple[int, ...]:

@@ -1,6 +1,14 @@
 """The replica's side of the engine's requests: which JobStream each engine request feeds,
 and the fan-out of one step's deltas (one list for all of the replica's requests) to them.
-Event-loop only; the engine runs elsewhere (a thread or the engine-core process)."""
+Event-loop only; the engine runs elsewhere (a thread or the engine-core process).
+
+Streams are released together, on one replica-wide tick: a step's events are queued on their
+streams, and the streams are woken (their callers write one chunk each) at most every
+`interval_s`, all in the same event-loop turn, instead of each stream keeping a timer of its
+own. A job with an interval of its own (GenerateJob.stream_interval_ms: batch jobs) keeps
+its own clock instead. A stream's first tokens, its end and errors are released at once.
+Events never wait for a later tick than the next step's: a stream with queued events is
+unfinished, so the engine keeps stepping."""
 
 from __future__ import annotations
 
@@ -11,9 +19,13 @@ from cluster.step_delta import StepDelta
 
 
 class StreamRouter:
-    def __init__(self, metrics: ServerMetrics) -> None:
-        self.metrics = metrics
+    def __init__(self, metrics: ServerMetrics, interval_s: float = 0.0) -> None:
+        if interval_s < 0:
+            raise ValueError(f"interval_s must be >= 0, got {interval_s}")
+        self.metrics, self.interval_s = metrics, interval_s
         self.choices: dict[str, ChoiceState] = {}  # open engine requests by id
+        self._held: dict[int, JobStream] = {}  # streams with events queued, not yet woken
+        self._last_release = float("-inf")
 
     def open(self, job: GenerateJob, added: list[tuple[str, int]], arrival: float
              ) -> JobStream:
@@ -50,8 +62,22 @@ class StreamRouter:
             if out.finished:
                 del self.choices[out.request_id]
             batches.setdefault(id(choice.stream), (choice.stream, []))[1].append(event)
+        is_tick = now - self._last_release >= self.interval_s
         for stream, events in batches.values():
-            stream.put(events)
+            own = stream.job.stream_interval_ms
+            due = is_tick if own is None else now - stream.released_at >= own / 1e3
+            urgent = stream.num_open == 0 or (not stream.has_output and any(
+                e.token_ids for e in events))
+            stream.put(events, wake=urgent or due)
+            if urgent or due:
+                stream.released_at = now
+            elif own is None:
+                self._held[id(stream)] = stream
+        if is_tick:
+            for stream in self._held.values():
+                stream.wake()
+            self._held.clear()
+            self._last_release = now
         aborts = []
         for stream, message in failed.values():  # its other choices stop too
             aborts += self.close(stream)

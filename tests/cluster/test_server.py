@@ -307,6 +307,7 @@ def test_a_slow_sse_client_does_not_stall_the_others(base_url: str) -> None:
     """A client that stops reading (its socket buffers fill) must not stall the step loop:
     another stream keeps the inter-token gaps it has beside a client that does read, and
     the stalled one is still generating."""
+    import socket
     import statistics
     import threading
 
@@ -316,7 +317,9 @@ def test_a_slow_sse_client_does_not_stall_the_others(base_url: str) -> None:
     drain.start()
     try:
         beside_reader = statistics.median(_gaps(base_url, 40))
-    finally:
+    finally:  # end the drain thread's recv (it reads b"") before the socket goes away
+        reader.shutdown(socket.SHUT_RDWR)
+        drain.join(timeout=10)
         reader.close()
     slow = _open_stream(base_url, 1500)
     try:

@@ -1,0 +1,68 @@
+"""The replica-wide release tick (cluster/stream_router.py): a stream's first tokens, its end
+and errors go out at once; the steps in between wait for the next tick, and every stream
+held then is released in the same turn. Plain deltas, no engine."""
+
+from __future__ import annotations
+
+import asyncio
+
+from cluster.job import ChoiceSpec, GenerateJob, JobError
+from cluster.metrics import ServerMetrics
+from cluster.step_delta import StepDelta
+from cluster.stream_router import StreamRouter
+from engine.params import DecodeParams, SamplingParams
+
+
+def _job(name: str) -> GenerateJob:
+    return GenerateJob(name, (ChoiceSpec(0, "x", SamplingParams(max_tokens=8)),),
+                       DecodeParams())
+
+
+def _delta(rid: str, token: int, finished: bool = False) -> StepDelta:
+    return StepDelta(rid, [token], f"t{token}", finished, "length" if finished else None,
+                     0.0, None, None, None)
+
+
+def _woken(streams: list) -> list[bool]:
+    return [s.num_released > 0 for s in streams]
+
+
+def test_streams_are_released_together_on_the_tick() -> None:
+    async def run() -> None:
+        router = StreamRouter(ServerMetrics("tiny"), interval_s=0.05)
+        a = router.open(_job("a"), [("ra", 1)], 0.0)
+        b = router.open(_job("b"), [("rb", 1)], 0.0)
+        router.dispatch([_delta("ra", 1), _delta("rb", 1)], now=1.0)
+        assert _woken([a, b]) == [True, True]  # first tokens at once (and a tick)
+        assert [e.text for e in await a.get()] == ["t1"]
+        assert [e.text for e in await b.get()] == ["t1"]
+        router.dispatch([_delta("ra", 2), _delta("rb", 2)], now=1.02)
+        router.dispatch([_delta("ra", 3), _delta("rb", 3)], now=1.04)
+        assert _woken([a, b]) == [False, False]  # held: 40 ms since the last tick
+        router.dispatch([_delta("ra", 4), _delta("rb", 4, finished=True)], now=1.045)
+        assert _woken([a, b]) == [False, True]  # b's end at once, a still held
+        assert [e.text for e in await b.get()] == ["t2", "t3", "t4"]
+        assert b.num_open == 0 and not b.has_pending
+        router.dispatch([_delta("ra", 5)], now=1.06)  # the tick: a's four steps, one item
+        assert _woken([a]) == [True]
+        events = await a.get()
+        assert [e.text for e in events] == ["t2", "t3", "t4", "t5"]
+        router.dispatch([_delta("ra", 6)], now=1.07)
+        assert _woken([a]) == [False]
+        router.fail_all(JobError(500, "boom", None, "server_error"))  # errors at once
+        assert _woken([a]) == [True]
+        assert [e.text for e in await a.get()] == ["t6"]
+        assert isinstance(await a.get(), JobError)
+
+    asyncio.run(run())
+
+
+def test_interval_zero_releases_every_step() -> None:
+    async def run() -> None:
+        router = StreamRouter(ServerMetrics("tiny"))
+        a = router.open(_job("a"), [("ra", 1)], 0.0)
+        for i, now in enumerate([1.0, 1.001, 1.002]):
+            router.dispatch([_delta("ra", i)], now=now)
+            assert [e.text for e in await a.get()] == [f"t{i}"]
+
+    asyncio.run(run())
