@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--duration", type=float, default=60.0)
     p.add_argument("--json", type=Path, default=Path(__file__).parent / "multinode_results.json")
     args = p.parse_args(argv)
-    cluster = deploy.start_cluster(3, 3, faults.HEAD_NODE)
+    cluster = deploy.start_cluster(3, 3, faults.HEAD_NODE, faults.WORKER_NODE)
     res = {"spread": check_spread(), "tp2": check_tp2(), "gpu_layout": check_gpu_layout(),
            "node_loss": check_node_loss(cluster, args.clients, args.duration)}
     args.json.write_text(json.dumps(res, indent=1, default=str))
