@@ -25,6 +25,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from bench.synthetic_acceptance import load_profile
 from engine.simulator import SimConfig, Simulator
 from policies.decision_cache import CacheConfig
 from policies.metrics import summarize
@@ -199,11 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         print("calibrating on the real engine ...", file=sys.stderr, flush=True)
         calibrate(threads=args.threads).save(args.profile)
     workloads = workloads_of(args)
-    profile = Profile.load(args.profile)
-    if args.acceptance == "nld8b":
-        from bench.synthetic_acceptance import with_nld8b_acceptance
-
-        profile = with_nld8b_acceptance(profile)
+    profile = load_profile(args.profile, args.acceptance)
     where = _split(args.where)
     runs = (sim_runs(profile, args, workloads) if "sim" in where else [])
     runs += (engine_runs(profile, args, workloads) if "engine" in where else [])

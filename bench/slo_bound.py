@@ -29,6 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.slo import PROFILE
+from bench.synthetic_acceptance import load_profile
 from engine.simulator import SimConfig, Simulator
 from policies.option import AR1, Option
 from policies.policy import PolicyConfig, SLOPolicy
@@ -105,11 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--results", type=Path, default=None,
                    help="tandem bench slo --json output of the same profile and acceptance")
     args = p.parse_args(argv)
-    profile = Profile.load(args.profile)
-    if args.acceptance == "nld8b":
-        from bench.synthetic_acceptance import with_nld8b_acceptance
-
-        profile = with_nld8b_acceptance(profile)
+    profile = load_profile(args.profile, args.acceptance)
     oracle = Oracle(profile)
     for load in args.loads.split(","):
         cells = [bound(oracle, args.workload, load, seed, args.requests)

@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench.slo import PROFILE, policy_config
+from bench.synthetic_acceptance import load_profile
 from engine.simulator import SimConfig, Simulator
 from policies.decision import BatchDecision, SchedulerView
 from policies.metrics import RequestResult
@@ -83,11 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--requests", type=int, default=300)
     args = p.parse_args(argv)
-    profile = Profile.load(args.profile)
-    if args.acceptance == "nld8b":
-        from bench.synthetic_acceptance import with_nld8b_acceptance
-
-        profile = with_nld8b_acceptance(profile)
+    profile = load_profile(args.profile, args.acceptance)
     for policy in args.policies.split(","):
         options: dict[str, Counter[str]] = {}
         endings: dict[str, Counter[str]] = {}

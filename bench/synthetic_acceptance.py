@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
+from pathlib import Path
 
 from policies.option import DIFFUSION, LINEAR, QUADRATIC, Option
 from policies.profile import Iteration, Profile
@@ -103,3 +104,10 @@ def with_nld8b_acceptance(profile: Profile, seed: int = 0) -> Profile:
     meta = dict(profile.meta, acceptance="synthetic, Nemotron-Labs-Diffusion-8B's published "
                 "TPF (bench/synthetic_acceptance.py)")
     return Profile(profile.cost, traces(seed), meta)
+
+
+def load_profile(path: str | Path, acceptance: str) -> Profile:
+    """A cost profile with the acceptance source a bench's `--acceptance` names: its own
+    traces ("profile") or the synthetic NLD-8B ones ("nld8b")."""
+    profile = Profile.load(path)
+    return with_nld8b_acceptance(profile) if acceptance == "nld8b" else profile
