@@ -1,7 +1,8 @@
-"""The job loop: up to `window` requests in flight through the adapter, each given its
-share of the deadline when it is sent (its tokens, as they stream back, are the pacer's
-measure of progress); each answer is written (appended, fsynced) the
-moment it comes, in the order they finish. Serve's handle routes the requests over the
+"""The job loop: as many requests in flight through the adapter as the pacer's window says
+(it moves between the job's base and cap: pacer.py), each given its share of the deadline
+and its mode when it is sent (its tokens, as they stream back, are the pacer's measure of
+progress); each answer is written (appended, fsynced) the moment it comes, in the order
+they finish. Serve's handle routes the requests over the
 replicas and the engine's SLO scheduler orders and paces them: nothing here queues work
 beyond the window."""
 
@@ -20,17 +21,18 @@ from cluster.batch.lines import BatchLine
 from cluster.batch.pacer import Pacer
 from cluster.batch.progress import Progress, Tally
 
+STEER_INTERVAL_S = 0.25  # the pacer is asked this often while the window is full
+
 
 @dataclass(frozen=True)
 class RunOptions:
-    window: int = 64  # requests in flight
     priority: int = -1
     retries: int = 2  # more tries for an answer that is a server-side failure
     chat_max_tokens: int = 256  # a chat body's max_tokens when it sets none (the config's)
 
     def __post_init__(self) -> None:
-        if self.window < 1 or self.retries < 0 or self.chat_max_tokens < 1:
-            raise ValueError(f"window, chat_max_tokens must be >= 1, retries >= 0: {self}")
+        if self.retries < 0 or self.chat_max_tokens < 1:
+            raise ValueError(f"chat_max_tokens must be >= 1, retries >= 0: {self}")
 
 
 def result_line(line: BatchLine, answer: Answer) -> dict[str, Any]:
@@ -53,19 +55,22 @@ class JobRunner:
         self.tally = Tally()
 
     async def run(self, todo: Sequence[BatchLine]) -> Tally:
-        slots = asyncio.Semaphore(self.options.window)
         tasks: set[asyncio.Task] = set()
         failures: list[BaseException] = []
 
         def finished(task: asyncio.Task) -> None:
             tasks.discard(task)
-            slots.release()
             if not task.cancelled() and task.exception() is not None:
                 failures.append(task.exception())  # type: ignore[arg-type]
 
         try:
             for line in todo:
-                await slots.acquire()
+                self.pacer.steer()
+                while len(tasks) >= self.pacer.window and not failures:
+                    # a slot frees, or the pacer raises the window
+                    await asyncio.wait(set(tasks), timeout=STEER_INTERVAL_S,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                    self.pacer.steer()
                 if failures:
                     raise failures[0]
                 task = asyncio.create_task(self._one(line))

@@ -1,0 +1,60 @@
+"""The job loop keeps as many requests in flight as the pacer's window says: behind schedule
+more (up to the cap), on schedule the base. The answers come from a stand-in for the model
+server that takes a fixed time per request, so tokens per second grow with the requests in
+flight, as they do on a real replica (BENCHMARKS.md, "Batch jobs")."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from cluster.batch.adapter import Answer, Steering
+from cluster.batch.journal import ResultWriter
+from cluster.batch.lines import BatchLine
+from cluster.batch.pacer import Pacer, PacerConfig
+from cluster.batch.progress import Progress
+from cluster.batch.runner import JobRunner, RunOptions
+
+TOKENS = 10  # per request
+SECONDS = 0.05  # per request, however many are in flight
+
+
+class Server:
+    """Answers each request after SECONDS, its tokens streamed half-way and at the end."""
+
+    def __init__(self) -> None:
+        self.in_flight = self.most = 0
+
+    async def answer(self, line: BatchLine, steer: Steering, produced) -> Answer:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        for _ in range(2):
+            await asyncio.sleep(SECONDS / 2)
+            produced(TOKENS // 2)
+        self.in_flight -= 1
+        body = {"usage": {"completion_tokens": TOKENS}}
+        return Answer(f"r-{line.custom_id}", 200, body)
+
+
+def job(tmp_path: Path, deadline_s: float, num: int = 60) -> tuple[Server, Pacer]:
+    server = Server()
+    lines = [BatchLine(i + 1, f"q{i}", "/v1/completions", {"max_tokens": TOKENS})
+             for i in range(num)]
+    pacer = Pacer(deadline_s, num * TOKENS, window=1, max_window=8,
+                  config=PacerConfig(margin=1.0, min_horizon_s=0.1))
+    runner = JobRunner(server, None, pacer, Progress(num, deadline_s, False),  # type: ignore[arg-type]
+                       RunOptions())
+    with ResultWriter(tmp_path / f"out{deadline_s}.jsonl") as writer:
+        runner.writer = writer
+        asyncio.run(runner.run(lines))
+    assert runner.tally.num_done == num
+    return server, pacer
+
+
+def test_behind_more_in_flight_on_schedule_the_base(tmp_path: Path) -> None:
+    # One at a time: 60 x 0.05 s = 3 s. A 0.8 s deadline needs ~4 in flight.
+    server, pacer = job(tmp_path, 0.8)
+    assert server.most >= 4 and pacer.max_window_used >= 4 and pacer.elapsed() < 1.2
+    assert pacer.moves[0].endswith("2 in flight")
+    server, pacer = job(tmp_path, 30.0)  # generous: the base throughout
+    assert server.most == 1 and pacer.moves == []
