@@ -100,6 +100,10 @@ class Pacer:
         self.is_speeding = self.is_behind and start == cap and deadline_s is not None
         self.fast_pays: bool | None = None  # measured: the fast option beats AR here
         self.moves: list[str] = []  # each lever moved, when: "2.1 s: 8 in flight"
+        if start > window:
+            self.moves.append(f"0.0 s: {start} in flight (estimate)")
+        if self.is_speeding:
+            self.moves.append(f"0.0 s: {self.fast.key if self.fast else 'auto'} (estimate)")
         self.max_window_used = start
 
     def elapsed(self) -> float:

@@ -99,7 +99,8 @@ def test_well_ahead_lowers_the_window_to_the_base() -> None:
     p = Pacer(100.0, 1000, window=2, choose=lambda _: FAST, config=EXACT, clock=clock,
               max_window=16, start_window=16)
     assert drive(p, clock, ar_then_fast(3.0, 2.0), 100) < 100
-    assert p.moves[:2] == ["5.0 s: 8 in flight", "10.0 s: 4 in flight"]  # halved per horizon
+    assert p.moves[:3] == ["0.0 s: 16 in flight (estimate)", "5.0 s: 8 in flight",
+                           "10.0 s: 4 in flight"]  # halved per horizon
     assert not any("spec" in m for m in p.moves)
 
 
@@ -120,6 +121,7 @@ def test_the_start() -> None:
     # The start-up estimate says AR is late at the cap: the fast option from the start.
     p = Pacer(60.0, 600, 4, estimate_s=80.0, choose=lambda _: FAST, config=EXACT, clock=clock)
     assert p.pressure() == pytest.approx(80 / 60) and p.option() == FAST
+    assert p.moves == ["0.0 s: spec_linear/4 (estimate)"]
     # Late at the start window but not at the cap: AR, and the window moves first.
     q = Pacer(60.0, 600, 4, estimate_s=80.0, choose=lambda _: FAST, clock=clock,
               max_window=8)
