@@ -10,7 +10,8 @@ Each input line is {"custom_id", "method": "POST", "url": "/v1/completions" or
 (a refused request gets its 4xx and error body). Rerunning the same command resumes: the
 custom_ids already in the output are skipped. Exit status: 0 every request answered (some
 may be refused), 1 some failed, 2 bad usage or files, 3 --strict-deadline and the deadline
-cannot be met, 130 interrupted (what was written stays).
+cannot be met (by the start-up estimate, or by the pace measured once running: what
+finished is written), 130 interrupted (what was written stays).
 """
 
 from __future__ import annotations

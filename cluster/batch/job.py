@@ -39,6 +39,7 @@ class BatchJob:
         self.ar_estimate_s: float | None = None  # the start-up estimate at AR (_plan)
         self.fast: Option | None = None  # what a job behind runs at first (None: auto)
         self.choose: Callable[[float | None], Option] | None = None  # (_plan) pacer.py
+        self.gain: Callable[[int], float] | None = None  # (_plan) pacer.py
 
     def say(self, text: str) -> None:
         print(f"tandem batch: {text}", file=self.say_to, flush=True)
@@ -113,6 +114,8 @@ class BatchJob:
         target = (deadline or 0.0) * PacerConfig().margin
         start = next((w for w in ladder if ar[w] <= target), cap)
         self.ar_estimate_s = ar[start]
+        self.gain = lambda w: (estimate.estimate(profile, work, w, replicas)[AR1]
+                               / at_cap[fastest])
         text = (f"estimate for {work.num_output_tokens} tokens at most ({path.name}, "
                 f"{estimate.STEP_OVERHEAD_S * 1e3:g} ms a step for the serving path): AR "
                 + ", ".join(f"{ar[w]:.1f} s at {w}" for w in (base, cap) if w in ar)
@@ -156,17 +159,20 @@ class BatchJob:
             chat_max = config.model.default_max_tokens
             pace = Pacer(left, sum(estimate.planned_tokens(line.kind, line.body, chat_max)
                                    for line in todo), base, self.ar_estimate_s,
-                         self.choose, max_window=cap, start_window=start)
+                         self.choose, max_window=cap, start_window=start, gain=self.gain)
             info["startup_s"] = round(time.monotonic() - self.start, 3)
             runner = JobRunner(Adapter(config, target.handle, model_name), None, pace,
                                self._progress(len(todo)),
-                               RunOptions(args.priority, chat_max_tokens=chat_max))
+                               RunOptions(args.priority, chat_max_tokens=chat_max,
+                                          strict_deadline=args.strict_deadline),
+                               say=self.say)
             interrupted = self._loop(runner, todo)
             info["run_s"] = round(pace.elapsed(), 3)
             info["behind_option"] = pace.fast.key if pace.fast else "auto"
             info["pace_switches"] = pace.num_switches
             info["pace_moves"] = pace.moves  # each lever moved, when
             info["max_in_flight_used"] = pace.max_window_used
+            info["measured_late_s"] = None if pace.late_s is None else round(pace.late_s, 1)
             info["fast_paid"] = pace.fast_pays  # None: never measured against AR
         finally:
             if target is not None and not is_local:
@@ -176,7 +182,7 @@ class BatchJob:
 
                 ray.shutdown()
         code = self._finish(runner.tally, info)
-        return 130 if interrupted else code
+        return 130 if interrupted else 3 if runner.stopped_late else code
 
     def _progress(self, total: int) -> Progress:
         show = self.args.progress if self.args.progress is not None else sys.stderr.isatty()

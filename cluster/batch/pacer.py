@@ -69,13 +69,15 @@ class Pacer:
                  choose: Callable[[float | None], Option] | None = None,
                  config: PacerConfig = PacerConfig(),
                  clock: Callable[[], float] = time.monotonic,
-                 max_window: int | None = None, start_window: int | None = None) -> None:
+                 max_window: int | None = None, start_window: int | None = None,
+                 gain: Callable[[int], float] | None = None) -> None:
         """num_tokens: the job's output tokens at most (max_tokens summed); window: requests
         in flight at least (the base), max_window at most (None: the base), start_window at
         first (None: the base); estimate_s: the start-up estimate of the job's time at AR
         with start_window in flight (None: unknown); choose: AR's measured seconds per token
         per request at the cap (None: not measured) -> the option for a job behind at its
-        cap (None: auto)."""
+        cap (None: auto); gain: the profile's speed-up from AR at a window to the fastest
+        option at the cap (what the levers can still buy; None: no check)."""
         cap = window if max_window is None else max_window
         start = window if start_window is None else start_window
         if deadline_s is not None and deadline_s <= 0:
@@ -105,6 +107,9 @@ class Pacer:
         if self.is_speeding:
             self.moves.append(f"0.0 s: {self.fast.key if self.fast else 'auto'} (estimate)")
         self.max_window_used = start
+        self.gain = gain
+        self.late_s: float | None = None  # measured: the end even with every lever, if late
+        self._checked = gain is None
 
     def elapsed(self) -> float:
         return self.clock() - self.start
@@ -160,6 +165,8 @@ class Pacer:
             self.is_behind = False
         if now - self.changed_at < self.horizon_s or not rate:
             return  # the rate is not yet measured at the present setting
+        if not self._checked and now - self.start >= 2 * self.horizon_s:
+            self._check(rate)
         if not self.is_speeding and self.window == self.cap:
             self.ar_s_per_token = self.window / rate  # AR at the cap, a full horizon
         if self.is_speeding and self.fast_pays is None and self.ar_s_per_token is not None:
@@ -184,6 +191,17 @@ class Pacer:
                 self._move(speeding=False)
         elif p < self.config.lower_below and self.window > self.base:
             self._move(window=max(self.base, self.window // 2))
+
+    def _check(self, rate: float) -> None:
+        """Once, on a horizon measured after the start-up one: the end projected at the
+        measured rate times what the levers left can buy by the profile; late_s if that is
+        past the deadline (the start-up estimate only had the profile)."""
+        self._checked = True
+        assert self.gain is not None and self.deadline_s is not None
+        gain = 1.0 if self.is_speeding else max(1.0, self.gain(self.window))
+        best = self.elapsed() + max(0, self.num_tokens - self.num_done) / (rate * gain)
+        if best > self.deadline_s:
+            self.late_s = best
 
     def _move(self, window: int | None = None, speeding: bool | None = None,
               why: str = "") -> None:

@@ -29,6 +29,7 @@ class RunOptions:
     priority: int = -1
     retries: int = 2  # more tries for an answer that is a server-side failure
     chat_max_tokens: int = 256  # a chat body's max_tokens when it sets none (the config's)
+    strict_deadline: bool = False  # stop sending when the measured pace is late (pacer.py)
 
     def __post_init__(self) -> None:
         if self.retries < 0 or self.chat_max_tokens < 1:
@@ -48,11 +49,14 @@ def result_line(line: BatchLine, answer: Answer) -> dict[str, Any]:
 class JobRunner:
     def __init__(self, adapter: Adapter, writer: ResultWriter | None, pacer: Pacer,
                  progress: Progress, options: RunOptions,
-                 on_result: Callable[[BatchLine, Answer], None] | None = None) -> None:
+                 on_result: Callable[[BatchLine, Answer], None] | None = None,
+                 say: Callable[[str], None] = lambda text: None) -> None:
         self.adapter, self.writer, self.pacer = adapter, writer, pacer
         self.progress, self.options = progress, options
-        self.on_result = on_result
+        self.on_result, self.say = on_result, say
         self.tally = Tally()
+        self.stopped_late = False  # --strict-deadline and the measured pace was late
+        self._said_late = False
 
     async def run(self, todo: Sequence[BatchLine]) -> Tally:
         tasks: set[asyncio.Task] = set()
@@ -73,6 +77,8 @@ class JobRunner:
                     self.pacer.steer()
                 if failures:
                     raise failures[0]
+                if self._is_late():
+                    break
                 task = asyncio.create_task(self._one(line))
                 tasks.add(task)
                 task.add_done_callback(finished)
@@ -86,6 +92,20 @@ class JobRunner:
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
         return self.tally
+
+    def _is_late(self) -> bool:
+        """Said once when the pacer finds the deadline out of reach; True: stop sending."""
+        late = self.pacer.late_s
+        if late is None or self._said_late:
+            return self.stopped_late
+        self._said_late = True
+        self.say(f"measured {self.pacer.rate() or 0:.0f} tokens/s at {self.pacer.window} in "
+                 f"flight: even with every lever left the job ends at ~{late:.0f} s, past the "
+                 f"deadline ({self.pacer.deadline_s:.0f} s); "
+                 + ("stopping (--strict-deadline): what finished is written, rerun to resume"
+                    if self.options.strict_deadline else "running best-effort"))
+        self.stopped_late = self.options.strict_deadline
+        return self.stopped_late
 
     async def _one(self, line: BatchLine) -> None:
         planned = planned_tokens(line.kind, line.body, self.options.chat_max_tokens)
