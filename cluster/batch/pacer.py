@@ -108,7 +108,8 @@ class Pacer:
             self.moves.append(f"0.0 s: {self.fast.key if self.fast else 'auto'} (estimate)")
         self.max_window_used = start
         self.gain = gain
-        self.late_s: float | None = None  # measured: the end even with every lever, if late
+        self.best_s: float | None = None  # measured (once): the end with every lever left
+        self.late_s: float | None = None  # best_s, if past the deadline
         self._checked = gain is None
 
     def elapsed(self) -> float:
@@ -194,12 +195,13 @@ class Pacer:
 
     def _check(self, rate: float) -> None:
         """Once, on a horizon measured after the start-up one: the end projected at the
-        measured rate times what the levers left can buy by the profile; late_s if that is
-        past the deadline (the start-up estimate only had the profile)."""
+        measured rate times what the levers left can buy by the profile (best_s); late_s if
+        that is past the deadline (the start-up estimate only had the profile)."""
         self._checked = True
         assert self.gain is not None and self.deadline_s is not None
         gain = 1.0 if self.is_speeding else max(1.0, self.gain(self.window))
         best = self.elapsed() + max(0, self.num_tokens - self.num_done) / (rate * gain)
+        self.best_s = best
         if best > self.deadline_s:
             self.late_s = best
 

@@ -94,16 +94,21 @@ class JobRunner:
         return self.tally
 
     def _is_late(self) -> bool:
-        """Said once when the pacer finds the deadline out of reach; True: stop sending."""
-        late = self.pacer.late_s
-        if late is None or self._said_late:
+        """Said once, when the pacer has measured its pace: where the job ends with the
+        levers left, against the deadline; True: late under --strict-deadline, stop sending."""
+        best, late = self.pacer.best_s, self.pacer.late_s
+        if best is None or self._said_late:
             return self.stopped_late
         self._said_late = True
-        self.say(f"measured {self.pacer.rate() or 0:.0f} tokens/s at {self.pacer.window} in "
-                 f"flight: even with every lever left the job ends at ~{late:.0f} s, past the "
-                 f"deadline ({self.pacer.deadline_s:.0f} s); "
-                 + ("stopping (--strict-deadline): what finished is written, rerun to resume"
-                    if self.options.strict_deadline else "running best-effort"))
+        text = (f"measured {self.pacer.rate() or 0:.0f} tokens/s at {self.pacer.window} in "
+                f"flight: with the levers left the job ends at ~{best:.0f} s, deadline "
+                f"{self.pacer.deadline_s:.0f} s: ")
+        if late is None:
+            self.say(text + "on pace")
+            return False
+        self.say(text + "past the deadline; " + (
+            "stopping (--strict-deadline): what finished is written, rerun to resume"
+            if self.options.strict_deadline else "running best-effort"))
         self.stopped_late = self.options.strict_deadline
         return self.stopped_late
 

@@ -42,9 +42,11 @@ def job(tmp_path: Path, deadline_s: float, num: int = 60, cap: int = 8,
     lines = [BatchLine(i + 1, f"q{i}", "/v1/completions", {"max_tokens": TOKENS})
              for i in range(num)]
     pacer = Pacer(deadline_s, num * TOKENS, window=1, max_window=cap,
-                  config=PacerConfig(margin=1.0, min_horizon_s=0.1), gain=lambda w: 1.0)
+                  config=PacerConfig(margin=1.0, min_horizon_s=0.1),
+                  gain=lambda w: cap / w)  # what more in flight buys here
+    say = (said if said is not None else []).append
     runner = JobRunner(server, None, pacer, Progress(num, deadline_s, False),  # type: ignore[arg-type]
-                       RunOptions(strict_deadline=strict), say=(said if said is not None else []).append)
+                       RunOptions(strict_deadline=strict), say=say)
     with ResultWriter(tmp_path / f"out{deadline_s}-{strict}.jsonl") as writer:
         runner.writer = writer
         asyncio.run(runner.run(lines))
@@ -53,8 +55,10 @@ def job(tmp_path: Path, deadline_s: float, num: int = 60, cap: int = 8,
 
 def test_behind_more_in_flight_on_schedule_the_base(tmp_path: Path) -> None:
     # One at a time: 60 x 0.04 s = 2.4 s. A 0.6 s deadline needs ~4 in flight.
-    server, runner = job(tmp_path, 0.6)
+    said: list[str] = []
+    server, runner = job(tmp_path, 0.6, said=said)
     pacer = runner.pacer
+    assert len(said) == 1 and said[0].endswith("on pace")
     assert runner.tally.num_done == 60 and pacer.elapsed() < 0.9
     assert server.most >= 4 and pacer.max_window_used >= 4
     assert pacer.moves[0].endswith("2 in flight")
