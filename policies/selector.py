@@ -107,7 +107,7 @@ class _Guarded:
     min_priority: float
 
 
-@dataclass(eq=False)  # identity: a slot is one request in one select()
+@dataclass(eq=False, slots=True)  # identity: a slot is one request in one select()
 class _Slot:
     view: RequestView
     option: Option
@@ -153,6 +153,8 @@ class ModeSelector:
         self._rates = {k: r for k, r in self._rates.items() if k in held}
         self._alone = {k: a for k, a in self._alone.items() if k in held}
         self._steps: dict[int, float] = {}  # batch tokens -> predicted step (this select)
+        # AR alone: what best_alone() is at most (INF where the pool has no AR).
+        self._ar_alone = self.cost.predict(1, 1) if AR1 in self.pool else INF
         self._num_requests, self._now = len(decoders), now
         slots = [self._slot(v, now, held.get(v.id)) for v in decoders]
         self._slots = slots
@@ -183,9 +185,12 @@ class ModeSelector:
         need = self._needs.get(v.id)
         if need is None:
             need = v.needed_time_per_token(now)
-        need = need * self.config.safety if need != INF else INF  # inf: no finish bound
-        if need != INF and (need <= 0 or need / self.config.safety < self.best_alone(v)):
-            need = math.nan  # lost: even alone, no option makes it
+        safety = self.config.safety
+        if need != INF:  # inf: no finish bound
+            need *= safety
+            # AR alone bounds the best time alone from above: no need to ask below it.
+            if need <= 0 or (need / safety < self._ar_alone and need / safety < self.best_alone(v)):
+                need = math.nan  # lost: even alone, no option makes it
         return _Slot(v, option, self._rate(v, option), need, is_free)
 
     def _options(self, v: RequestView) -> list[Option]:
