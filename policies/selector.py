@@ -152,6 +152,7 @@ class ModeSelector:
         self._needs = needs or {}
         self._rates = {k: r for k, r in self._rates.items() if k in held}
         self._alone = {k: a for k, a in self._alone.items() if k in held}
+        self._lows: dict[tuple[str, Option], float] = {}
         self._steps: dict[int, float] = {}  # batch tokens -> predicted step (this select)
         # AR alone: what best_alone() is at most (INF where the pool has no AR).
         self._ar_alone = self.cost.predict(1, 1) if AR1 in self.pool else INF
@@ -220,8 +221,12 @@ class ModeSelector:
 
     def _rate_low(self, v: RequestView, option: Option) -> float:
         """The cautious tokens per forward, with the same caps as _rate."""
-        low = self.acceptance.tokens_per_forward_low(option, v.id)
-        return min(low, self._rate(v, option))
+        key = (v.id, option)
+        low = self._lows.get(key)
+        if low is None:  # memo for this select: asked ~5x per request and option
+            low = self._lows[key] = min(self.acceptance.tokens_per_forward_low(option, v.id),
+                                        self._rate(v, option))
+        return low
 
     def best_alone(self, v: RequestView) -> float:
         alone = self._alone.get(v.id)
@@ -292,12 +297,17 @@ class ModeSelector:
         version, guards = self._guards_at
         if version != self._version:
             step = self._step()
+            slip, safety = 1 + self.config.off_track_slip, self.config.safety
             guards = []
-            for i, o in enumerate(self._slots):
-                limit = self._limit(o, step)
-                if limit is not None:
-                    guards.append((limit * o.rate, i, o, limit))
-            guards.sort(key=lambda g: (g[0], g[1]))
+            for i, o in enumerate(self._slots):  # _limit, inlined: the per-step path
+                need, rate = o.need, o.rate
+                tpt = step / rate
+                if tpt <= need:
+                    guards.append((need * rate, i, o, need))
+                elif need == need:  # not nan (lost: no limit)
+                    limit = max(tpt * slip, need / safety)
+                    guards.append((limit * rate, i, o, limit))
+            guards.sort()  # by cap, then index (unique: the slots are never compared)
             self._guards_at = (self._version, guards)
         return guards
 
