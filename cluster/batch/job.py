@@ -118,7 +118,7 @@ class BatchJob:
                                / at_cap[fastest])
         text = (f"estimate for {work.num_output_tokens} tokens at most ({path.name}, "
                 f"{estimate.STEP_OVERHEAD_S * 1e3:g} ms a step for the serving path): AR "
-                + ", ".join(f"{ar[w]:.1f} s at {w}" for w in (base, cap) if w in ar)
+                + ", ".join(f"{ar[w]:.1f} s at {w}" for w in dict.fromkeys((base, cap)))
                 + f" in flight, fastest {fastest.key} {at_cap[fastest]:.1f} s at {cap}")
         if deadline is None:
             self.say(text + "; no deadline")
