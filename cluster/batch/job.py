@@ -87,10 +87,7 @@ class BatchJob:
         default = per * (config.model_server.num_replicas or 1)
         cap, base = self.args.max_in_flight, self.args.window
         base = base if base is not None else cap if cap is not None else default
-        cap = cap if cap is not None else max(base, default)
-        if base > cap:
-            raise UsageError(f"--window {base} must be <= --max-in-flight {cap}")
-        return base, cap
+        return base, (cap if cap is not None else max(base, default))  # cmd.py: base <= cap
 
     def _plan(self, config: TandemConfig, todo: list, base: int, cap: int) -> int | None:
         """State the estimate against the deadline: the requests in flight to start with, or

@@ -18,7 +18,8 @@ measured at the new setting before the next move):
 - Speculation, once the window is at its cap and the job is still behind: auto requests run
   the lossless option predicted fastest per request at the cap (`choose`:
   estimate.fastest_option, from the step-cost profile and AR's time per token as measured at
-  the cap over a full horizon); none known: auto, the scheduler's choice. A horizon after
+  the cap over a full horizon: a job starts at AR even when the estimate says AR is late,
+  to have that reference); none known: auto, the scheduler's choice. A horizon after
   the switch the job compares: if the fast option's measured time per token is not under
   `FAST_GAIN` x AR's, it runs AR for the rest (speculation costs 3-7x the device work per
   token; on this project's 2-core CPU it pays at 1 in flight and not at 4 or more:
@@ -98,14 +99,14 @@ class Pacer:
         self.initial = 0.0 if estimate_s is None or not target else estimate_s / target
         self._recent: deque[tuple[float, int]] = deque()  # (time, tokens) within horizon
         self.is_behind = self.initial > 1.0
-        # An estimate late even at the cap: speculation from the start.
-        self.is_speeding = self.is_behind and start == cap and deadline_s is not None
+        # Even when the estimate says AR is late at the cap, the job runs AR for its first
+        # horizon: the measured reference the fast option must beat (the start-up estimate
+        # comes from a profile that may be stale).
+        self.is_speeding = False
         self.fast_pays: bool | None = None  # measured: the fast option beats AR here
         self.moves: list[str] = []  # each lever moved, when: "2.1 s: 8 in flight"
         if start > window:
             self.moves.append(f"0.0 s: {start} in flight (estimate)")
-        if self.is_speeding:
-            self.moves.append(f"0.0 s: {self.fast.key if self.fast else 'auto'} (estimate)")
         self.max_window_used = start
         self.gain = gain
         self.best_s: float | None = None  # measured (once): the end with every lever left
@@ -119,8 +120,11 @@ class Pacer:
 
     def produced(self, num_tokens: int) -> None:
         """Tokens streamed back just now."""
+        now = self.clock()
+        if self.num_done == 0 and num_tokens:  # the first: levers wait a horizon from here,
+            self.changed_at = now  # so the first rate they act on leaves start-up out
         self.num_done += num_tokens
-        self._recent.append((self.clock(), num_tokens))
+        self._recent.append((now, num_tokens))
 
     def settle(self, planned: int, made: int, streamed: int) -> None:
         """A request ended: it was planned at `planned` tokens, made `made` (0 if refused or
@@ -166,7 +170,7 @@ class Pacer:
             self.is_behind = False
         if now - self.changed_at < self.horizon_s or not rate:
             return  # the rate is not yet measured at the present setting
-        if not self._checked and now - self.start >= 2 * self.horizon_s:
+        if not self._checked:
             self._check(rate)
         if not self.is_speeding and self.window == self.cap:
             self.ar_s_per_token = self.window / rate  # AR at the cap, a full horizon
@@ -194,7 +198,7 @@ class Pacer:
             self._move(window=max(self.base, self.window // 2))
 
     def _check(self, rate: float) -> None:
-        """Once, on a horizon measured after the start-up one: the end projected at the
+        """Once, on the first horizon measured after the first tokens: the end projected at the
         measured rate times what the levers left can buy by the profile (best_s); late_s if
         that is past the deadline (the start-up estimate only had the profile)."""
         self._checked = True

@@ -58,8 +58,8 @@ def test_behind_more_in_flight_on_schedule_the_base(tmp_path: Path) -> None:
     said: list[str] = []
     server, runner = job(tmp_path, 0.6, said=said)
     pacer = runner.pacer
-    assert len(said) == 1 and said[0].endswith("on pace")
-    assert runner.tally.num_done == 60 and pacer.elapsed() < 0.9
+    assert len(said) == 1 and said[0].startswith("measured")  # its projection, once
+    assert runner.tally.num_done == 60 and pacer.elapsed() < 1.5  # one at a time: 2.4 s
     assert server.most >= 4 and pacer.max_window_used >= 4
     assert pacer.moves[0].endswith("2 in flight")
     server, runner = job(tmp_path, 30.0, num=20)  # generous: the base throughout
