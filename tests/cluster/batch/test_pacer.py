@@ -87,8 +87,20 @@ def test_at_the_cap_behind_speculation_and_back_when_ahead() -> None:
 
 def test_a_fast_option_no_faster_than_ar_is_dropped() -> None:
     clock = Clock()
-    p = Pacer(100.0, 1000, window=2, choose=lambda _: FAST, config=EXACT, clock=clock)
+    ends: list[tuple[float | None, float | None]] = []  # (best_s, late_s) per projection
+
+    class Seen(Pacer):
+        def _check(self, rate: float, gain: float) -> None:
+            super()._check(rate, gain)
+            ends.append((self.best_s, self.late_s))
+
+    # The profile says the fast option doubles the speed: on pace after the first horizon;
+    # measured no faster, the second projection is late.
+    p = Seen(100.0, 1000, window=2, choose=lambda _: FAST, config=EXACT, clock=clock,
+             gain=lambda w: 2.0)
     assert drive(p, clock, ar_then_fast(3.0, 1.0), 100) is None  # late: nothing buys speed
+    assert len(ends) == 2 and ends[0][1] is None and ends[1][1] is not None
+    assert ends[0][0] < 100 < ends[1][0] and p.num_checks == 2
     assert p.fast_pays is False and p.option() == AR1 and p.is_behind
     assert p.moves == ["5.5 s: spec_linear/4", "10.5 s: AR (no faster than AR)"]
 
