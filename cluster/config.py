@@ -81,6 +81,10 @@ class ModelSettings(_Strict):
         "costs CPU in the replica, the Serve proxy and the client whatever it carries; 400 "
         "leaves the tick at 50 ms up to 20 streams and makes it 160 ms at 64 (`tandem bench "
         "serve`, BENCHMARKS.md > Serving).")
+    stream_max_interval_ms: float = Field(
+        200.0, ge=0, le=1000, description="The longest the chunk cap may stretch the release "
+        "tick (a stream's chunks are never further apart than this, or stream_interval_ms "
+        "if longer, plus a step).")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads in the "
                                       "replica (None: leave Ray's / torch's default).")
     engine_core: Literal["auto", "process", "thread"] = Field(

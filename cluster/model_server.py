@@ -125,7 +125,8 @@ class ModelServer:
         self.engine: LLMEngine | None = None  # in this process only with a thread loop
         self.loop: AsyncEngineLoop | EngineCoreClient
         m = self.config.model
-        pacing = StreamPacing(m.stream_interval_ms / 1e3, m.stream_max_chunks_per_s)
+        pacing = StreamPacing(m.stream_interval_ms / 1e3, m.stream_max_chunks_per_s,
+                              m.stream_max_interval_ms / 1e3)
         if self.config.engine_core_kind(engine_factory is not None) == "process":
             self.loop = EngineCoreClient(self.config, engine_factory, self.prom, pacing)
         else:

@@ -27,23 +27,28 @@ from cluster.step_delta import StepDelta
 
 @dataclass(frozen=True)
 class StreamPacing:
-    """How often a replica releases its streams: every `interval_s` at least, and no more
-    than `max_chunks_per_s` chunks a second over all its streams (0: no cap), so with n
-    streams the tick is max(interval_s, n / max_chunks_per_s)."""
+    """How often a replica releases its streams: every `interval_s`, stretched so that it
+    sends no more than `max_chunks_per_s` chunks a second over all its streams (0: no cap),
+    but stretched no further than `max_interval_s`: with n streams the tick is
+    max(interval_s, min(max_interval_s, n / max_chunks_per_s))."""
 
     interval_s: float = 0.0
     max_chunks_per_s: float = 0.0
+    max_interval_s: float = 0.2
 
     def __post_init__(self) -> None:
         if self.interval_s < 0:
             raise ValueError(f"interval_s must be >= 0, got {self.interval_s}")
         if self.max_chunks_per_s < 0:
             raise ValueError(f"max_chunks_per_s must be >= 0, got {self.max_chunks_per_s}")
+        if self.max_interval_s < 0:
+            raise ValueError(f"max_interval_s must be >= 0, got {self.max_interval_s}")
 
     def tick_s(self, num_streams: int) -> float:
         if not self.max_chunks_per_s:
             return self.interval_s
-        return max(self.interval_s, num_streams / self.max_chunks_per_s)
+        return max(self.interval_s,
+                   min(self.max_interval_s, num_streams / self.max_chunks_per_s))
 
 
 class StreamRouter:

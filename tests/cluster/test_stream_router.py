@@ -74,11 +74,15 @@ def test_the_tick_stretches_with_the_number_of_streams() -> None:
     pacing = StreamPacing(0.05, max_chunks_per_s=400)
     assert pacing.tick_s(1) == pacing.tick_s(20) == 0.05
     assert abs(pacing.tick_s(64) - 0.16) < 1e-12
+    assert pacing.tick_s(1000) == 0.2  # the ceiling
     assert StreamPacing(0.05).tick_s(1000) == 0.05  # no cap
     with pytest.raises(ValueError, match="interval_s"):
         StreamPacing(-1.0)
     with pytest.raises(ValueError, match="max_chunks_per_s"):
         StreamPacing(0.05, max_chunks_per_s=-1.0)
+    with pytest.raises(ValueError, match="max_interval_s"):
+        StreamPacing(0.05, max_chunks_per_s=400, max_interval_s=-1.0)
+    assert StreamPacing(0.5, 400, max_interval_s=0.2).tick_s(1000) == 0.5  # its own interval
 
     async def run() -> None:
         router = StreamRouter(ServerMetrics("tiny"), StreamPacing(0.05, max_chunks_per_s=400))
