@@ -93,7 +93,8 @@ class StreamRouter:
             if out.finished:
                 del self.choices[out.request_id]
             batches.setdefault(id(choice.stream), (choice.stream, []))[1].append(event)
-        tick_s = self.pacing.tick_s(len(batches.keys() | self._held.keys()))
+        ticked = {k for k, (stream, _) in batches.items() if stream.job.stream_interval_ms is None}
+        tick_s = self.pacing.tick_s(len(ticked | self._held.keys()))  # streams on the tick
         is_tick = now - self._last_release >= tick_s
         for stream, events in batches.values():
             own = stream.job.stream_interval_ms

@@ -5,6 +5,7 @@ held then is released in the same turn. Plain deltas, no engine."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
@@ -96,5 +97,21 @@ def test_the_tick_stretches_with_the_number_of_streams() -> None:
         router.dispatch([_delta(f"r{i}", 3) for i in range(40)], now=1.1)
         assert all(_woken(streams))
         assert [e.text for e in await streams[0].get()] == ["t2", "t3"]
+
+    asyncio.run(run())
+
+
+def test_streams_on_their_own_clock_do_not_stretch_the_tick() -> None:
+    async def run() -> None:
+        router = StreamRouter(ServerMetrics("tiny"), StreamPacing(0.05, max_chunks_per_s=400))
+        batch = [router.open(replace(_job(f"b{i}"), stream_interval_ms=250.0),
+                             [(f"b{i}", 1)], 0.0) for i in range(40)]
+        online = router.open(_job("o"), [("o", 1)], 0.0)
+        rids = [f"b{i}" for i in range(40)] + ["o"]
+        router.dispatch([_delta(r, 1) for r in rids], now=1.0)
+        for s in [*batch, online]:
+            await s.get()
+        router.dispatch([_delta(r, 2) for r in rids], now=1.06)  # one stream on the tick
+        assert _woken([online]) == [True]
 
     asyncio.run(run())
