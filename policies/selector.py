@@ -46,7 +46,7 @@ from policies.request_view import RequestView
 from policies.slo import SAFETY
 
 INF = math.inf
-QUAD_HORIZON = 8.0
+QUAD_HORIZON = 8.0  # forwards per quadratic entry before any is measured
 # What auto chooses among: every block of each mode within `block_bounds` that the profile
 # has acceptance for (so the simulator replays real iterations for it), and options of
 # modes without bounds (pipelined, where a deployment adds it) that have a prior; each
@@ -91,6 +91,7 @@ class SelectorConfig:
     iteration_cv: float = 0.5  # relative spread of one iteration's tokens
     spread_floor: float = 0.05  # of any pace: step-time noise, estimate error
     search_by_bound: bool = True  # pass 2 takes every request whose TPOT bound AR misses
+    same_mode: bool = True  # pass 2's upgrades stay in the uniform start's mode
 
     def __post_init__(self) -> None:
         check_block_bounds(self.block_bounds, "SelectorConfig.block_bounds")
@@ -122,6 +123,9 @@ class ModeSelector:
                  config: SelectorConfig = SelectorConfig()) -> None:
         self.cost, self.acceptance, self.config = cost, acceptance, config
         self.interference_s = 0.0  # mean time prefill chunks add to a step (set by the policy)
+        # Forwards a request stays in quadratic speculation per entry (set by the policy
+        # from what it measures: policies/entry_stay.py).
+        self.quad_horizon = QUAD_HORIZON
         # Per request: its tokens per forward by option, and its best time per token alone.
         # Rebuilt every select() for the requests it decides; kept for the ones it holds
         # (policies/decision_cache.py keeps their decisions, and with them these numbers).
@@ -214,8 +218,8 @@ class ModeSelector:
             rate = min(rate, float(v.remaining))
         if option.mode == QUADRATIC and v.option != option:
             # Entering quadratic speculation costs a plain draft pass that emits nothing:
-            # spread it over the forwards it would stay (at most `QUAD_HORIZON`).
-            stay = max(1.0, min(QUAD_HORIZON, v.remaining / rate))
+            # spread it over the forwards it would stay (at most `quad_horizon`).
+            stay = max(1.0, min(self.quad_horizon, v.remaining / rate))
             rate *= stay / (stay + 1)
         return rate
 
@@ -407,13 +411,15 @@ class ModeSelector:
             o for o in self._options(s.view) if o != AR1 and not o.draft_tokens]
             if s in only else [AR1])] for s in hopeful}
         start = self._uniform_start(hopeful, only, menus, base, base_rate, floor)
+        mode = next(iter(start.values())).option.mode if start else None
         requests = []
         for s in hopeful:
             first = start.get(s, menus[s][0])
             base += first.work - 1
             base_rate += first.rate - 1
             requests.append(Request(s, s.need / self.config.safety, (first, *(
-                p for p in menus[s] if p.work > first.work))))
+                p for p in menus[s] if p.work > first.work
+                and (mode is None or not self.config.same_mode or p.option.mode == mode)))))
         chosen, _ = most_expected(requests, base, self._step, self._max_tokens,
                                   base_rate, floor)
         for s in hopeful:
