@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.batch.cmd import main, parse_duration
+from cluster.batch.cmd import main, parse_args, parse_duration
 from tests.cluster.batch.test_lines import write_mixed
 
 
@@ -24,6 +24,15 @@ def test_durations() -> None:
     for bad in ("", "soon", "0", "-5m", "5 minutes"):
         with pytest.raises(Exception, match="duration|deadline"):
             parse_duration(bad)
+
+
+def test_a_window_over_the_cap_is_a_usage_error(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["--input", "a", "--output", "b", "--window", "8", "--max-in-flight", "4"])
+    assert exc.value.code == 2 and "--window 8 must be <= --max-in-flight 4" in \
+        capsys.readouterr().err
+    args = parse_args(["--input", "a", "--output", "b", "--window", "2"])
+    assert (args.window, args.max_in_flight) == (2, None)
 
 
 def test_strict_deadline_exits_with_the_estimate(tmp_path: Path, capsys) -> None:
