@@ -469,13 +469,21 @@ class ModeSelector:
         floor = 0.0 if self._others_have_slack(s) else (
             self._base_throughput * (1 - self.config.rescue_loss))
         most = self.config.max_rescued
+        # Below this step nobody guarded is broken (the caps' rounding: _broken).
+        safe_step = self._cap(guarded) / (1 + 1e-9)
         for option in self._by_work(s):
             tokens = self._tokens - s.option.work_tokens + option.work_tokens
             rate, draft = self._rate(s.view, option), self._draft_if(s, option)
-            if tokens > self._max_tokens or not self._meets(s, self._step(tokens, draft), rate):
+            step = self._step(tokens, draft)
+            if tokens > self._max_tokens or not self._meets(s, step, rate):
                 continue
             if (on_track and option not in (AR1, s.view.option)
                     and not self._safe_bet(s, tokens, option)):
+                continue
+            if step < safe_step:  # nobody broken: the batch's throughput decides, as below
+                if (self._rate_sum + (rate - s.rate)) / step >= floor:
+                    self._switch(s, option)
+                    return True
                 continue
             mark = len(self._journal)
             self._switch(s, option)
