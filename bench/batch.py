@@ -1,11 +1,13 @@
 """Batch-job benchmarks (`python -m bench.batch deadline|online`), numbers in BENCHMARKS.md.
 
 deadline: one metered model-server app (ray_configs/batch.yaml, the replicas `tandem batch`
-  starts itself), the same seeded job (held-out prompts, T = 0.8, mode auto) run with a
-  generous and then a tight deadline (`--tight-factor` x that generous run's wall time),
-  `--repeats` pairs.
-  Reports whether each met its deadline and the device work: tokens put through the model
-  (decode, prefill apart) per output token, counted by the replica's executor meter.
+  starts itself), the same seeded job (held-out prompts, `--temperature`, mode auto) run
+  with a generous and then a tight deadline (`--tight-factor` x that generous run's wall
+  time), `--repeats` pairs, `--window` requests in flight at least, `--max-in-flight` at
+  most (default: the window).
+  Reports whether each met its deadline, the levers the job moved (more in flight,
+  speculation) and the device work: tokens put through the model (decode, prefill apart)
+  per output token, counted by the replica's executor meter.
 online: ray_configs/local.yaml served over HTTP; closed-loop streaming clients with a TTFT
   and TPOT SLO, first alone, then while a `tandem batch --app tandem` job runs on the same
   replica (its own process, priority -1), then with the batch at the online priority (0).
@@ -36,12 +38,13 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "ray_configs"
 
 
-def write_job(path: Path, n: int, max_tokens: int, offset: int = 0) -> Path:
+def write_job(path: Path, n: int, max_tokens: int, offset: int = 0,
+              temperature: float = 0.8) -> Path:
     prompts = load_prompts()
     with open(path, "w") as f:
         for i in range(n):
             body = {"prompt": prompts[(i + offset) % len(prompts)], "max_tokens": max_tokens,
-                    "temperature": 0.8, "seed": i, "ignore_eos": True}
+                    "temperature": temperature, "seed": i, "ignore_eos": True}
             f.write(json.dumps({"custom_id": f"q{i}", "method": "POST",
                                 "url": "/v1/completions", "body": body}) + "\n")
     return path
@@ -65,12 +68,13 @@ def init_ray() -> Any:
 
 
 def run_job(inp: Path, out: Path, app: str, config: Path, deadline: float | None,
-            window: int) -> dict[str, Any]:
+            window: int, max_in_flight: int | None = None) -> dict[str, Any]:
     from cluster.batch.cmd import parse_args
     from cluster.batch.job import BatchJob
 
     argv = ["--input", str(inp), "--output", str(out), "--app", app, "--config", str(config),
-            "--max-in-flight", str(window), "--no-progress", "--json"]
+            "--window", str(window), "--max-in-flight", str(max_in_flight or window),
+            "--no-progress", "--json"]
     if deadline is not None:
         argv += ["--deadline", f"{deadline}s"]
     job = BatchJob(parse_args(argv), time.monotonic())
@@ -91,23 +95,30 @@ def deadline_bench(args: argparse.Namespace) -> dict[str, Any]:
     tmp = cfg_path.parent
     run_job(write_job(tmp / "warm.jsonl", 8, 8), tmp / "warm.out", "bench-batch", cfg_path,
             None, args.window)
-    inp = write_job(tmp / "job.jsonl", args.requests, args.max_tokens)
+    inp = write_job(tmp / "job.jsonl", args.requests, args.max_tokens,
+                    temperature=args.temperature)
     rows = {}
+    cap = args.max_in_flight or args.window
     for r in range(args.repeats):  # pairs side by side: the machine's speed drifts
         generous = run_job(inp, tmp / f"generous{r}.out", "bench-batch", cfg_path,
-                           args.generous, args.window)
-        rows[f"generous #{r + 1}"] = _row(generous)
+                           args.generous, args.window, cap)
+        rows[f"generous #{r + 1}"] = _row(generous, args.window)
         tight_s = round(generous["wall_s"] * args.tight_factor, 1)
         rows[f"tight #{r + 1}"] = _row(run_job(inp, tmp / f"tight{r}.out", "bench-batch",
-                                               cfg_path, tight_s, args.window))
+                                               cfg_path, tight_s, args.window, cap),
+                                       args.window)
     return rows
 
 
-def _row(s: dict[str, Any]) -> dict[str, Any]:
+def _row(s: dict[str, Any], base: int) -> dict[str, Any]:
     modes = {m: v["tokens"] for m, v in s["modes"].items() if m != "prefill"}
+    used = s.get("max_in_flight_used", base)
+    levers = ([f"in flight {base}->{used}"] if used > base else []) + (
+        ["speculation"] if set(modes) - {"ar"} else [])
     return {"deadline_s": s["deadline_s"], "wall_s": s["wall_s"], "met": s["met_deadline"],
+            "levers": " + ".join(levers) or "none", "moves": s.get("pace_moves"),
             "output_tokens": s["output_tokens"], "behind_option": s.get("behind_option"),
-            "pace_switches": s.get("pace_switches"), "fast_paid": s.get("fast_paid"),
+            "fast_paid": s.get("fast_paid"),
             "device_per_output_token": s.get("device_tokens_per_output_token"),
             "device_tokens": s.get("device_tokens"), "tokens_by_mode": modes}
 
@@ -216,7 +227,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("which", choices=["deadline", "online"])
     p.add_argument("--requests", type=int, default=48)
     p.add_argument("--max-tokens", type=int, default=32)
-    p.add_argument("--window", type=int, default=4, help="batch requests in flight")
+    p.add_argument("--window", type=int, default=4, help="batch requests in flight (at least)")
+    p.add_argument("--max-in-flight", type=int, default=None,
+                   help="deadline: requests in flight at most (default: --window)")
+    p.add_argument("--temperature", type=float, default=0.8, help="deadline: the job's")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--generous", type=float, default=600.0, help="seconds")
     p.add_argument("--tight-factor", type=float, default=0.9)

@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from bench.proc_cpu import cpu_seconds, serve_groups, snapshot
-from bench.serve_clients import RunResult, engine_run, http_run, percentile
+from bench.serve_clients import CLIENTS, RunResult, engine_run, http_run, percentile
 from cluster.config import TandemConfig, load_config
 from engine.engine import LLMEngine
 from engine.params import Mode
@@ -44,6 +44,8 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "ray_configs" / "local
 VARIANTS: dict[str, dict[str, Any]] = {
     # The default: the API folded into the model server, the engine in its own process.
     "single": {},
+    # single without the chunk cap (the tick stays at stream_interval_ms at any load).
+    "single-nocap": {"model": {"stream_max_chunks_per_s": 0}},
     # The API folded in, the engine a thread of the replica (sharing its GIL).
     "single-thread": {"model": {"engine_core": "thread"}},
     # single with the replica's code on the thread Serve starts for user code (Serve's
@@ -77,6 +79,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--variants", nargs="+", default=["single", "split-thread"],
                    choices=list(VARIANTS))
+    p.add_argument("--clients", nargs="+", default=["aiohttp"], choices=CLIENTS,
+                   help="HTTP client(s) of the load generator (several: each variant runs "
+                        "with each, named variant/client); its CPU is shown as bench (client)")
+    p.add_argument("--serve-env", nargs="*", default=[], metavar="NAME=VALUE",
+                   help="env vars for Serve's proxy (through controller_options) and every "
+                        "replica, on top of the config YAML's (e.g. Serve's RAY_SERVE_* options)")
     p.add_argument("--stream-interval-ms", type=float, default=None,
                    help="override the config's stream_interval_ms")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -100,7 +108,14 @@ def bench_config(path: Path, threads: int, stream_interval_ms: float | None = No
     return load_config(args)
 
 
-def start_serve() -> int:
+def serve_env(path: Path, extra: dict[str, str]) -> dict[str, Any]:
+    """The YAML's controller_options (the proxy inherits the controller's environment: the
+    stream guard, Serve's proxy options), with extra env vars on top."""
+    opts = yaml.safe_load(path.read_text()).get("controller_options") or {}
+    return _merge(opts, {"runtime_env": {"env_vars": extra}}) if extra else opts
+
+
+def start_serve(controller_options: dict[str, Any]) -> int:
     import ray
     from ray import serve
 
@@ -110,7 +125,8 @@ def start_serve() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(http_options={"host": "127.0.0.1", "port": port},
+                controller_options=controller_options)
     return port
 
 
@@ -156,12 +172,12 @@ def _step_cpu_s(url: str) -> float:
     return httpx.get(f"{url}/health", timeout=60).json()["engine_step_cpu_s"]
 
 
-def _http_once(url: str, batch: list[str], c: int, args: argparse.Namespace, groups: list
-               ) -> tuple[RunResult, dict[str, float]]:
+def _http_once(url: str, batch: list[str], c: int, args: argparse.Namespace, groups: list,
+               client: str) -> tuple[RunResult, dict[str, float]]:
     """One closed-loop run: its result and CPU ms per token by process group, plus
     "engine step": the server's own engine.step() CPU in that run."""
     steps0, before = _step_cpu_s(url), snapshot(groups)
-    res = asyncio.run(http_run(url, batch, c, args.max_tokens, args.mode))
+    res = asyncio.run(http_run(url, batch, c, args.max_tokens, args.mode, client))
     after, steps1 = snapshot(groups), _step_cpu_s(url)
     cpu = {k: (after[k] - before[k]) * 1e3 / max(1, res.tokens) for k in after}
     cpu[ENGINE_STEP] = (steps1 - steps0) * 1e3 / max(1, res.tokens)
@@ -181,8 +197,8 @@ def measure_level(engine: LLMEngine, urls: dict[str, str], groups: dict[str, lis
         engine_ms = (cpu_seconds(os.getpid()) - t0) * 1e3 / max(1, res.tokens)
         if best_e is None or res.tok_s > best_e[0].tok_s:
             best_e = (res, engine_ms)
-        for name, url in urls.items():
-            h, cpu = _http_once(url, batch, c, args, groups[name])
+        for name, variant, client in _runs(urls, args.clients):
+            h, cpu = _http_once(urls[variant], batch, c, args, groups[variant], client)
             if h.tokens != res.tokens:
                 raise RuntimeError(f"{name}: HTTP made {h.tokens} tokens, the engine "
                                    f"{res.tokens}")
@@ -208,6 +224,11 @@ def measure_level(engine: LLMEngine, urls: dict[str, str], groups: dict[str, lis
     return row
 
 
+def _runs(urls: dict[str, str], clients: list[str]) -> list[tuple[str, str, str]]:
+    """(name, variant, client) of each HTTP run of a repeat."""
+    return [(v if len(clients) == 1 else f"{v}/{c}", v, c) for v in urls for c in clients]
+
+
 def _fmt_lat(lat: dict[str, float]) -> str:
     return (f"TTFT p50/p99 {lat['ttft_p50_ms']}/{lat['ttft_p99_ms']} ms  "
             f"gap p50/p99 {lat['itl_p50_ms']}/{lat['itl_p99_ms']} ms")
@@ -218,24 +239,28 @@ def main(argv: list[str] | None = None) -> None:
 
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    extra_env = dict(kv.split("=", 1) for kv in args.serve_env)
+    replica_env = {"model_server": {"ray_actor_options": {"runtime_env": {
+        "env_vars": extra_env}}}} if extra_env else {}
     configs = {v: bench_config(args.config, args.threads, args.stream_interval_ms,
-                               VARIANTS[v]) for v in args.variants}
+                               _merge(replica_env, VARIANTS[v])) for v in args.variants}
     if any(c.model.tp != 1 for c in configs.values()):
         raise SystemExit("tandem bench serve: compares with the in-process engine (tp = 1)")
     from cluster.model_server import build_engine
 
     engine = build_engine(next(iter(configs.values())))
     prompts = load_prompts(next(iter(configs.values())).model.model_dir, 32)
-    port = start_serve()
+    port = start_serve(serve_env(args.config, extra_env))
     urls = {v: start_app(cfg, port, v) for v, cfg in configs.items()}
     groups = {v: serve_groups(v) for v in urls}
     engine_run(engine, prompts[:2], 2, 4, Mode(args.mode))  # warm every side
     for url in urls.values():
-        asyncio.run(http_run(url, prompts[:2], 2, 4, args.mode))
+        for client in args.clients:
+            asyncio.run(http_run(url, prompts[:2], 2, 4, args.mode, client))
     settle(list(urls.values()))
     print(f"tandem bench serve: mode {args.mode}, max_tokens {args.max_tokens}, torch threads "
           f"{args.threads}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}, variants "
-          f"{', '.join(urls)}", flush=True)
+          f"{', '.join(urls)}, clients {', '.join(args.clients)}", flush=True)
     try:
         rows = [measure_level(engine, urls, groups, args, c, prompts)
                 for c in args.concurrency]
@@ -245,7 +270,8 @@ def main(argv: list[str] | None = None) -> None:
         serve.shutdown()
     result = {"mode": args.mode, "max_tokens": args.max_tokens, "threads": args.threads,
               "cpus": os.cpu_count(), "device": configs[args.variants[0]].model.device,
-              "variants": {v: VARIANTS[v] for v in urls}, "rows": rows}
+              "variants": {v: VARIANTS[v] for v in urls}, "clients": args.clients,
+              "serve_env": extra_env, "rows": rows}
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result))

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from policies.acceptance import AcceptanceEstimator
 from policies.cost_model import CostModel
-from policies.option import Option
+from policies.option import AR, Option
 from policies.ordering import effective_deadline
 from policies.preemption import slack_of
 from policies.request_view import RequestView
@@ -60,7 +60,9 @@ class Deferral:
         """Ids of the decoders that should sit out this step."""
         if not self.config.enabled or len(decoders) < 2:
             return set()
-        rate = {v.id: self.acceptance.tokens_per_forward(options[v.id], v.id) for v in decoders}
+        tpf = self.acceptance.tokens_per_forward
+        rate = {v.id: 1.0 if (o := options[v.id]).mode == AR else tpf(o, v.id)
+                for v in decoders}
         tokens = sum(options[v.id].work_tokens for v in decoders)
         step = self.cost.predict(tokens, len(decoders)) + self.interference_s
         target, priority = self._target(decoders, options, rate, step, now)
@@ -80,17 +82,25 @@ class Deferral:
         """The longest step that meets every request at risk that could be met alone, and
         the lowest priority among them."""
         target, priority = math.inf, 1 << 30
-        for v in decoders:
-            if not v.has_slo or v.is_prefilling:
+        safety, min_tokens = self.config.safety, self.config.min_measured_tokens
+        for v in decoders:  # the per-step path: RequestView's properties inlined
+            slo, first = v.slo, v.first_token_s
+            if (slo.tpot_ms is None and slo.deadline_ms is None) or (
+                    v.num_pending > 1 or first is None):
+                continue  # no finish bound (no SLO, or TTFT only: need is inf), prefilling
+            remaining = v.max_tokens - v.num_output
+            if remaining <= 0:
                 continue
-            need = v.needed_time_per_token(now) * self.config.safety
+            due = v.finish_deadline
+            need = (due - now) / remaining * safety
             if need == math.inf or need <= 0:
                 continue  # no bound, or lost
             is_predicted_late = step / rate[v.id] > need
-            measured = None if is_predicted_late else measured_time_per_token(
-                v, now, self.config.min_measured_tokens)
-            if not is_predicted_late and (measured is None or measured <= need):
-                continue  # on pace, as predicted and by the engine's own clock
+            if not is_predicted_late:
+                if v.num_output < max(2, min_tokens):
+                    continue  # not measured yet
+                if (now - first) / (v.num_output - 1) <= need:
+                    continue  # on pace, as predicted and by the engine's own clock
             if need < self.cost.predict(options[v.id].work_tokens, 1) / rate[v.id]:
                 continue  # lost: not even alone
             if is_predicted_late:

@@ -20,6 +20,7 @@ from policies.cost_model import CostModel
 from policies.decision import BatchDecision, SchedulerView, StepRecord
 from policies.decision_cache import CacheConfig, DecisionCache
 from policies.deferral import Deferral, DeferralConfig
+from policies.entry_stay import EntryStay
 from policies.modes import ChunkKind
 from policies.option import AR1, DIFFUSION, QUADRATIC, Option, candidates
 from policies.ordering import by_urgency
@@ -27,7 +28,7 @@ from policies.pipelined import tokens_per_step
 from policies.preemption import victim_order
 from policies.profile import Profile
 from policies.request_view import RequestView
-from policies.selector import ModeSelector, SelectorConfig
+from policies.selector import QUAD_HORIZON, ModeSelector, SelectorConfig
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class SLOPolicy:
         self.admission = AdmissionControl(self.cost, config.admission)
         self.deferral = Deferral(self.cost, self.acceptance, config.deferral)
         self.interference_s = 0.0  # mean seconds that prefill chunks add to a step
+        self.quad_stay = EntryStay(prior=QUAD_HORIZON)  # forwards per quadratic entry
 
     # --- the scheduler's decision ----------------------------------------------------------
 
@@ -142,8 +144,16 @@ class SLOPolicy:
         # which keep speculating (counted at AR's work, every tight newcomer was admitted at
         # high load and most missed; counting all at their option's work refused
         # interactive newcomers at low load, where spare compute buys speculation).
+        decoding = [r for r in firm if not r.is_prefilling]
         tokens = sum(self._work(r) if self._is_pinned(r) or self._needs_speculation(r) else 1
-                     for r in firm if not r.is_prefilling)
+                     for r in decoding)
+        # Speculation-only auto requests, counted at the newcomer's option when it is paced
+        # at one: they run one option together (the selector's uniform start), so pacing a
+        # newcomer at a long block beside the others' short ones admitted what the batch
+        # could not serve.
+        fellows = [r for r in decoding if not self._is_pinned(r) and self._needs_speculation(r)
+                   and self._work(r) > 1]  # those given up (at AR) stay at AR
+        fellow_work = sum(self._work(r) for r in fellows)
 
         def pace() -> float:
             # Auto is admitted at AR's pace: if every newcomer counted on speculating, the
@@ -156,8 +166,11 @@ class SLOPolicy:
             if AR1 in options and not (v.slo.tpot_ms is not None and self.time_per_token(
                     v, AR1, 1, 1) * 1e3 > v.slo.tpot_ms):
                 options = [AR1]
+            shared = self._needs_speculation(v) and self.config.fixed is None
             return self.interference_s + min(
-                self.time_per_token(v, o, tokens + 1, len(firm) + 1) for o in options)
+                self.time_per_token(v, o, tokens + 1 + (
+                    len(fellows) * o.work_tokens - fellow_work if shared else 0),
+                    len(firm) + 1) for o in options)
 
         return self.admission.check(v, now, best, firm, waiting, self._work, pace)
 
@@ -185,13 +198,22 @@ class SLOPolicy:
         for w in step.works:
             if w.kind is ChunkKind.PREFILL or w.option is None:
                 continue
+            if w.option.mode == QUADRATIC:
+                self._observe_quadratic(w.kind)
             if w.kind is ChunkKind.DRAFT and w.option.mode == QUADRATIC:
                 # Quadratic speculation's entry pass (a plain draft, nothing emitted): the
-                # selector prices it on entry (selector.QUAD_HORIZON); counted here as well,
+                # selector prices it on entry (over the measured stay); counted here as well,
                 # it made every entry look like bad acceptance (factors fell to ~0.6 after
                 # one entry and the request was given up).
                 continue
             self.observe_request(w.request_id, w.option, 1, w.num_emitted)
+
+    def _observe_quadratic(self, kind: ChunkKind) -> None:
+        if kind is ChunkKind.DRAFT:
+            self.quad_stay.observe_entry()
+        else:
+            self.quad_stay.observe_forward()
+        self.selector.quad_horizon = self.quad_stay.forwards
 
     def observe_step(self, num_tokens: int, num_requests: int, seconds: float,
                      num_prefill_tokens: int = 0, num_prefill_requests: int = 0) -> None:

@@ -46,7 +46,7 @@ from policies.request_view import RequestView
 from policies.slo import SAFETY
 
 INF = math.inf
-QUAD_HORIZON = 8.0
+QUAD_HORIZON = 8.0  # forwards per quadratic entry before any is measured
 # What auto chooses among: every block of each mode within `block_bounds` that the profile
 # has acceptance for (so the simulator replays real iterations for it), and options of
 # modes without bounds (pipelined, where a deployment adds it) that have a prior; each
@@ -91,13 +91,24 @@ class SelectorConfig:
     iteration_cv: float = 0.5  # relative spread of one iteration's tokens
     spread_floor: float = 0.05  # of any pace: step-time noise, estimate error
     search_by_bound: bool = True  # pass 2 takes every request whose TPOT bound AR misses
+    same_mode: bool = True  # pass 2's upgrades stay in the uniform start's mode
 
     def __post_init__(self) -> None:
         check_block_bounds(self.block_bounds, "SelectorConfig.block_bounds")
         check_threshold_bounds(self.threshold_bounds, "SelectorConfig.threshold_bounds")
 
 
-@dataclass(eq=False)  # identity: a slot is one request in one select()
+@dataclass(frozen=True)
+class _Guarded:
+    """The requests a change to s must not break: every one but s of at least
+    min_priority, from the selector's guards (cap, index, slot, limit), shortest cap first."""
+
+    guards: list[tuple[float, int, _Slot, float]]
+    but: _Slot
+    min_priority: float
+
+
+@dataclass(eq=False, slots=True)  # identity: a slot is one request in one select()
 class _Slot:
     view: RequestView
     option: Option
@@ -112,6 +123,9 @@ class ModeSelector:
                  config: SelectorConfig = SelectorConfig()) -> None:
         self.cost, self.acceptance, self.config = cost, acceptance, config
         self.interference_s = 0.0  # mean time prefill chunks add to a step (set by the policy)
+        # Forwards a request stays in quadratic speculation per entry (set by the policy
+        # from what it measures: policies/entry_stay.py).
+        self.quad_horizon = QUAD_HORIZON
         # Per request: its tokens per forward by option, and its best time per token alone.
         # Rebuilt every select() for the requests it decides; kept for the ones it holds
         # (policies/decision_cache.py keeps their decisions, and with them these numbers).
@@ -122,6 +136,13 @@ class ModeSelector:
             o in acceptance.overall and (o.mode not in bounds
                                          or bounds[o.mode][0] <= o.block <= bounds[o.mode][1])))
         self._candidates = {lossy: candidates(lossy, self.pool) for lossy in (False, True)}
+        self._by_work_order = {lossy: sorted(c, key=lambda o: o.work_tokens)
+                               for lossy, c in self._candidates.items()}
+        # A new number for every state of the batch's options (a switch, a select); an undo
+        # goes back to the number of the state it restores: what _guards and _short keep.
+        self._version = self._new_version = 0
+        self._guards_at: tuple[int, list[tuple[float, int, _Slot, float]]] = (-1, [])
+        self._short_at: tuple[int, list[_Slot]] = (-1, [])
 
     def select(self, decoders: Sequence[RequestView], now: float,
                max_tokens: int | None = None,
@@ -135,10 +156,15 @@ class ModeSelector:
         self._needs = needs or {}
         self._rates = {k: r for k, r in self._rates.items() if k in held}
         self._alone = {k: a for k, a in self._alone.items() if k in held}
+        self._lows: dict[tuple[str, Option], float] = {}
         self._steps: dict[int, float] = {}  # batch tokens -> predicted step (this select)
+        # AR alone: what best_alone() is at most (INF where the pool has no AR).
+        self._ar_alone = self.cost.predict(1, 1) if AR1 in self.pool else INF
         self._num_requests, self._now = len(decoders), now
         slots = [self._slot(v, now, held.get(v.id)) for v in decoders]
         self._slots = slots
+        self._journal: list[tuple[_Slot, Option, float]] = []  # switches, for _undo
+        self._version = self._new_version = self._new_version + 1
         self._max_tokens = max_tokens if max_tokens is not None else 1 << 30
         self._tokens = sum(s.option.work_tokens for s in slots)
         self._draft_tokens = sum(s.option.draft_tokens for s in slots)  # on the draft pool
@@ -164,9 +190,12 @@ class ModeSelector:
         need = self._needs.get(v.id)
         if need is None:
             need = v.needed_time_per_token(now)
-        need = need * self.config.safety if need != INF else INF  # inf: no finish bound
-        if need != INF and (need <= 0 or need / self.config.safety < self.best_alone(v)):
-            need = math.nan  # lost: even alone, no option makes it
+        safety = self.config.safety
+        if need != INF:  # inf: no finish bound
+            need *= safety
+            # AR alone bounds the best time alone from above: no need to ask below it.
+            if need <= 0 or (need / safety < self._ar_alone and need / safety < self.best_alone(v)):
+                need = math.nan  # lost: even alone, no option makes it
         return _Slot(v, option, self._rate(v, option), need, is_free)
 
     def _options(self, v: RequestView) -> list[Option]:
@@ -189,15 +218,19 @@ class ModeSelector:
             rate = min(rate, float(v.remaining))
         if option.mode == QUADRATIC and v.option != option:
             # Entering quadratic speculation costs a plain draft pass that emits nothing:
-            # spread it over the forwards it would stay (at most `QUAD_HORIZON`).
-            stay = max(1.0, min(QUAD_HORIZON, v.remaining / rate))
+            # spread it over the forwards it would stay (at most `quad_horizon`).
+            stay = max(1.0, min(self.quad_horizon, v.remaining / rate))
             rate *= stay / (stay + 1)
         return rate
 
     def _rate_low(self, v: RequestView, option: Option) -> float:
         """The cautious tokens per forward, with the same caps as _rate."""
-        low = self.acceptance.tokens_per_forward_low(option, v.id)
-        return min(low, self._rate(v, option))
+        key = (v.id, option)
+        low = self._lows.get(key)
+        if low is None:  # memo for this select: asked ~5x per request and option
+            low = self._lows[key] = min(self.acceptance.tokens_per_forward_low(option, v.id),
+                                        self._rate(v, option))
+        return low
 
     def best_alone(self, v: RequestView) -> float:
         alone = self._alone.get(v.id)
@@ -260,30 +293,66 @@ class ModeSelector:
             return None
         return max(tpt * (1 + self.config.off_track_slip), s.need / self.config.safety)
 
-    def _guarded(self, s: _Slot, min_priority: float) -> list[tuple[_Slot, float]]:
+    def _guards(self) -> list[tuple[float, int, _Slot, float]]:
+        """(limit x rate: the longest step that keeps o within its limit, o's index, o, its
+        limit) for every o with a limit at the current step, shortest first; kept until the
+        next switch (rescues try options and undo them: the guards are asked ~100x per
+        select, and were an O(requests) scan each: bench/slo_selector_cost.py)."""
+        version, guards = self._guards_at
+        if version != self._version:
+            step = self._step()
+            slip, safety = 1 + self.config.off_track_slip, self.config.safety
+            guards = []
+            for i, o in enumerate(self._slots):  # _limit, inlined: the per-step path
+                need, rate = o.need, o.rate
+                tpt = step / rate
+                if tpt <= need:
+                    guards.append((need * rate, i, o, need))
+                elif need == need:  # not nan (lost: no limit)
+                    limit = max(tpt * slip, need / safety)
+                    guards.append((limit * rate, i, o, limit))
+            guards.sort()  # by cap, then index (unique: the slots are never compared)
+            self._guards_at = (self._version, guards)
+        return guards
+
+    def _guarded(self, s: _Slot, min_priority: float) -> _Guarded:
+        """Every request but s of at least min_priority, with its limit now."""
+        return _Guarded(self._guards(), s, min_priority)
+
+    def _broken(self, guarded: _Guarded, most: int) -> list[_Slot]:
+        """The guarded requests the current step pushes past their limit, in slot order;
+        at most `most` + 1 of them (the caller only needs to know that there are more)."""
         step = self._step()
+        bound = step * (1 + 1e-9)  # caps are limit x rate: a superset, tested exactly below
         out = []
-        for o in self._slots:
-            limit = self._limit(o, step) if o is not s else None
-            if limit is not None and o.view.priority >= min_priority:
-                out.append((o, limit))
-        return out
+        for cap, i, o, limit in guarded.guards:
+            if cap > bound:
+                break
+            if o is not guarded.but and o.view.priority >= guarded.min_priority and (
+                    step / o.rate > limit):
+                out.append((i, o))
+                if len(out) > most:
+                    break
+        return [o for _, o in sorted(out, key=lambda x: x[0])]
 
     @staticmethod
-    def _cap(guarded: list[tuple[_Slot, float]]) -> float:
+    def _cap(guarded: _Guarded) -> float:
         """The longest step that keeps every guarded request within its limit."""
-        return min((limit * o.rate for o, limit in guarded), default=INF)
+        return next((cap for cap, _, o, _ in guarded.guards
+                     if o is not guarded.but and o.view.priority >= guarded.min_priority), INF)
 
     def _switch(self, s: _Slot, option: Option) -> None:
         rate = self._rate(s.view, option)
         self._tokens += option.work_tokens - s.option.work_tokens
         self._draft_tokens += option.draft_tokens - s.option.draft_tokens
         self._rate_sum += rate - s.rate
+        self._journal.append((s, s.option, s.rate))
         s.option, s.rate = option, rate
+        self._version = self._new_version = self._new_version + 1
 
     def _by_work(self, s: _Slot) -> list[Option]:
         current = [s.view.option] if s.view.option in self._options(s.view) else []
-        return current + sorted(self._options(s.view), key=lambda o: o.work_tokens)
+        return current + self._by_work_order[s.view.allow_lossy]
 
     # --- the passes ------------------------------------------------------------------------
 
@@ -342,13 +411,15 @@ class ModeSelector:
             o for o in self._options(s.view) if o != AR1 and not o.draft_tokens]
             if s in only else [AR1])] for s in hopeful}
         start = self._uniform_start(hopeful, only, menus, base, base_rate, floor)
+        mode = next(iter(start.values())).option.mode if start else None
         requests = []
         for s in hopeful:
             first = start.get(s, menus[s][0])
             base += first.work - 1
             base_rate += first.rate - 1
             requests.append(Request(s, s.need / self.config.safety, (first, *(
-                p for p in menus[s] if p.work > first.work))))
+                p for p in menus[s] if p.work > first.work
+                and (mode is None or not self.config.same_mode or p.option.mode == mode)))))
         chosen, _ = most_expected(requests, base, self._step, self._max_tokens,
                                   base_rate, floor)
         for s in hopeful:
@@ -393,41 +464,67 @@ class ModeSelector:
         if math.isnan(s.need) or self._meets(s, step):
             return not math.isnan(s.need)
         guarded = self._guarded(s, s.view.priority)
-        saved = [(o, o.option) for o in self._slots]
+        saved = (self._tokens, self._draft_tokens, self._rate_sum, self._version)
         on_track = self._step() / s.rate <= s.need / self.config.safety
         floor = 0.0 if self._others_have_slack(s) else (
             self._base_throughput * (1 - self.config.rescue_loss))
+        most = self.config.max_rescued
+        # Below this step nobody guarded is broken (the caps' rounding: _broken).
+        safe_step = self._cap(guarded) / (1 + 1e-9)
         for option in self._by_work(s):
             tokens = self._tokens - s.option.work_tokens + option.work_tokens
             rate, draft = self._rate(s.view, option), self._draft_if(s, option)
-            if tokens > self._max_tokens or not self._meets(s, self._step(tokens, draft), rate):
+            step = self._step(tokens, draft)
+            if tokens > self._max_tokens or not self._meets(s, step, rate):
                 continue
             if (on_track and option not in (AR1, s.view.option)
                     and not self._safe_bet(s, tokens, option)):
                 continue
+            if step < safe_step:  # nobody broken: the batch's throughput decides, as below
+                if (self._rate_sum + (rate - s.rate)) / step >= floor:
+                    self._switch(s, option)
+                    return True
+                continue
+            mark = len(self._journal)
             self._switch(s, option)
-            broken = [o for o, limit in guarded if self._step() / o.rate > limit]
+            broken = self._broken(guarded, most)
             # Re-rescuing more than a few broken requests rarely saves them all and costs
             # O(requests^2) per attempt (64 requests: a 60 ms select): give up on it.
-            if depth > 0 and len(broken) <= self.config.max_rescued and all(
+            if depth > 0 and broken and len(broken) <= most and all(
                     o.is_free for o in broken):
                 for o in broken:
                     self._rescue(o, depth - 1)
-                broken = [o for o, limit in guarded + [(s, s.need)]
-                          if not self._step() / o.rate <= limit]
+                broken = self._broken(guarded, 0)
+                if not broken and not self._step() / s.rate <= s.need:
+                    broken = [s]
             if not broken and self._throughput() >= floor:
                 return True
-            for o, opt in saved:  # undo this attempt
-                if o.option is not opt:
-                    self._switch(o, opt)
+            self._undo(mark, saved)
         self._fastest(s, guarded, on_track, floor)  # not met now: lose as little as possible
         return False
 
+    def _undo(self, mark: int, saved: tuple[int, int, float, int]) -> None:
+        """Back to the state of `saved` (_rescue's), undoing the switches since `mark`."""
+        journal = self._journal
+        while len(journal) > mark:
+            o, option, rate = journal.pop()
+            o.option, o.rate = option, rate
+        self._tokens, self._draft_tokens, self._rate_sum, self._version = saved
+
     def _others_have_slack(self, s: _Slot) -> bool:
-        step = self._step()
-        spare = self.config.rescue_slack_steps * step
-        return all(slack_of(o.view, self._now, step / o.rate) >= spare
-                   for o in self._slots if o is not s)
+        """Every request but s has `rescue_slack_steps` steps of slack at its pace now."""
+        version, short = self._short_at
+        if version != self._version:  # kept until the next switch, as _guards
+            step = self._step()
+            spare = self.config.rescue_slack_steps * step
+            short = []
+            for o in self._slots:
+                if not slack_of(o.view, self._now, step / o.rate) >= spare:
+                    short.append(o)
+                    if len(short) > 1:
+                        break
+            self._short_at = (self._version, short)
+        return not short or short == [s]
 
     def _throughput(self) -> float:
         """The batch's predicted tokens per second under the current options."""
@@ -440,7 +537,7 @@ class ModeSelector:
         step = self._step(tokens, self._draft_if(s, option))
         return step / self._rate_low(s.view, option) <= s.need / self.config.safety
 
-    def _fastest(self, s: _Slot, guarded: list[tuple[_Slot, float]],
+    def _fastest(self, s: _Slot, guarded: _Guarded,
                  cautious: bool, floor: float) -> None:
         """The option with the shortest time per token for s that breaks nobody guarded
         and keeps the batch's tokens per second above floor; `cautious` (s is on track
@@ -456,7 +553,8 @@ class ModeSelector:
             if (tokens <= self._max_tokens and step <= cap and step / rate < best_tpt
                     and (others + self._rate(s.view, option)) / step >= floor):
                 best, best_tpt = option, step / rate
-        self._switch(s, best)
+        if best is not s.option:
+            self._switch(s, best)
 
     def _speed_up_all(self, order: list[_Slot]) -> None:
         """Pass 3 over every free request; the guards are recomputed only after a switch
@@ -470,13 +568,7 @@ class ModeSelector:
     def _caps(self) -> list[tuple[float, _Slot]]:
         """(longest step that keeps o within its limit, o) for every guarded o, shortest
         first."""
-        step = self._step()
-        caps = []
-        for o in self._slots:
-            limit = self._limit(o, step)
-            if limit is not None:
-                caps.append((limit * o.rate, o))
-        return sorted(caps, key=lambda c: c[0])[:2]
+        return [(cap, o) for cap, _, o, _ in self._guards()[:2]]
 
     def _speed_up(self, s: _Slot, cap: float) -> bool:
         """Move s to the option that most raises the batch's tokens per second without

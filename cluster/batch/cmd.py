@@ -2,7 +2,7 @@
 
     tandem batch --input in.jsonl --output out.jsonl [--errors errors.jsonl] [--deadline 30m]
                  [--config ray_configs/batch.yaml | --address ADDR --app NAME] [--json]
-                 [--strict-deadline]
+                 [--strict-deadline] [--window N] [--max-in-flight N]
 
 Each input line is {"custom_id", "method": "POST", "url": "/v1/completions" or
 "/v1/chat/completions", "body"}; each output line {"id", "custom_id", "response":
@@ -10,7 +10,8 @@ Each input line is {"custom_id", "method": "POST", "url": "/v1/completions" or
 (a refused request gets its 4xx and error body). Rerunning the same command resumes: the
 custom_ids already in the output are skipped. Exit status: 0 every request answered (some
 may be refused), 1 some failed, 2 bad usage or files, 3 --strict-deadline and the deadline
-cannot be met, 130 interrupted (what was written stays).
+cannot be met (by the start-up estimate, or by the pace measured once running: what
+finished is written), 130 interrupted (what was written stays).
 """
 
 from __future__ import annotations
@@ -65,9 +66,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--address", default=None, help="a running Ray cluster (default: local)")
     p.add_argument("--app", default=None,
                    help="run on this running Serve app's replicas, beside its online traffic")
+    p.add_argument("--window", type=int, default=None,
+                   help="requests in flight at least (default: --max-in-flight); behind "
+                        "schedule the job raises it up to --max-in-flight")
     p.add_argument("--max-in-flight", type=int, default=None,
-                   help="requests in flight (default: max_num_seqs per replica; 1/16 of "
-                        "it with --app, beside online traffic: BENCHMARKS.md)")
+                   help="requests in flight at most (default: max_num_seqs per replica; "
+                        "1/16 of it with --app, beside online traffic: BENCHMARKS.md; "
+                        "--window when only that is set, if larger)")
     p.add_argument("--priority", type=int, default=-1,
                    help="engine priority of the batch's requests (online traffic: 0)")
     p.add_argument("--json", action="store_true",
@@ -75,8 +80,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="the progress bar (default: when stderr is a terminal)")
     args = p.parse_args(argv)
-    if args.max_in_flight is not None and args.max_in_flight < 1:
-        p.error("--max-in-flight must be >= 1")
+    for name in ("window", "max_in_flight"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if None not in (args.window, args.max_in_flight) and args.window > args.max_in_flight:
+        p.error(f"--window {args.window} must be <= --max-in-flight {args.max_in_flight}")
     return args
 
 

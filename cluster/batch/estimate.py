@@ -2,7 +2,10 @@
 option, from the machine's step-cost profile (bench/slo_profile.json: policies/cost_model.py)
 and the profile's tokens per forward, with `window` requests decoding together on each
 replica and every request running to its max_tokens (an upper bound: EOS ends many sooner).
-Plain Python."""
+Each step also pays the serving path's time between steps (STEP_OVERHEAD_S), which the
+profile does not see. Speculation's tokens per forward come from the profile's traces
+(greedy): at T > 0 it accepts fewer (bench/batch_modes.py), so the job checks what the
+fast option buys once it runs it (pacer.py). Plain Python."""
 
 from __future__ import annotations
 
@@ -16,6 +19,10 @@ from policies.option import AR1, CANDIDATES, Option
 from policies.profile import Profile
 
 CHARS_PER_TOKEN = 3.0  # a text prompt's size before tokenizing (the estimate only)
+# The serving path's time per step outside the engine's step (replica event loop, stream
+# routing): `python -m bench.batch_modes` measured 1-4 ms a step on the 2-core CPU at 1-16
+# in flight on a quiet box (BENCHMARKS.md, "Batch jobs"); more on a busy one.
+STEP_OVERHEAD_S = 0.003
 
 
 @dataclass(frozen=True)
@@ -85,11 +92,9 @@ def estimate(profile: Profile, work: Workload, window: int, num_replicas: int = 
     for option in (AR1, *CANDIDATES):
         if not option.is_lossless or option not in tpf:
             continue
-        step = cost.predict(batch * option.work_tokens, batch)
+        step = cost.predict(batch * option.work_tokens, batch) + STEP_OVERHEAD_S
         out[option] = prefill + output / (batch * tpf[option]) * step
     return out
-
-
 
 
 def fastest_option(profile: Profile, batch: int, ar_s_per_token: float | None = None
@@ -104,6 +109,18 @@ def fastest_option(profile: Profile, batch: int, ar_s_per_token: float | None = 
     cost = CostModel(profile.cost)
     tpf = {AR1: 1.0, **profile.tokens_per_forward()}
     n = max(1, batch)
-    overhead = 0.0 if ar_s_per_token is None else max(0.0, ar_s_per_token - cost.predict(n, n))
+    overhead = STEP_OVERHEAD_S if ar_s_per_token is None else max(
+        0.0, ar_s_per_token - cost.predict(n, n))
     return min((o for o in (AR1, *CANDIDATES) if o.is_lossless and o in tpf),
                key=lambda o: (cost.predict(n * o.work_tokens, n) + overhead) / tpf[o])
+
+
+def ladder(base: int, cap: int) -> list[int]:
+    """The requests in flight a job steps through behind schedule (pacer.py doubles the
+    window up to its cap): base, 2 base, ..., cap."""
+    if not 1 <= base <= cap:
+        raise ValueError(f"need 1 <= base <= cap, got {base}, {cap}")
+    out = [base]
+    while out[-1] < cap:
+        out.append(min(cap, 2 * out[-1]))
+    return out

@@ -1,20 +1,26 @@
 """The rules that decide tight SLOs (bounds below AR's pace): the per-request acceptance
-prior from the profile, quadratic's entry pass kept out of acceptance, the uniform start of
-the search, and admission on what auto requests actually run."""
+prior from the profile, quadratic's entry pass kept out of acceptance and its stay learnt,
+the uniform start of the search and its upgrades within that mode, and admission on what
+auto requests actually run."""
 
 from __future__ import annotations
 
 import random
 
+import pytest
+
 from policies.decision import StepRecord, WorkRecord
+from policies.entry_stay import EntryStay
 from policies.modes import ChunkKind
 from policies.option import AR1, Option
-from policies.policy import SLOPolicy
+from policies.policy import PolicyConfig, SLOPolicy
 from policies.profile import Profile
 from policies.request_view import RequestView
+from policies.selector import QUAD_HORIZON, SelectorConfig
 from tests.policies.helpers import synthetic_profile, view
 
-Q4, L8 = Option("spec_quadratic", 4), Option("spec_linear", 8)
+Q4, Q6, L8 = (Option("spec_quadratic", 4), Option("spec_quadratic", 6),
+              Option("spec_linear", 8))
 # A GPU-shaped device: 4 ms a step, 0.02 ms a token, 0.005 ms a request.
 GPU = [(t, r, 0.004 + 0.00002 * t + 0.000005 * r) for t, r in
        [(1, 1), (8, 1), (20, 1), (72, 1), (8, 8), (32, 32), (64, 64), (160, 8), (256, 16)]]
@@ -74,3 +80,55 @@ def test_admission_counts_running_auto_requests_at_the_option_they_run() -> None
     busy = p.admit(newcomer, 1.0, running)
     assert busy is not None and busy.status == 429 and "tpot_ms=3" in busy.reason
     assert at_ar is None  # counted at AR's work (one token each) it looked admissible
+
+
+def test_the_quadratic_stay_is_learnt_from_entries_and_forwards() -> None:
+    stay = EntryStay(prior=8.0, prior_entries=2.0)
+    assert stay.forwards == 8.0  # nothing measured: the prior
+    for _ in range(20):  # twenty entries that each lasted two forwards
+        stay.observe_entry()
+        stay.observe_forward()
+        stay.observe_forward()
+    assert stay.forwards == pytest.approx((40 + 16) / 22)
+    with pytest.raises(ValueError):
+        EntryStay(prior=0.5)
+    p = SLOPolicy(synthetic_profile())
+    assert p.selector.quad_horizon == QUAD_HORIZON
+    for i in range(40):  # entries of one forward each: the selector prices entries dearer
+        p.learn(StepRecord(24, 1, 0.01, (WorkRecord(f"r{i}", ChunkKind.DRAFT, Q4, 4, 0),)))
+        p.learn(StepRecord(20, 1, 0.01, (WorkRecord(f"r{i}", ChunkKind.QUADRATIC, Q4, 20, 2),)))
+    assert p.selector.quad_horizon == pytest.approx((40 + 8 * 8) / (40 + 8))
+
+
+def test_upgrades_stay_in_the_mode_everyone_starts_at() -> None:
+    # Four tight requests, two of them tighter than linear B=8 alone: the uniform start is
+    # linear B=8 for all; upgrading the two into quadratic speculation (an entry pass each,
+    # a switch back later) is what churned at high load; with same_mode they stay linear.
+    traces = {Q4: [[(1, 3)] * 20] * 4, Q6: [[(1, 5)] * 20] * 4, L8: [[(2, 6)] * 20] * 4}
+    views = [_tight(f"t{i}", 1.0, 1.25 if i < 2 else 2.5) for i in range(4)]
+    chosen = {}
+    for same in (True, False):
+        p = SLOPolicy(Profile(GPU, traces),
+                      PolicyConfig(selector=SelectorConfig(same_mode=same)))
+        chosen[same] = {o.mode for o in p.select(views, 1.0).values() if o is not None}
+    assert chosen[True] == {"spec_linear"}
+    assert chosen[False] == {"spec_linear", "spec_quadratic"}
+
+
+def test_admission_paces_a_tight_newcomer_with_its_fellows_at_its_option() -> None:
+    # Twenty tight requests run linear B=8. Paced at quadratic B=4 beside their 8 tokens
+    # each, a newcomer with a 2.5 ms bound looked admissible; they run one option together
+    # (the uniform start), and at any one option for all the pace is ~3 ms: refused.
+    traces = {Q4: [[(1, 3)] * 20] * 4, L8: [[(2, 5)] * 20] * 4}
+    p = SLOPolicy(Profile(GPU, traces))
+
+    def admit(num_running: int):  # noqa: ANN202
+        running = [_tight(f"t{i}", 1.0, 3.0) for i in range(num_running)]
+        for r in running:
+            r.option = L8
+        new = view("new", 1.0, tpot_ms=2.5, max_tokens=32, num_output=0, arrival_s=1.0)
+        return p.admit(new, 1.0, running)
+
+    busy = admit(20)
+    assert busy is not None and busy.status == 429 and "tpot_ms=2.5" in busy.reason
+    assert admit(5) is None

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.batch.estimate import Workload, estimate, fastest_option, planned_tokens, workload_of
+from cluster.batch.estimate import (
+    Workload,
+    estimate,
+    fastest_option,
+    ladder,
+    planned_tokens,
+    workload_of,
+)
 from cluster.batch.pacer import Pacer, PacerConfig
 from cluster.model_server import DEFAULT_PROFILE
 from policies.option import AR1, Option
@@ -30,23 +37,86 @@ def run(p: Pacer, clock: Clock, tokens_per_s: float, seconds: int) -> None:
         p.produced(int(tokens_per_s * (i + 1) / 2) - int(tokens_per_s * i / 2))
 
 
-def test_ahead_ar_behind_fast_and_back() -> None:
+def drive(p: Pacer, clock: Clock, plant, seconds: float) -> float | None:
+    """The job against a plant (the pacer's state -> tokens/s), steered every 0.5 s: when it
+    made all its tokens (seconds from the start), None if not within `seconds`."""
+    made = 0.0
+    for _ in range(int(2 * seconds)):
+        clock.t += 0.5
+        made += plant(p) / 2
+        p.produced(int(made) - (p.num_done))
+        p.steer()
+        if p.num_done >= p.num_tokens:
+            return p.elapsed()
+    return None
+
+
+def ar_then_fast(per_request: float, fast_gain: float):
+    """Tokens/s: `per_request` per request in flight, x fast_gain while speculating."""
+    return lambda p: per_request * p.window * (fast_gain if p.is_speeding else 1.0)
+
+
+def test_behind_raises_the_window_first() -> None:
     clock = Clock()
-    p = Pacer(100.0, num_tokens=1000, window=10, choose=lambda _: FAST, config=EXACT, clock=clock)
-    assert p.option() == AR1 and p.deadline_ms(10) == pytest.approx(10_000)  # 100 s x 100/1000
-    run(p, clock, 12, 10)  # 10 tokens/s would do
-    assert p.option() == AR1 and p.pressure() < 1
-    assert p.deadline_ms(10) == pytest.approx(90_000 * 100 / 880)  # its share of the rest
-    run(p, clock, 4, 10)  # the machine slows: behind
-    assert p.pressure() > 2 and p.option() == FAST
-    projected = p.projected_s()
-    assert projected is not None and projected > 100  # at 4 tokens/s it would be late
-    run(p, clock, 40, 8)  # the faster mode bought speed: ahead again, AR
-    assert p.pressure() < 0.95 and p.option() == AR1
-    assert p.num_switches == 2
+    # Needs 10 tokens/s; 4 in flight make 6, 8 make 12: the window is what it needs.
+    p = Pacer(100.0, 1000, window=4, choose=lambda _: FAST, config=EXACT, clock=clock,
+              max_window=16)
+    assert p.window == 4 and p.option() == AR1
+    assert drive(p, clock, ar_then_fast(1.5, 2.0), 100) < 100
+    assert p.max_window_used == 8 and p.option() == AR1 and not p.is_speeding
+    assert p.moves[0] == "5.5 s: 8 in flight"  # one move a horizon (5 s) after the first tokens
+    assert not any("spec" in m for m in p.moves)  # (near the end, well ahead: back to 4)
 
 
-def test_the_fast_option_is_chosen_from_ar_as_measured() -> None:
+def test_at_the_cap_behind_speculation_and_back_when_ahead() -> None:
+    clock = Clock()
+    # Capped at 2 in flight (6 tokens/s) and 10 needed: only the fast option (x2) makes it.
+    p = Pacer(100.0, 1000, window=2, choose=lambda _: FAST, config=EXACT, clock=clock)
+    assert drive(p, clock, ar_then_fast(3.0, 2.0), 100) < 100
+    assert p.fast_pays is True and p.window == 2
+    assert p.ar_s_per_token == pytest.approx(2 / 6)  # AR at the cap over a full horizon
+    assert p.moves[0] == "5.5 s: spec_linear/4"  # then AR when ahead, and back, by pressure
+    # Room to grow: the window goes first (4, 8), speculation only at the cap.
+    clock = Clock()
+    q = Pacer(100.0, 1000, window=2, choose=lambda _: FAST, config=EXACT, clock=clock,
+              max_window=8)
+    assert drive(q, clock, ar_then_fast(0.6, 3.0), 100) < 100
+    assert q.moves[:3] == ["6.0 s: 4 in flight", "11.0 s: 8 in flight",
+                           "16.0 s: spec_linear/4"]
+
+
+def test_a_fast_option_no_faster_than_ar_is_dropped() -> None:
+    clock = Clock()
+    ends: list[tuple[float | None, float | None]] = []  # (best_s, late_s) per projection
+
+    class Seen(Pacer):
+        def _check(self, rate: float, gain: float) -> None:
+            super()._check(rate, gain)
+            ends.append((self.best_s, self.late_s))
+
+    # The profile says the fast option doubles the speed: on pace after the first horizon;
+    # measured no faster, the second projection is late.
+    p = Seen(100.0, 1000, window=2, choose=lambda _: FAST, config=EXACT, clock=clock,
+             gain=lambda w: 2.0)
+    assert drive(p, clock, ar_then_fast(3.0, 1.0), 100) is None  # late: nothing buys speed
+    assert len(ends) == 2 and ends[0][1] is None and ends[1][1] is not None
+    assert ends[0][0] < 100 < ends[1][0] and p.num_checks == 2
+    assert p.fast_pays is False and p.option() == AR1 and p.is_behind
+    assert p.moves == ["5.5 s: spec_linear/4", "10.5 s: AR (no faster than AR)"]
+
+
+def test_well_ahead_lowers_the_window_to_the_base() -> None:
+    clock = Clock()
+    # The estimate started it at 16 in flight; 10 tokens/s are needed, 16 make 48.
+    p = Pacer(100.0, 1000, window=2, choose=lambda _: FAST, config=EXACT, clock=clock,
+              max_window=16, start_window=16)
+    assert drive(p, clock, ar_then_fast(3.0, 2.0), 100) < 100
+    assert p.moves[:3] == ["0.0 s: 16 in flight (estimate)", "5.5 s: 8 in flight",
+                           "10.5 s: 4 in flight"]  # halved per horizon
+    assert not any("spec" in m for m in p.moves)
+
+
+def test_the_fast_option_is_chosen_from_ar_as_measured_at_the_cap() -> None:
     clock, seen = Clock(), []
 
     def choose(ar_s_per_token: float | None) -> Option:
@@ -54,45 +124,31 @@ def test_the_fast_option_is_chosen_from_ar_as_measured() -> None:
         return FAST
 
     p = Pacer(100.0, 1000, 10, choose=choose, config=EXACT, clock=clock)
-    run(p, clock, 20, 6)
-    assert p.option() == AR1
-    assert p.ar_s_per_token == pytest.approx(0.5)  # 10 in flight at 20 tokens a second
-    run(p, clock, 4, 6)  # behind: chosen with AR's time per token as last measured
-    assert p.option() == FAST and seen == [None, pytest.approx(10 / 4)]
+    drive(p, clock, ar_then_fast(0.5, 1.0), 6)
+    assert p.option() == FAST and seen == [None, pytest.approx(10 / 5)]
 
 
-def test_a_fast_option_no_faster_than_ar_is_dropped() -> None:
-    def behind_then(fast_tokens_per_s: int) -> Pacer:
-        clock = Clock()
-        p = Pacer(100.0, 1000, 10, choose=lambda _: FAST, config=EXACT, clock=clock)
-        for rate, seconds in ((12, 8), (5, 6), (fast_tokens_per_s, 12)):
-            for _ in range(seconds):  # AR at 12 tokens/s, 5 when the machine slows, ...
-                run(p, clock, rate, 1)
-                p.option()
-        return p
-
-    # AR as last measured before the job fell behind: 10 in flight at 9.2 tokens/s.
-    pays = behind_then(10)  # the fast option: 1.0 s a token, under 0.95 x AR's 1.09
-    assert pays.ar_s_per_token == pytest.approx(10 / 9.2)
-    assert pays.is_behind and pays.fast_pays is True and pays.option() == FAST
-    slow = behind_then(8)  # no faster: AR for the rest, though still behind
-    assert slow.is_behind and slow.fast_pays is False and slow.option() == AR1
-
-
-def test_hysteresis_and_the_start() -> None:
+def test_the_start() -> None:
     clock = Clock()
-    # The start-up estimate says AR is late: behind (the fast option) from the start.
+    # The start-up estimate says AR is late at the cap: behind, but AR for a first horizon
+    # (the reference the fast option must beat), then the fast option.
     p = Pacer(60.0, 600, 4, estimate_s=80.0, choose=lambda _: FAST, config=EXACT, clock=clock)
-    assert p.pressure() == pytest.approx(80 / 60) and p.option() == FAST
-    run(p, clock, 10, 6)  # exactly on pace (10 tokens/s): still behind until 0.95
-    assert p.option() == FAST
-    run(p, clock, 14, 6)
-    assert p.option() == AR1
+    assert p.pressure() == pytest.approx(80 / 60) and p.is_behind and p.option() == AR1
+    p.steer()
+    assert p.option() == AR1 and p.moves == []
+    drive(p, clock, ar_then_fast(2.0, 2.0), 3.5)  # 8 tokens/s at AR, 10 needed
+    assert p.option() == FAST and p.moves == ["3.5 s: spec_linear/4"]  # horizon 3 s
+    assert p.ar_s_per_token == pytest.approx(4 / 8)
     clock.t += 100  # past the deadline: the shortest SLO, still valid (best-effort)
-    assert p.deadline_ms(20) == 1.0 and p.option() == FAST
-    assert Pacer(60.0, 600, 4, estimate_s=80.0).option() is None  # no fast option: auto
-    no_deadline = Pacer(None, 100, 4, choose=lambda _: FAST)
+    assert p.deadline_ms(20) == 1.0
+    clock = Clock()
+    q = Pacer(60.0, 600, 4, estimate_s=80.0, clock=clock)  # no fast option: auto
+    drive(q, clock, ar_then_fast(2.0, 2.0), 10)
+    assert q.is_speeding and q.option() is None
+    no_deadline = Pacer(None, 100, 4, choose=lambda _: FAST, max_window=8)
+    no_deadline.steer()
     assert no_deadline.deadline_ms(10) is None and no_deadline.option() is None  # auto
+    assert no_deadline.window == 4
 
 
 def test_finished_requests_settle_the_plan() -> None:
@@ -111,7 +167,11 @@ def test_pacer_checks_itself() -> None:
     with pytest.raises(ValueError):
         Pacer(10.0, 10, 0)
     with pytest.raises(ValueError):
+        Pacer(10.0, 10, 4, max_window=2)
+    with pytest.raises(ValueError):
         PacerConfig(margin=0)
+    with pytest.raises(ValueError):
+        PacerConfig(lower_below=0.99)
 
 
 def test_workload_and_estimate() -> None:
@@ -131,3 +191,4 @@ def test_workload_and_estimate() -> None:
     # AR measured 3x its predicted step: the per-forward overhead favours quadratic (one
     # forward per iteration) over linear (two).
     assert fastest_option(profile, 4, 0.035).mode == "spec_quadratic"
+    assert ladder(4, 16) == [4, 8, 16] and ladder(3, 10) == [3, 6, 10] and ladder(2, 2) == [2]

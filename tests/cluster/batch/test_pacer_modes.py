@@ -50,9 +50,11 @@ def test_a_job_behind_schedule_runs_faster_modes() -> None:
     clock = Clock()
     pacer = Pacer(60.0, 100 * MAX_TOKENS, window=4, choose=lambda _: fast, clock=clock)
     run(pacer, clock, 60, 5)  # 60 tokens/s: 2400 in 54 s needs ~44
+    pacer.steer()
     ahead = Steering(-1, pacer.deadline_ms(MAX_TOKENS), pacer.option())
     assert modes_run(adapter, engine, ahead).keys() == {"ar"}  # least work per token
-    run(pacer, clock, 15, 10)  # the machine slowed to a third: behind
+    run(pacer, clock, 15, 10)  # the machine slowed to a third: behind, at its cap (4)
+    pacer.steer()
     behind = Steering(-1, pacer.deadline_ms(MAX_TOKENS), pacer.option())
     tokens = modes_run(adapter, engine, behind)
     assert tokens.keys() == {fast.mode} and tokens[fast.mode] == 4 * (MAX_TOKENS - 1)
