@@ -44,3 +44,16 @@ def test_bad_arguments_exit_with_a_message(capsys):
         main(["run", "--workload", "mixed", "--load", "high", "--policies", "auto,bogus"])
     with pytest.raises(SystemExit, match="--seeds"):
         main(["run", "--workload", "mixed", "--load", "high", "--seeds", "a"])
+
+
+def test_diag_sorts_failures_into_refused_late_first_token_and_missed_pace():
+    from bench.slo_engine_diag import failures
+    from policies.metrics import RequestResult
+    from policies.slo import SLO
+
+    slo = SLO(ttft_ms=100.0, tpot_ms=10.0)
+    refused = RequestResult("a", "interactive", 0.0, slo, refused="overloaded")
+    late = RequestResult("b", "interactive", 0.0, slo, 10, first_token_s=0.2, finish_s=0.25)
+    slow = RequestResult("c", "interactive", 0.0, slo, 10, first_token_s=0.05, finish_s=0.5)
+    good = RequestResult("d", "interactive", 0.0, slo, 10, first_token_s=0.05, finish_s=0.1)
+    assert failures([refused, late, slow, good]) == {"refused": 1, "ttft": 1, "pace": 1}
