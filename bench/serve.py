@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from bench.proc_cpu import cpu_seconds, serve_groups, snapshot
-from bench.serve_clients import RunResult, engine_run, http_run, percentile
+from bench.serve_clients import CLIENTS, RunResult, engine_run, http_run, percentile
 from cluster.config import TandemConfig, load_config
 from engine.engine import LLMEngine
 from engine.params import Mode
@@ -44,6 +44,8 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "ray_configs" / "local
 VARIANTS: dict[str, dict[str, Any]] = {
     # The default: the API folded into the model server, the engine in its own process.
     "single": {},
+    # single without the chunk cap (the tick stays at stream_interval_ms at any load).
+    "single-nocap": {"model": {"stream_max_chunks_per_s": 0}},
     # The API folded in, the engine a thread of the replica (sharing its GIL).
     "single-thread": {"model": {"engine_core": "thread"}},
     # single with the replica's code on the thread Serve starts for user code (Serve's
@@ -77,6 +79,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--variants", nargs="+", default=["single", "split-thread"],
                    choices=list(VARIANTS))
+    p.add_argument("--clients", nargs="+", default=["aiohttp"], choices=CLIENTS,
+                   help="HTTP client(s) of the load generator (several: each variant runs "
+                        "with each, named variant/client); its CPU is shown as bench (client)")
+    p.add_argument("--engine-admit-per-step", type=int, default=0, metavar="N",
+                   help="also run the engine alone admitting at most N new requests per step "
+                        "(staggered, as requests reach a server) and report HTTP against it")
+    p.add_argument("--serve-env", nargs="*", default=[], metavar="NAME=VALUE",
+                   help="env vars for Serve's proxy (through controller_options) and every "
+                        "replica, on top of the config YAML's (e.g. Serve's RAY_SERVE_* options)")
     p.add_argument("--stream-interval-ms", type=float, default=None,
                    help="override the config's stream_interval_ms")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -100,7 +111,14 @@ def bench_config(path: Path, threads: int, stream_interval_ms: float | None = No
     return load_config(args)
 
 
-def start_serve() -> int:
+def serve_env(path: Path, extra: dict[str, str]) -> dict[str, Any]:
+    """The YAML's controller_options (the proxy inherits the controller's environment: the
+    stream guard, Serve's proxy options), with extra env vars on top."""
+    opts = yaml.safe_load(path.read_text()).get("controller_options") or {}
+    return _merge(opts, {"runtime_env": {"env_vars": extra}}) if extra else opts
+
+
+def start_serve(controller_options: dict[str, Any]) -> int:
     import ray
     from ray import serve
 
@@ -110,7 +128,8 @@ def start_serve() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(http_options={"host": "127.0.0.1", "port": port},
+                controller_options=controller_options)
     return port
 
 
@@ -156,12 +175,12 @@ def _step_cpu_s(url: str) -> float:
     return httpx.get(f"{url}/health", timeout=60).json()["engine_step_cpu_s"]
 
 
-def _http_once(url: str, batch: list[str], c: int, args: argparse.Namespace, groups: list
-               ) -> tuple[RunResult, dict[str, float]]:
+def _http_once(url: str, batch: list[str], c: int, args: argparse.Namespace, groups: list,
+               client: str) -> tuple[RunResult, dict[str, float]]:
     """One closed-loop run: its result and CPU ms per token by process group, plus
     "engine step": the server's own engine.step() CPU in that run."""
     steps0, before = _step_cpu_s(url), snapshot(groups)
-    res = asyncio.run(http_run(url, batch, c, args.max_tokens, args.mode))
+    res = asyncio.run(http_run(url, batch, c, args.max_tokens, args.mode, client))
     after, steps1 = snapshot(groups), _step_cpu_s(url)
     cpu = {k: (after[k] - before[k]) * 1e3 / max(1, res.tokens) for k in after}
     cpu[ENGINE_STEP] = (steps1 - steps0) * 1e3 / max(1, res.tokens)
@@ -174,15 +193,18 @@ def measure_level(engine: LLMEngine, urls: dict[str, str], groups: dict[str, lis
     batch = [prompts[i % len(prompts)] for i in range(n)]
     mode = Mode(args.mode)
     best_e: tuple[RunResult, float] | None = None
+    best_s: tuple[RunResult, float] | None = None  # the staggered engine, if asked
     best_h: dict[str, tuple[RunResult, dict[str, float]]] = {}
     for _ in range(args.repeats):
-        t0 = cpu_seconds(os.getpid())
-        res = engine_run(engine, batch, c, args.max_tokens, mode)
-        engine_ms = (cpu_seconds(os.getpid()) - t0) * 1e3 / max(1, res.tokens)
+        res, engine_ms = _engine_once(engine, batch, c, args.max_tokens, mode, 0)
         if best_e is None or res.tok_s > best_e[0].tok_s:
             best_e = (res, engine_ms)
-        for name, url in urls.items():
-            h, cpu = _http_once(url, batch, c, args, groups[name])
+        if args.engine_admit_per_step:
+            s = _engine_once(engine, batch, c, args.max_tokens, mode,
+                             args.engine_admit_per_step)
+            best_s = s if best_s is None or s[0].tok_s > best_s[0].tok_s else best_s
+        for name, variant, client in _runs(urls, args.clients):
+            h, cpu = _http_once(urls[variant], batch, c, args, groups[variant], client)
             if h.tokens != res.tokens:
                 raise RuntimeError(f"{name}: HTTP made {h.tokens} tokens, the engine "
                                    f"{res.tokens}")
@@ -193,6 +215,13 @@ def measure_level(engine: LLMEngine, urls: dict[str, str], groups: dict[str, lis
                            "engine_cpu_ms_per_token": round(engine_ms, 3), "engine": _lat(e)}
     print(f"  C={c:<3} engine {e.tok_s:7.1f} tok/s, {engine_ms:.2f} CPU ms/token  "
           f"{_fmt_lat(row['engine'])}", flush=True)
+    if best_s is not None:
+        row["engine_staggered"] = {"admit_per_step": args.engine_admit_per_step,
+                                   "tok_s": round(best_s[0].tok_s, 1),
+                                   "cpu_ms_per_token": round(best_s[1], 3), **_lat(best_s[0])}
+        print(f"        engine, {args.engine_admit_per_step} admitted per step: "
+              f"{best_s[0].tok_s:7.1f} tok/s, {best_s[1]:.2f} CPU ms/token  "
+              f"{_fmt_lat(row['engine_staggered'])}", flush=True)
     for name, (h, cpu) in best_h.items():
         path = sum(v for k, v in cpu.items() if k not in (*BACKGROUND, ENGINE_STEP))
         stack, vs_alone = path - cpu[ENGINE_STEP], path - engine_ms
@@ -200,12 +229,28 @@ def measure_level(engine: LLMEngine, urls: dict[str, str], groups: dict[str, lis
                      "cpu_ms_per_token": {k: round(v, 3) for k, v in cpu.items()},
                      "stack_cpu_ms_per_token": round(stack, 3),
                      "stack_vs_engine_alone_ms_per_token": round(vs_alone, 3), **_lat(h)}
+        if best_s is not None:
+            row[name]["ratio_vs_staggered"] = round(h.tok_s / best_s[0].tok_s, 3)
         procs = "  ".join(f"{k} {v:.2f}" for k, v in cpu.items())
-        print(f"        {name:<8} HTTP {h.tok_s:7.1f} tok/s  ratio {h.tok_s / e.tok_s:.3f}  "
+        vs_s = f" (vs staggered {h.tok_s / best_s[0].tok_s:.3f})" if best_s else ""
+        print(f"        {name:<8} HTTP {h.tok_s:7.1f} tok/s  ratio {h.tok_s / e.tok_s:.3f}{vs_s}  "
               f"stack {stack:.2f} (vs alone {vs_alone:.2f}) CPU ms/token  "
               f"{_fmt_lat(row[name])}\n"
               f"                 CPU ms/token: {procs}", flush=True)
     return row
+
+
+def _engine_once(engine: LLMEngine, batch: list[str], c: int, max_tokens: int, mode: Mode,
+                 admit_per_step: int) -> tuple[RunResult, float]:
+    """One closed loop over the engine in this process: its result and CPU ms per token."""
+    t0 = cpu_seconds(os.getpid())
+    res = engine_run(engine, batch, c, max_tokens, mode, admit_per_step)
+    return res, (cpu_seconds(os.getpid()) - t0) * 1e3 / max(1, res.tokens)
+
+
+def _runs(urls: dict[str, str], clients: list[str]) -> list[tuple[str, str, str]]:
+    """(name, variant, client) of each HTTP run of a repeat."""
+    return [(v if len(clients) == 1 else f"{v}/{c}", v, c) for v in urls for c in clients]
 
 
 def _fmt_lat(lat: dict[str, float]) -> str:
@@ -218,24 +263,28 @@ def main(argv: list[str] | None = None) -> None:
 
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    extra_env = dict(kv.split("=", 1) for kv in args.serve_env)
+    replica_env = {"model_server": {"ray_actor_options": {"runtime_env": {
+        "env_vars": extra_env}}}} if extra_env else {}
     configs = {v: bench_config(args.config, args.threads, args.stream_interval_ms,
-                               VARIANTS[v]) for v in args.variants}
+                               _merge(replica_env, VARIANTS[v])) for v in args.variants}
     if any(c.model.tp != 1 for c in configs.values()):
         raise SystemExit("tandem bench serve: compares with the in-process engine (tp = 1)")
     from cluster.model_server import build_engine
 
     engine = build_engine(next(iter(configs.values())))
     prompts = load_prompts(next(iter(configs.values())).model.model_dir, 32)
-    port = start_serve()
+    port = start_serve(serve_env(args.config, extra_env))
     urls = {v: start_app(cfg, port, v) for v, cfg in configs.items()}
     groups = {v: serve_groups(v) for v in urls}
     engine_run(engine, prompts[:2], 2, 4, Mode(args.mode))  # warm every side
     for url in urls.values():
-        asyncio.run(http_run(url, prompts[:2], 2, 4, args.mode))
+        for client in args.clients:
+            asyncio.run(http_run(url, prompts[:2], 2, 4, args.mode, client))
     settle(list(urls.values()))
     print(f"tandem bench serve: mode {args.mode}, max_tokens {args.max_tokens}, torch threads "
           f"{args.threads}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}, variants "
-          f"{', '.join(urls)}", flush=True)
+          f"{', '.join(urls)}, clients {', '.join(args.clients)}", flush=True)
     try:
         rows = [measure_level(engine, urls, groups, args, c, prompts)
                 for c in args.concurrency]
@@ -245,7 +294,8 @@ def main(argv: list[str] | None = None) -> None:
         serve.shutdown()
     result = {"mode": args.mode, "max_tokens": args.max_tokens, "threads": args.threads,
               "cpus": os.cpu_count(), "device": configs[args.variants[0]].model.device,
-              "variants": {v: VARIANTS[v] for v in urls}, "rows": rows}
+              "variants": {v: VARIANTS[v] for v in urls}, "clients": args.clients,
+              "serve_env": extra_env, "rows": rows}
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result))

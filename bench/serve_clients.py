@@ -35,8 +35,10 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def engine_run(engine: LLMEngine, prompts: list[str], concurrency: int, max_tokens: int,
-               mode: Mode) -> RunResult:
-    """Closed loop over the engine: C requests in flight."""
+               mode: Mode, admit_per_step: int = 0) -> RunResult:
+    """Closed loop over the engine: C requests in flight. admit_per_step > 0 admits at most
+    that many new requests before each step (staggered arrivals, as through a server),
+    instead of every free slot at once (equal-length requests then run in lockstep waves)."""
     sp = SamplingParams(max_tokens=max_tokens, temperature=0.0, seed=0, ignore_eos=True)
     dp = DecodeParams(mode=mode)
     todo = list(prompts)
@@ -45,7 +47,8 @@ def engine_run(engine: LLMEngine, prompts: list[str], concurrency: int, max_toke
     last: dict[str, float] = {}
     start = time.perf_counter()
     while todo or sent:
-        while todo and len(sent) < concurrency:
+        room = concurrency - len(sent)
+        for _ in range(min(room, admit_per_step or room, len(todo))):
             sent[engine.add_request(todo.pop(0), sp, dp).id] = time.perf_counter()
         outs = engine.step()
         now = time.perf_counter()
@@ -64,44 +67,81 @@ def engine_run(engine: LLMEngine, prompts: list[str], concurrency: int, max_toke
     return res
 
 
-async def _one(client: Any, url: str, prompt: str, max_tokens: int, mode: str,
-               res: RunResult) -> None:
-    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "seed": 0,
+def _body(prompt: str, max_tokens: int, mode: str) -> dict[str, Any]:
+    return {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "seed": 0,
             "ignore_eos": True, "mode": mode, "stream": True,
             "stream_options": {"include_usage": True}}
-    sent = time.perf_counter()
-    last = None
+
+
+class _Stream:
+    """One SSE response being read: records its chunks' times into a RunResult."""
+
+    def __init__(self, res: RunResult) -> None:
+        self.res, self.sent, self.last = res, time.perf_counter(), None
+
+    def line(self, line: str) -> None:
+        if not line.startswith("data: {"):
+            return
+        chunk = json.loads(line[6:])
+        if chunk.get("usage"):
+            self.res.tokens += chunk["usage"]["completion_tokens"]
+        if chunk.get("choices") and chunk["choices"][0].get("text"):
+            now = time.perf_counter()
+            (self.res.ttft_s if self.last is None else self.res.gaps_s).append(
+                now - (self.sent if self.last is None else self.last))
+            self.last = now
+
+
+async def _one_httpx(client: Any, url: str, body: dict[str, Any], res: RunResult) -> None:
+    stream = _Stream(res)
     async with client.stream("POST", f"{url}/v1/completions", json=body) as resp:
         resp.raise_for_status()
         async for line in resp.aiter_lines():
-            if not line.startswith("data: {"):
-                continue
-            chunk = json.loads(line[6:])
-            if chunk.get("usage"):
-                res.tokens += chunk["usage"]["completion_tokens"]
-            if chunk.get("choices") and chunk["choices"][0].get("text"):
-                now = time.perf_counter()
-                (res.ttft_s if last is None else res.gaps_s).append(
-                    now - (sent if last is None else last))
-                last = now
+            stream.line(line)
+
+
+async def _one_aiohttp(session: Any, url: str, body: dict[str, Any], res: RunResult) -> None:
+    stream = _Stream(res)
+    async with session.post(f"{url}/v1/completions", json=body) as resp:
+        resp.raise_for_status()
+        async for raw in resp.content:  # one SSE line at a time
+            stream.line(raw.decode())
+
+
+CLIENTS = ("httpx", "aiohttp")
 
 
 async def http_run(url: str, prompts: list[str], concurrency: int, max_tokens: int,
-                   mode: str) -> RunResult:
-    import httpx
-
+                   mode: str, client: str = "httpx") -> RunResult:
+    """C streaming clients over one connection pool: httpx (pure-Python HTTP parsing) or
+    aiohttp (its HTTP parser is C); both read SSE line by line and parse every chunk."""
     queue: asyncio.Queue[str] = asyncio.Queue()
     for p in prompts:
         queue.put_nowait(p)
     res = RunResult()
-    limits = httpx.Limits(max_connections=concurrency + 4)
 
-    async def client_loop(client: httpx.AsyncClient) -> None:
+    async def client_loop(session: Any, one: Any) -> None:
         while not queue.empty():
-            await _one(client, url, queue.get_nowait(), max_tokens, mode, res)
+            await one(session, url, _body(queue.get_nowait(), max_tokens, mode), res)
 
-    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+    async def run(session: Any, one: Any) -> None:
         start = time.perf_counter()
-        await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
+        await asyncio.gather(*(client_loop(session, one) for _ in range(concurrency)))
         res.seconds = time.perf_counter() - start
+
+    if client == "httpx":
+        import httpx
+
+        limits = httpx.Limits(max_connections=concurrency + 4)
+        async with httpx.AsyncClient(timeout=600, limits=limits) as session:
+            await run(session, _one_httpx)
+    elif client == "aiohttp":
+        import aiohttp
+
+        connector = aiohttp.TCPConnector(limit=concurrency + 4)
+        timeout = aiohttp.ClientTimeout(total=600)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            await run(session, _one_aiohttp)
+    else:
+        raise ValueError(f"client must be one of {CLIENTS}, got {client!r}")
     return res

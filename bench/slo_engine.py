@@ -69,9 +69,11 @@ class EngineBench:
         # in a lull would tighten every SLO for a run that may not get one.
         return max(1.0, statistics.median(ratios))
 
-    def run(self, specs: Sequence[RequestSpec], profile: Profile,
-            config: PolicyConfig) -> list[RequestResult]:
-        policy = SLOSchedulingPolicy(SLOPolicy(profile, config))
+    def run(self, specs: Sequence[RequestSpec], profile: Profile, config: PolicyConfig,
+            policy_type: type[SLOSchedulingPolicy] = SLOSchedulingPolicy
+            ) -> list[RequestResult]:
+        """policy_type: the engine-side wrapper (bench/slo_engine_diag.py times it)."""
+        policy = policy_type(SLOPolicy(profile, config))
         eng = self.engine(policy)
         arrivals = sorted(specs, key=lambda s: s.arrival_s)
         results = {s.id: RequestResult(s.id, s.kind, s.arrival_s, s.slo) for s in arrivals}

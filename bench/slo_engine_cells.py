@@ -1,17 +1,24 @@
-"""#12's CPU-engine target, one cell at a time: `auto` against every fixed lossless mode on
-the real engine in wall-clock time (bench/slo_engine.py), N requests per run, every policy
-on the same requests, one (workload, load, seed) per call so that each call fits a short
-quiet window; results accumulate in one JSON file, and `summary` prints the table.
+"""#12's CPU-engine target, cell by cell: `auto` against the fixed lossless modes on the real
+engine in wall-clock time (bench/slo_engine.py), every policy on the same requests.
 
-  python -m bench.slo_engine_cells run --workload mixed --load high --seed 0 \
-      [--requests 100] [--out bench/slo_engine_cells.json]
+  python -m bench.slo_engine_cells run --workload mixed --load high --seeds 0,1,2 \
+      [--policies auto,ar] [--requests 200] [--repeats 1] [--out bench/slo_engine_grid.json]
   python -m bench.slo_engine_cells summary [--out FILE]
 
+One call loads the model once and runs every (seed, policy, repeat) of one (workload, load).
+So that slow drift of a shared machine (another job starting, a warmer cache) does not land
+on one policy, the order alternates: seed 0 runs the policies as given, seed 1 reversed, and
+with `--repeats 2` each seed runs them there and back (A B B A). A policy's value for a seed is
+the mean of its repeats; the same seed run twice is the noise floor the summary prints.
+
 Per cell the summary shows each policy's goodput (requests that met every SLO bound per
-second) as the mean over seeds with the spread (min-max), and auto over the best fixed
-mode: the ratio of the means, and the lowest per-seed ratio. Load average before each run
-and the machine's slowdown against the profile (EngineBench.slowdown: SLOs and arrival
-rates are scaled by it) are recorded per run.
+second) as the mean over seeds with the spread (min-max); auto over the best fixed mode as
+the ratio of the means; the per-seed ratios (min-max: each seed's auto over that seed's best
+fixed mode, both on the same requests); and the same-seed noise (the largest relative
+difference between two runs of one policy on one seed). A policy run on fewer seeds than
+auto is marked with its seed count. Load average before each run, the machine's slowdown
+against the profile (SLOs and arrival rates are scaled by it) and the code's commit are
+recorded per run.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,74 +37,126 @@ from policies.policy import SLOPolicy
 from policies.profile import Profile
 from policies.workloads import LOADS, WORKLOADS, capacity_rps, generate
 
-OUT = Path(__file__).with_name("slo_engine_cells.json")
+OUT = Path(__file__).with_name("slo_engine_grid.json")
 POLICIES = ("auto", "ar", "spec_linear", "spec_quadratic")
+FIXED = POLICIES[1:]
 
 
-def run_cell(workload: str, load: str, seed: int, num_requests: int, out: Path,
-             threads: int, policies: tuple[str, ...] = POLICIES) -> None:
+def run_order(policies: tuple[str, ...], seed: int, repeats: int) -> list[tuple[str, int]]:
+    """(policy, repeat) in run order: reversed on odd seeds, there and back per repeat."""
+    forward = list(policies) if seed % 2 == 0 else list(reversed(policies))
+    order = []
+    for r in range(repeats):
+        order += [(p, r) for p in (forward if r % 2 == 0 else reversed(forward))]
+    return order
+
+
+def _code_id() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                         text=True, cwd=Path(__file__).parent, check=False)
+    return out.stdout.strip() or "unknown"
+
+
+def run_cell(workload: str, load: str, seeds: list[int], num_requests: int, out: Path,
+             threads: int, policies: tuple[str, ...] = POLICIES, repeats: int = 1,
+             profile_path: Path = PROFILE) -> None:
     import torch
 
     from bench.slo_engine import EngineBench, ScaledCost
 
     torch.set_num_threads(threads)
-    profile = Profile.load(PROFILE)
-    load_avg = os.getloadavg()[0]
-    bench = EngineBench()
+    profile = Profile.load(profile_path)
+    bench, code = EngineBench(), _code_id()
     base = SLOPolicy(profile).cost
-    slowdown = bench.slowdown(base)
-    cost = ScaledCost(base, slowdown)
-    rate = LOADS[load] * capacity_rps(WORKLOADS[workload], cost)
-    specs = generate(WORKLOADS[workload], rate, num_requests, cost, len(bench.prompts),
-                     seed=100 + seed)
     rows = []
-    for name in policies:
-        t0 = time.monotonic()
-        results = bench.run(specs, profile, policy_config(name))
-        row = _row("engine", workload, load, name, results, rate) | {
-            "seed": seed, "slowdown": round(slowdown, 3), "load_avg": round(load_avg, 2),
-            "wall_s": round(time.monotonic() - t0, 1),
-            "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        rows.append(row)
-        print(f"{workload}/{load}/seed {seed} {name}: attainment {row['attainment']:.2f} "
-              f"goodput {row['goodput']:.3f} ({row['wall_s']} s)", flush=True)
+    for seed in seeds:
+        slowdown = bench.slowdown(base)
+        cost = ScaledCost(base, slowdown)
+        rate = LOADS[load] * capacity_rps(WORKLOADS[workload], cost)
+        specs = generate(WORKLOADS[workload], rate, num_requests, cost, len(bench.prompts),
+                         seed=100 + seed)
+        for name, repeat in run_order(policies, seed, repeats):
+            load_avg, t0 = os.getloadavg()[0], time.monotonic()
+            results = bench.run(specs, profile, policy_config(name))
+            row = _row("engine", workload, load, name, results, rate) | {
+                "seed": seed, "repeat": repeat, "slowdown": round(slowdown, 3),
+                "load_avg": round(load_avg, 2), "wall_s": round(time.monotonic() - t0, 1),
+                "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "code": code,
+                "profile": profile_path.name}
+            rows.append(row)
+            print(f"{workload}/{load}/seed {seed} {name}#{repeat}: attainment "
+                  f"{row['attainment']:.2f} goodput {row['goodput']:.3f} refused "
+                  f"{row['num_refused']} ({row['wall_s']} s, load {load_avg:.2f})", flush=True)
+    done = {(workload, load, r["seed"], r["policy"]) for r in rows}
     old = json.loads(out.read_text()) if out.exists() else {"runs": []}
     keep = [r for r in old["runs"] if (r["workload"], r["load"], r["seed"], r["policy"])
-            not in {(workload, load, seed, p) for p in policies}]
+            not in done]
     out.write_text(json.dumps({"runs": keep + rows}, indent=1) + "\n")
+
+
+def cell_stats(runs: list[dict]) -> dict:
+    """One cell's numbers from its rows: per policy {seed: mean goodput over repeats}, the
+    seeds every policy of auto's comparison has, the ratios, and the same-seed noise."""
+    by: dict[str, dict[int, list[float]]] = {}
+    for r in runs:
+        by.setdefault(r["policy"], {}).setdefault(r["seed"], []).append(r["goodput"])
+    means = {p: {s: statistics.fmean(v) for s, v in seeds.items()} for p, seeds in by.items()}
+    noise = max((abs(v[0] - v[1]) / statistics.fmean(v[:2]) for seeds in by.values()
+                 for v in seeds.values() if len(v) > 1 and statistics.fmean(v[:2]) > 0),
+                default=None)
+    fixed = [p for p in FIXED if p in means]
+    auto_seeds = sorted(means.get("auto", {}))
+    per_seed = []
+    for s in auto_seeds:
+        best = max((means[p][s] for p in fixed if s in means[p]), default=0.0)
+        per_seed.append(means["auto"][s] / best if best > 0 else float("inf"))
+    mean_of = {p: statistics.fmean(v.values()) for p, v in means.items()}
+    best_fixed = max((mean_of[p] for p in fixed), default=0.0)
+    ratio = (mean_of["auto"] / best_fixed if "auto" in mean_of and best_fixed > 0
+             else None)
+    return {"means": means, "mean": mean_of, "auto_seeds": auto_seeds, "ratio": ratio,
+            "per_seed": per_seed, "noise": noise}
 
 
 def summary(out: Path) -> str:
     runs = json.loads(out.read_text())["runs"]
-    cells: dict[tuple[str, str], dict[str, dict[int, float]]] = {}
+    cells: dict[tuple[str, str], list[dict]] = {}
     for r in runs:
-        cells.setdefault((r["workload"], r["load"]), {}).setdefault(
-            r["policy"], {})[r["seed"]] = r["goodput"]
+        cells.setdefault((r["workload"], r["load"]), []).append(r)
     order = list(LOADS)
-    lines = [f"{'workload':<12}{'load':<12}{'seeds':>6}  " + "".join(
-        f"{p:>22}" for p in POLICIES) + f"{'auto/best':>11}{'min/seed':>10}"]
-    for (workload, load), by in sorted(cells.items(), key=lambda c: (c[0][0],
-                                                                      order.index(c[0][1]))):
-        seeds = sorted(set.intersection(*(set(by.get(p, {})) for p in POLICIES)))
-        if not seeds:
-            continue
-        cols, means = [], {}
+    lines = [f"{'workload':<12}{'load':<12}{'seeds':>5}  " + "".join(
+        f"{p:>26}" for p in POLICIES)
+        + f"{'auto/best':>10}{'per seed':>13}{'noise':>7}  load avg"]
+    for (workload, load), rows in sorted(cells.items(),
+                                         key=lambda c: (c[0][0], order.index(c[0][1]))):
+        st = cell_stats(rows)
+        n = len(st["auto_seeds"])
+        cols = []
         for p in POLICIES:
-            values = [by[p][s] for s in seeds]
-            means[p] = statistics.fmean(values)
-            cols.append(f"{means[p]:7.3f} ({min(values):.2f}-{max(values):.2f})")
-        best = max(means[p] for p in POLICIES[1:])
-        ratio = means["auto"] / best if best > 0 else float("inf")
-        per_seed = min((by["auto"][s] / max(by[p][s] for p in POLICIES[1:])
-                        if max(by[p][s] for p in POLICIES[1:]) > 0 else float("inf"))
-                       for s in seeds)
-        line = (f"{workload:<12}{load:<12}{len(seeds):>6}  "
-                + "".join(f"{c:>22}" for c in cols) + f"{ratio:>10.2f}x{per_seed:>9.2f}x")
-        full = {s: by["auto_full"][s] for s in seeds if s in by.get("auto_full", {})}
-        if full:
-            line += f"   auto_full {statistics.fmean(full.values()):.3f} (seeds {sorted(full)})"
-        lines.append(line)
+            values = list(st["means"].get(p, {}).values())
+            if not values:
+                cols.append("-")
+                continue
+            tag = f" [{len(values)}s]" if len(values) < n else ""
+            cols.append(f"{st['mean'][p]:6.2f} ({min(values):.2f}-{max(values):.2f}){tag}")
+        ratio = f"{st['ratio']:.2f}x" if st["ratio"] is not None else "-"
+        seeds = (f"{min(st['per_seed']):.2f}-{max(st['per_seed']):.2f}x"
+                 if st["per_seed"] else "-")
+        noise = f"{st['noise']:.0%}" if st["noise"] is not None else "-"
+        loads = [r["load_avg"] for r in rows]
+        lines.append(f"{workload:<12}{load:<12}{n:>5}  " + "".join(f"{c:>26}" for c in cols)
+                     + f"{ratio:>10}{seeds:>13}{noise:>7}  {min(loads):.1f}-{max(loads):.1f}")
     return "\n".join(lines)
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s]
+    except ValueError:
+        sys.exit(f"--seeds: comma-separated integers, got {text!r}")
+    if not seeds or min(seeds) < 0:
+        sys.exit(f"--seeds: at least one seed, none negative, got {text!r}")
+    return seeds
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -106,20 +166,29 @@ def main(argv: list[str] | None = None) -> None:
     r = sub.add_parser("run")
     r.add_argument("--workload", choices=list(WORKLOADS), required=True)
     r.add_argument("--load", choices=list(LOADS), required=True)
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--requests", type=int, default=100)
+    r.add_argument("--seeds", default="0", help="comma-separated, e.g. 0,1,2")
+    r.add_argument("--requests", type=int, default=200)
+    r.add_argument("--repeats", type=int, default=1,
+                   help="runs of each policy per seed (2: A B B A, shows the noise)")
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--policies", default=",".join(POLICIES),
                    help="comma-separated; auto_full = auto with the decision cache off")
+    r.add_argument("--profile", type=Path, default=PROFILE)
     r.add_argument("--out", type=Path, default=OUT)
     s = sub.add_parser("summary")
     s.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
     if args.command == "run":
-        if args.requests < 1:
-            sys.exit("--requests must be >= 1")
-        run_cell(args.workload, args.load, args.seed, args.requests, args.out, args.threads,
-                 tuple(args.policies.split(",")))
+        if args.requests < 1 or args.repeats < 1:
+            sys.exit("--requests and --repeats must be >= 1")
+        policies = tuple(x for x in args.policies.split(",") if x)
+        for name in policies:
+            try:
+                policy_config(name)
+            except (KeyError, ValueError):
+                sys.exit(f"--policies: unknown policy {name!r}")
+        run_cell(args.workload, args.load, _seeds(args.seeds), args.requests, args.out,
+                 args.threads, policies, args.repeats, args.profile)
     else:
         print(summary(args.out))
 

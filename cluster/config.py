@@ -74,6 +74,17 @@ class ModelSettings(_Strict):
         "are released on one tick); 0 = every step. Trades inter-chunk latency for less proxy "
         "and replica CPU per token (each chunk is one Ray message to the Serve proxy); 50 ms "
         "is Ray Serve LLM's default batching interval.")
+    stream_max_chunks_per_s: float = Field(
+        400.0, ge=0, description="Send at most this many chunks a second over all of a "
+        "replica's streams (0 = no cap): with n streams the release tick is max("
+        "stream_interval_ms, n / this), so under load each chunk carries more tokens. A chunk "
+        "costs CPU in the replica, the Serve proxy and the client whatever it carries; 400 "
+        "leaves the tick at 50 ms up to 20 streams and makes it 160 ms at 64 (`tandem bench "
+        "serve`, BENCHMARKS.md > Serving).")
+    stream_max_interval_ms: float = Field(
+        200.0, ge=0, le=1000, description="The longest the chunk cap may stretch the release "
+        "tick (a stream's chunks are never further apart than this, or stream_interval_ms "
+        "if longer, plus a step).")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads in the "
                                       "replica (None: leave Ray's / torch's default).")
     engine_core: Literal["auto", "process", "thread"] = Field(

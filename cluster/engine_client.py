@@ -27,7 +27,7 @@ from cluster.engine_core import EngineFactory
 from cluster.job import GenerateJob, JobError
 from cluster.metrics import ServerMetrics
 from cluster.request_state import JobStream
-from cluster.stream_router import StreamRouter
+from cluster.stream_router import StreamPacing, StreamRouter
 from engine.engine import EngineStats
 
 log = logging.getLogger(__name__)
@@ -37,9 +37,9 @@ START_TIMEOUT_S = 600.0
 
 class EngineCoreClient:
     def __init__(self, config: TandemConfig, factory: EngineFactory | None,
-                 metrics: ServerMetrics, interval_s: float = 0.0) -> None:
+                 metrics: ServerMetrics, pacing: StreamPacing | None = None) -> None:
         self.metrics = metrics
-        self.router = StreamRouter(metrics, interval_s)
+        self.router = StreamRouter(metrics, pacing)
         self.proc, self.conn = _spawn()
         self.conn.send((config, factory))  # a factory must be importable (pickled by name)
         if not self.conn.poll(START_TIMEOUT_S):

@@ -21,19 +21,19 @@ from cluster.job_admission import add_job
 from cluster.metrics import ServerMetrics
 from cluster.request_state import JobStream
 from cluster.step_delta import StepDelta
-from cluster.stream_router import StreamRouter
+from cluster.stream_router import StreamPacing, StreamRouter
 from engine.engine import EngineStats, LLMEngine, StepFailed
 
 log = logging.getLogger(__name__)
 
 
 class AsyncEngineLoop:
-    def __init__(self, engine: LLMEngine, metrics: ServerMetrics, interval_s: float = 0.0
-                 ) -> None:
+    def __init__(self, engine: LLMEngine, metrics: ServerMetrics,
+                 pacing: StreamPacing | None = None) -> None:
         self.engine, self.metrics = engine, metrics
         self.max_model_len = engine.max_model_len
         self.kv_cache = engine.kv_sizing.describe() if engine.kv_sizing else None
-        self.router = StreamRouter(metrics, interval_s)
+        self.router = StreamRouter(metrics, pacing)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="tandem-engine")
         self._aborts: list[str] = []
         self._wake = asyncio.Event()

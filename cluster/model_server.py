@@ -31,6 +31,7 @@ from cluster.metrics import ServerMetrics
 from cluster.metrics_board import PUSH_INTERVAL_S, BoardClient
 from cluster.scaling_signals import ScalingSignals
 from cluster.speculation import slo_policy_config
+from cluster.stream_router import StreamPacing
 from engine.engine import LLMEngine
 from engine.policy import FirstComePolicy, SchedulingPolicy
 from engine.slo_policy import SLOSchedulingPolicy
@@ -123,16 +124,18 @@ class ModelServer:
         self.prom = ServerMetrics(self.config.model.name)
         self.engine: LLMEngine | None = None  # in this process only with a thread loop
         self.loop: AsyncEngineLoop | EngineCoreClient
-        interval_s = self.config.model.stream_interval_ms / 1e3
+        m = self.config.model
+        pacing = StreamPacing(m.stream_interval_ms / 1e3, m.stream_max_chunks_per_s,
+                              m.stream_max_interval_ms / 1e3)
         if self.config.engine_core_kind(engine_factory is not None) == "process":
-            self.loop = EngineCoreClient(self.config, engine_factory, self.prom, interval_s)
+            self.loop = EngineCoreClient(self.config, engine_factory, self.prom, pacing)
         else:
             if self.config.model.torch_threads:
                 import torch
 
                 torch.set_num_threads(self.config.model.torch_threads)
             self.engine = (engine_factory or build_engine)(self.config)
-            self.loop = AsyncEngineLoop(self.engine, self.prom, interval_s)
+            self.loop = AsyncEngineLoop(self.engine, self.prom, pacing)
         self.signals = ScalingSignals(self.prom)
         self.replica = _replica_id() or "local"
         self._pusher: asyncio.Task | None = None

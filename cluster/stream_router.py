@@ -8,9 +8,16 @@ streams, and the streams are woken (their callers write one chunk each) at most 
 own. A job with an interval of its own (GenerateJob.stream_interval_ms: batch jobs) keeps
 its own clock instead. A stream's first tokens, its end and errors are released at once.
 Events never wait for a later tick than the next step's: a stream with queued events is
-unfinished, so the engine keeps stepping."""
+unfinished, so the engine keeps stepping.
+
+The tick stretches with load (StreamPacing): a replica sends at most `max_chunks_per_s`
+chunks a second in all, so with many streams each one's chunks carry more tokens. A chunk
+costs CPU in the replica, the Serve proxy and the client whatever it carries (one Ray
+message, one SSE write, one parse); tokens per second do not."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from cluster.job import ChoiceEvent, GenerateJob, JobError
 from cluster.metrics import ServerMetrics
@@ -18,11 +25,35 @@ from cluster.request_state import ChoiceState, JobStream
 from cluster.step_delta import StepDelta
 
 
+@dataclass(frozen=True)
+class StreamPacing:
+    """How often a replica releases its streams: every `interval_s`, stretched so that it
+    sends no more than `max_chunks_per_s` chunks a second over all its streams (0: no cap),
+    but stretched no further than `max_interval_s`: with n streams the tick is
+    max(interval_s, min(max_interval_s, n / max_chunks_per_s))."""
+
+    interval_s: float = 0.0
+    max_chunks_per_s: float = 0.0
+    max_interval_s: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.interval_s < 0:
+            raise ValueError(f"interval_s must be >= 0, got {self.interval_s}")
+        if self.max_chunks_per_s < 0:
+            raise ValueError(f"max_chunks_per_s must be >= 0, got {self.max_chunks_per_s}")
+        if self.max_interval_s < 0:
+            raise ValueError(f"max_interval_s must be >= 0, got {self.max_interval_s}")
+
+    def tick_s(self, num_streams: int) -> float:
+        if not self.max_chunks_per_s:
+            return self.interval_s
+        return max(self.interval_s,
+                   min(self.max_interval_s, num_streams / self.max_chunks_per_s))
+
+
 class StreamRouter:
-    def __init__(self, metrics: ServerMetrics, interval_s: float = 0.0) -> None:
-        if interval_s < 0:
-            raise ValueError(f"interval_s must be >= 0, got {interval_s}")
-        self.metrics, self.interval_s = metrics, interval_s
+    def __init__(self, metrics: ServerMetrics, pacing: StreamPacing | None = None) -> None:
+        self.metrics, self.pacing = metrics, pacing or StreamPacing()
         self.choices: dict[str, ChoiceState] = {}  # open engine requests by id
         self._held: dict[int, JobStream] = {}  # streams with events queued, not yet woken
         self._last_release = float("-inf")
@@ -62,7 +93,9 @@ class StreamRouter:
             if out.finished:
                 del self.choices[out.request_id]
             batches.setdefault(id(choice.stream), (choice.stream, []))[1].append(event)
-        is_tick = now - self._last_release >= self.interval_s
+        ticked = {k for k, (stream, _) in batches.items() if stream.job.stream_interval_ms is None}
+        tick_s = self.pacing.tick_s(len(ticked | self._held.keys()))  # streams on the tick
+        is_tick = now - self._last_release >= tick_s
         for stream, events in batches.values():
             own = stream.job.stream_interval_ms
             due = is_tick if own is None else now - stream.released_at >= own / 1e3

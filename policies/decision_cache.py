@@ -15,8 +15,14 @@ not re-chosen) while all of these hold since it was chosen:
   one) moved by less than `tpf_band`;
 - its remaining tokens stayed in the same power-of-two band below 64 (speculation's rates
   are capped by what is left);
+- the batch did not shrink by more than `step_band` of its size since (spare compute: pass
+  3's speed-ups raise the batch's tokens per second, a sum over its requests; a lost request
+  kept at AR beside one other lost H200 tight medium 0.1 attainment on one seed);
 - it was chosen less than `max_age_steps` selects ago (a bound on drift of any kind).
-The others (new ones included) are chosen for with the held ones counted as load. A held
+The others (new ones included) are chosen for with the held ones counted as load; when one
+of them needs speculation (`joint_search`: a TPOT bound or a need below AR alone), so are
+all that do, since the selector's search for the most requests met is a joint one (chosen
+one at a time, H200 tight medium lost 0.04 attainment against a full re-plan). A held
 request that this leaves unmet is chosen for too; and (`strict`) if it leaves a request
 unmet that is new or was met before and could be met alone, every request held at a
 speculative option is chosen for too (it may need their spare compute: without this rule
@@ -56,6 +62,7 @@ class CacheConfig:
     max_age_steps: int = 64
     max_dirty_share: float = 0.5
     strict: bool = True
+    joint_search: bool = True
 
     def __post_init__(self) -> None:
         for name in ("need_band", "tpf_band", "step_band", "max_dirty_share"):
@@ -75,6 +82,7 @@ class _Kept:
     is_loose: bool
     tpf: float  # its tokens per forward under option then
     pace: float  # its predicted seconds per token then
+    num_decoders: int  # in the batch then
     remaining_band: int
     chosen_at: int  # select count
     was_met: bool
@@ -96,15 +104,19 @@ class DecisionCache:
         self._interference = 0.0  # and the prefill interference then
         self._step_ref = 0.0  # and the step it predicted
         self._last_step = 0.0  # the step the last select predicted
+        self._num_decoders = 0  # in this select's batch
 
     def select(self, decoders: Sequence[RequestView], now: float,
                max_tokens: int | None = None) -> dict[str, Option]:
         self.num_selects += 1
+        self._num_decoders = len(decoders)
         if not self.config.enabled:
             return self.selector.select(decoders, now, max_tokens)
         held, changed, needs = self._held(decoders, now)
         if self._coef is None or not self._same_steps(held):
             return self._full(decoders, now, max_tokens, needs)
+        if self.config.joint_search:
+            self._join_search(decoders, held, changed, needs)
         released = False
         for _attempt in range(3):
             if len(changed) > self.config.max_dirty_share * len(decoders):
@@ -129,6 +141,24 @@ class DecisionCache:
         self._last_step = self.selector.step_s()
         self._remember(changed, options, paces, needs)
         return options
+
+    def _join_search(self, decoders: Sequence[RequestView], held: dict[str, Option],
+                     changed: list[RequestView], needs: dict[str, float]) -> None:
+        """The selector chooses for speculation-only requests (slower than AR alone is too
+        slow: by their TPOT bound or their need now) in one joint search
+        (ModeSelector._meet_most): when one of them is chosen for, all are."""
+        alone = self.cost.predict(1, 1)
+
+        def only(v: RequestView) -> bool:
+            tpot = v.slo.tpot_ms
+            return (tpot is not None and tpot / 1e3 < alone) or needs[v.id] < alone
+
+        if not any(only(v) for v in changed):
+            return
+        for v in decoders:
+            if v.id in held and only(v):
+                del held[v.id]
+                changed.append(v)
 
     def _starved(self, changed: list[RequestView], paces: dict[str, tuple[float, float, bool]],
                  needs: dict[str, float]) -> bool:
@@ -157,6 +187,11 @@ class DecisionCache:
         loose, up = cfg.loose_steps * self._step_ref, 1.0 + cfg.need_band
         miss = (1.0 + cfg.step_band) / self.selector.config.safety
         tpf_band = cfg.tpf_band
+        # A batch that shrank by more than `step_band` since an option was kept may have
+        # spare compute for it (pass 3's speed-ups: the batch's tokens per second is a sum
+        # over its requests, so one request less among few moves it by a lot).
+        num_band = cfg.step_band * len(decoders)
+        num = len(decoders)
         for v in decoders:
             if v.fixed is not None or (v.is_mid_iteration and v.option is not None):
                 continue  # not the selector's to choose this step
@@ -171,6 +206,7 @@ class DecisionCache:
                 kept.due != INF and remaining > 0) else INF
             option = kept.option
             if (kept.chosen_at <= oldest or (v.option is not None and v.option != option)
+                    or kept.num_decoders - num > num_band
                     or kept.remaining_band != remaining_band(remaining, option)
                     or (need < loose if kept.is_loose else need > kept.need * up)
                     or (need < kept.pace * miss if kept.was_met
@@ -220,5 +256,6 @@ class DecisionCache:
             pace, tpf, met = paces[v.id]
             lost = need != INF and (need <= 0 or need < self.selector.best_alone(v))
             self.kept[v.id] = _Kept(option, v.finish_deadline, need, need >= loose, tpf, pace,
+                                    self._num_decoders,
                                     remaining_band(v.remaining, option), self.num_selects, met,
                                     lost)

@@ -103,9 +103,9 @@ def _fill(requests: Sequence[Request[K, Opt]], start: dict[K, Pace[Opt]], bound:
     <= bound."""
     steps = []  # (gain per token, order, key, pace): each request's hull, in order
     for r in requests:
-        hull = _hull(r, bound)
+        hull, met = _hull(r, bound)
         for n, (a, b) in enumerate(zip(hull, hull[1:], strict=False)):
-            gain = b.p_met(bound, r.need) - a.p_met(bound, r.need)
+            gain = met[id(b)] - met[id(a)]
             steps.append((gain / max(1, b.work - a.work), n, r.key, b))
     steps.sort(key=lambda x: (-x[0], x[1]))
     choice, tokens, rate = dict(start), base_tokens, base_rate
@@ -122,19 +122,20 @@ def _fill(requests: Sequence[Request[K, Opt]], start: dict[K, Pace[Opt]], bound:
     return choice, tokens
 
 
-def _hull(r: Request[K, Opt], step: float) -> list[Pace[Opt]]:
-    """The paces on the upper concave hull of (work, P(met)) at step, by work."""
-    points = sorted(r.paces, key=lambda p: (p.work, -p.p_met(step, r.need)))
+def _hull(r: Request[K, Opt], step: float) -> tuple[list[Pace[Opt]], dict[int, float]]:
+    """The paces on the upper concave hull of (work, P(met)) at step, by work, and each
+    pace's P(met) at step (by id)."""
+    met = {id(p): p.p_met(step, r.need) for p in r.paces}  # each asked ~4x below
+    points = sorted(r.paces, key=lambda p: (p.work, -met[id(p)]))
     hull: list[Pace[Opt]] = [r.paces[0]]
     for p in points:
-        if p.work <= hull[-1].work or p.p_met(step, r.need) <= hull[-1].p_met(step, r.need):
+        if p.work <= hull[-1].work or met[id(p)] <= met[id(hull[-1])]:
             continue
-        while len(hull) >= 2 and _slope(hull[-2], hull[-1], step, r.need) <= _slope(
-                hull[-1], p, step, r.need):
+        while len(hull) >= 2 and _slope(hull[-2], hull[-1], met) <= _slope(hull[-1], p, met):
             hull.pop()
         hull.append(p)
-    return hull
+    return hull, met
 
 
-def _slope(a: Pace, b: Pace, step: float, need: float) -> float:
-    return (b.p_met(step, need) - a.p_met(step, need)) / max(1, b.work - a.work)
+def _slope(a: Pace, b: Pace, met: dict[int, float]) -> float:
+    return (met[id(b)] - met[id(a)]) / max(1, b.work - a.work)

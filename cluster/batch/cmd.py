@@ -83,6 +83,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name in ("window", "max_in_flight"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if None not in (args.window, args.max_in_flight) and args.window > args.max_in_flight:
+        p.error(f"--window {args.window} must be <= --max-in-flight {args.max_in_flight}")
     return args
 
 

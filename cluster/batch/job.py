@@ -87,18 +87,15 @@ class BatchJob:
         default = per * (config.model_server.num_replicas or 1)
         cap, base = self.args.max_in_flight, self.args.window
         base = base if base is not None else cap if cap is not None else default
-        cap = cap if cap is not None else max(base, default)
-        if base > cap:
-            raise UsageError(f"--window {base} must be <= --max-in-flight {cap}")
-        return base, cap
+        return base, (cap if cap is not None else max(base, default))  # cmd.py: base <= cap
 
     def _plan(self, config: TandemConfig, todo: list, base: int, cap: int) -> int | None:
         """State the estimate against the deadline: the requests in flight to start with, or
         None: --strict-deadline and the estimate is late even with every lever."""
         deadline = self.args.deadline
-        path = Path(config.model.slo_profile) if config.model.slo_profile else DEFAULT_PROFILE
-        if not path.is_file():
-            self.say(f"no step-cost profile at {path}: no estimate")
+        path = _profile_path(config)
+        if path is None or not path.is_file():
+            self.say(f"no step-cost profile for this device and model ({path}): no estimate")
             return base
         work = estimate.workload_of(((line.kind, line.body) for line in todo),
                                     config.model.default_max_tokens)
@@ -212,3 +209,16 @@ class BatchJob:
         else:
             print(render(s), flush=True)
         return 1 if tally.num_failed else 0
+
+
+def _profile_path(config: TandemConfig) -> Path | None:
+    """The step-cost profile the model server uses (cluster/model_server.py cost_profile):
+    configured, else measured for this device and model (bench/profiles/), else on CPU the
+    default; None where the server would calibrate at start-up."""
+    m = config.model
+    if m.slo_profile:
+        return Path(m.slo_profile)
+    from engine.cost_profile import find_profile
+
+    found = find_profile(m.device, m.model_dir)
+    return found if found is not None else DEFAULT_PROFILE if m.device == "cpu" else None

@@ -18,7 +18,8 @@ measured at the new setting before the next move):
 - Speculation, once the window is at its cap and the job is still behind: auto requests run
   the lossless option predicted fastest per request at the cap (`choose`:
   estimate.fastest_option, from the step-cost profile and AR's time per token as measured at
-  the cap over a full horizon); none known: auto, the scheduler's choice. A horizon after
+  the cap over a full horizon: a job starts at AR even when the estimate says AR is late,
+  to have that reference); none known: auto, the scheduler's choice. A horizon after
   the switch the job compares: if the fast option's measured time per token is not under
   `FAST_GAIN` x AR's, it runs AR for the rest (speculation costs 3-7x the device work per
   token; on this project's 2-core CPU it pays at 1 in flight and not at 4 or more:
@@ -98,19 +99,20 @@ class Pacer:
         self.initial = 0.0 if estimate_s is None or not target else estimate_s / target
         self._recent: deque[tuple[float, int]] = deque()  # (time, tokens) within horizon
         self.is_behind = self.initial > 1.0
-        # An estimate late even at the cap: speculation from the start.
-        self.is_speeding = self.is_behind and start == cap and deadline_s is not None
+        # Even when the estimate says AR is late at the cap, the job runs AR for its first
+        # horizon: the measured reference the fast option must beat (the start-up estimate
+        # comes from a profile that may be stale).
+        self.is_speeding = False
         self.fast_pays: bool | None = None  # measured: the fast option beats AR here
         self.moves: list[str] = []  # each lever moved, when: "2.1 s: 8 in flight"
         if start > window:
             self.moves.append(f"0.0 s: {start} in flight (estimate)")
-        if self.is_speeding:
-            self.moves.append(f"0.0 s: {self.fast.key if self.fast else 'auto'} (estimate)")
         self.max_window_used = start
         self.gain = gain
-        self.best_s: float | None = None  # measured (once): the end with every lever left
+        self.best_s: float | None = None  # measured: the end with every lever left
         self.late_s: float | None = None  # best_s, if past the deadline
         self._checked = gain is None
+        self.num_checks = 0  # projections made (best_s): runner.py says each
 
     def elapsed(self) -> float:
         return self.clock() - self.start
@@ -119,8 +121,11 @@ class Pacer:
 
     def produced(self, num_tokens: int) -> None:
         """Tokens streamed back just now."""
+        now = self.clock()
+        if self.num_done == 0 and num_tokens:  # the first: levers wait a horizon from here,
+            self.changed_at = now  # so the first rate they act on leaves start-up out
         self.num_done += num_tokens
-        self._recent.append((self.clock(), num_tokens))
+        self._recent.append((now, num_tokens))
 
     def settle(self, planned: int, made: int, streamed: int) -> None:
         """A request ended: it was planned at `planned` tokens, made `made` (0 if refused or
@@ -166,14 +171,17 @@ class Pacer:
             self.is_behind = False
         if now - self.changed_at < self.horizon_s or not rate:
             return  # the rate is not yet measured at the present setting
-        if not self._checked and now - self.start >= 2 * self.horizon_s:
-            self._check(rate)
+        if not self._checked:  # the first horizon: what the levers left buy, by the profile
+            assert self.gain is not None
+            self._check(rate, 1.0 if self.is_speeding else max(1.0, self.gain(self.window)))
         if not self.is_speeding and self.window == self.cap:
             self.ar_s_per_token = self.window / rate  # AR at the cap, a full horizon
         if self.is_speeding and self.fast_pays is None and self.ar_s_per_token is not None:
             # A horizon of the fast option at the cap, no faster than AR was there: not
             # worth its device work for the rest of the job.
             self.fast_pays = self.window / rate < self.ar_s_per_token * FAST_GAIN
+            if self.gain is not None:  # every lever measured now: check again
+                self._check(rate if self.fast_pays else self.window / self.ar_s_per_token, 1.0)
             if not self.fast_pays:
                 self._move(speeding=False, why=" (no faster than AR)")
                 return
@@ -193,17 +201,16 @@ class Pacer:
         elif p < self.config.lower_below and self.window > self.base:
             self._move(window=max(self.base, self.window // 2))
 
-    def _check(self, rate: float) -> None:
-        """Once, on a horizon measured after the start-up one: the end projected at the
-        measured rate times what the levers left can buy by the profile (best_s); late_s if
-        that is past the deadline (the start-up estimate only had the profile)."""
+    def _check(self, rate: float, gain: float) -> None:
+        """The end projected at `rate` x `gain` (what the levers left can buy): best_s, and
+        late_s if that is past the deadline. On the first horizon measured after the first
+        tokens (gain by the profile: the start-up estimate only had the profile), and again
+        once the fast option was measured against AR (gain 1)."""
         self._checked = True
-        assert self.gain is not None and self.deadline_s is not None
-        gain = 1.0 if self.is_speeding else max(1.0, self.gain(self.window))
-        best = self.elapsed() + max(0, self.num_tokens - self.num_done) / (rate * gain)
-        self.best_s = best
-        if best > self.deadline_s:
-            self.late_s = best
+        assert self.deadline_s is not None
+        self.best_s = self.elapsed() + max(0, self.num_tokens - self.num_done) / (rate * gain)
+        self.late_s = self.best_s if self.best_s > self.deadline_s else None
+        self.num_checks += 1
 
     def _move(self, window: int | None = None, speeding: bool | None = None,
               why: str = "") -> None:

@@ -56,7 +56,7 @@ class JobRunner:
         self.on_result, self.say = on_result, say
         self.tally = Tally()
         self.stopped_late = False  # --strict-deadline and the measured pace was late
-        self._said_late = False
+        self._said_checks = 0  # the pacer's projections said so far
 
     async def run(self, todo: Sequence[BatchLine]) -> Tally:
         tasks: set[asyncio.Task] = set()
@@ -94,12 +94,13 @@ class JobRunner:
         return self.tally
 
     def _is_late(self) -> bool:
-        """Said once, when the pacer has measured its pace: where the job ends with the
-        levers left, against the deadline; True: late under --strict-deadline, stop sending."""
+        """Said each time the pacer projects the job's end from its measured pace (after its
+        first horizon, and once the fast option was measured) against the deadline; True:
+        late under --strict-deadline, stop sending."""
         best, late = self.pacer.best_s, self.pacer.late_s
-        if best is None or self._said_late:
+        if best is None or self._said_checks == self.pacer.num_checks:
             return self.stopped_late
-        self._said_late = True
+        self._said_checks = self.pacer.num_checks
         text = (f"measured {self.pacer.rate() or 0:.0f} tokens/s at {self.pacer.window} in "
                 f"flight: with the levers left the job ends at ~{best:.0f} s, deadline "
                 f"{self.pacer.deadline_s:.0f} s: ")

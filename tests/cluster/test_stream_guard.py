@@ -118,3 +118,20 @@ def test_healthy_streams_and_other_paths_pass_untouched() -> None:
     with pytest.raises(AssertionError):  # not /v1/: left cut (httpx's check that it ended)
         asyncio.run(health())
     assert [m.cls for m in proxy_middlewares()] == [StreamGuard]
+
+
+def test_every_serving_yaml_gives_the_proxy_the_same_environment() -> None:
+    """The YAMLs' controller_options say what controller_options() says (tandem serve,
+    tests, benches), so `serve run` gets the same proxy as `tandem serve`."""
+    from pathlib import Path
+
+    import yaml
+
+    from cluster.stream_guard import controller_options
+
+    configs = sorted((Path(__file__).parents[2] / "ray_configs").glob("*.yaml"))
+    served = [c for c in configs if "controller_options" in yaml.safe_load(c.read_text())]
+    assert len(served) >= 6
+    for path in served:
+        assert yaml.safe_load(path.read_text())["controller_options"] == \
+            controller_options(), path.name

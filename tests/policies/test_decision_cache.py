@@ -148,3 +148,35 @@ def test_kept_options_over_a_smaller_token_budget_are_replanned():
     choice = p.decisions.select(views, now=0.0, max_tokens=len(views))
     assert p.decisions.num_full == 2
     assert sum(o.work_tokens for o in choice.values()) <= len(views)
+
+
+def test_a_batch_that_shrank_rechooses_for_its_spare_compute():
+    """A request kept at AR in a full batch gets what a full re-plan gives it once most of
+    the batch is gone: spare compute buys speculation (H200 tight medium, seed 1, lost
+    0.1 attainment to a lost request kept at AR beside one other)."""
+    p = SLOPolicy(synthetic_profile())
+    views = [view(f"r{i}", deadline_ms=60_000.0) for i in range(40)]
+    first = p.decisions.select(views, now=0.0)
+    assert first["r0"] == AR1
+    views = [replace(v, option=first[v.id]) for v in views[:2]]
+    choice = p.decisions.select(views, now=0.0)
+    full = SLOPolicy(synthetic_profile(), FULL).selector.select(views, now=0.0)
+    assert full["r0"] != AR1 and choice == full
+
+
+def test_speculation_only_requests_are_chosen_for_together():
+    """A new request that needs speculation (TPOT below AR alone) makes every kept one that
+    does too be chosen for again: the selector's search for the most met is joint."""
+    p = SLOPolicy(synthetic_profile())
+    ar_ms = p.cost.predict(1, 1) * 1e3
+    # Ahead of their pace (half their tokens out): met, so kept.
+    tight = {"tpot_ms": 0.99 * ar_ms, "max_tokens": 60, "num_output": 30}
+    views = [view(f"t{i}", **tight) for i in range(3)]
+    views += [view(f"s{i}", deadline_ms=60_000.0) for i in range(6)]
+    first = p.decisions.select(views, now=0.0)
+    views = [replace(v, option=first[v.id]) for v in views]
+    rechosen = p.decisions.num_rechosen
+    p.decisions.select(views + [view("t9", **tight)], now=0.0)
+    assert {"t0", "t1", "t2"} <= {k for k, e in p.decisions.kept.items()
+                                  if e.chosen_at == p.decisions.num_selects}
+    assert p.decisions.num_rechosen - rechosen < len(views) + 1  # not a full re-plan

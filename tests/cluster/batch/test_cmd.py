@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from cluster.batch.cmd import main, parse_duration
+from cluster.batch.cmd import main, parse_args, parse_duration
 from tests.cluster.batch.test_lines import write_mixed
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def exit_code(argv: list[str]) -> int:
@@ -24,6 +26,34 @@ def test_durations() -> None:
     for bad in ("", "soon", "0", "-5m", "5 minutes"):
         with pytest.raises(Exception, match="duration|deadline"):
             parse_duration(bad)
+
+
+def test_a_window_over_the_cap_is_a_usage_error(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["--input", "a", "--output", "b", "--window", "8", "--max-in-flight", "4"])
+    assert exc.value.code == 2 and "--window 8 must be <= --max-in-flight 4" in \
+        capsys.readouterr().err
+    args = parse_args(["--input", "a", "--output", "b", "--window", "2"])
+    assert (args.window, args.max_in_flight) == (2, None)
+
+
+def test_requests_in_flight_base_and_cap() -> None:
+    from cluster.batch.job import BatchJob
+    from cluster.config import load_config
+    from cluster.serve_cmd import read_yaml
+
+    config = load_config(read_yaml(ROOT / "ray_configs" / "batch.yaml", None)[0]["args"])
+
+    def windows(*flags: str) -> tuple[int, int]:
+        return BatchJob(parse_args(["--input", "a", "--output", "b", *flags]), 0.0
+                        )._windows(config)
+
+    # Its own replicas: max_num_seqs (64); beside online traffic 1/16 of it, no more unless
+    # the user raises the cap.
+    assert windows() == (64, 64) and windows("--app", "x") == (4, 4)
+    assert windows("--window", "2") == (2, 64) and windows("--max-in-flight", "8") == (8, 8)
+    assert windows("--app", "x", "--window", "2", "--max-in-flight", "16") == (2, 16)
+    assert windows("--app", "x", "--window", "8") == (8, 8)
 
 
 def test_strict_deadline_exits_with_the_estimate(tmp_path: Path, capsys) -> None:

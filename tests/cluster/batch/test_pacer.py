@@ -64,7 +64,7 @@ def test_behind_raises_the_window_first() -> None:
     assert p.window == 4 and p.option() == AR1
     assert drive(p, clock, ar_then_fast(1.5, 2.0), 100) < 100
     assert p.max_window_used == 8 and p.option() == AR1 and not p.is_speeding
-    assert p.moves[0] == "5.0 s: 8 in flight"  # one move once a horizon (5 s) was measured
+    assert p.moves[0] == "5.5 s: 8 in flight"  # one move a horizon (5 s) after the first tokens
     assert not any("spec" in m for m in p.moves)  # (near the end, well ahead: back to 4)
 
 
@@ -75,22 +75,34 @@ def test_at_the_cap_behind_speculation_and_back_when_ahead() -> None:
     assert drive(p, clock, ar_then_fast(3.0, 2.0), 100) < 100
     assert p.fast_pays is True and p.window == 2
     assert p.ar_s_per_token == pytest.approx(2 / 6)  # AR at the cap over a full horizon
-    assert p.moves[0] == "5.0 s: spec_linear/4"  # then AR when ahead, and back, by pressure
+    assert p.moves[0] == "5.5 s: spec_linear/4"  # then AR when ahead, and back, by pressure
     # Room to grow: the window goes first (4, 8), speculation only at the cap.
     clock = Clock()
     q = Pacer(100.0, 1000, window=2, choose=lambda _: FAST, config=EXACT, clock=clock,
               max_window=8)
     assert drive(q, clock, ar_then_fast(0.6, 3.0), 100) < 100
-    assert q.moves[:3] == ["5.0 s: 4 in flight", "10.0 s: 8 in flight",
-                           "15.0 s: spec_linear/4"]
+    assert q.moves[:3] == ["6.0 s: 4 in flight", "11.0 s: 8 in flight",
+                           "16.0 s: spec_linear/4"]
 
 
 def test_a_fast_option_no_faster_than_ar_is_dropped() -> None:
     clock = Clock()
-    p = Pacer(100.0, 1000, window=2, choose=lambda _: FAST, config=EXACT, clock=clock)
+    ends: list[tuple[float | None, float | None]] = []  # (best_s, late_s) per projection
+
+    class Seen(Pacer):
+        def _check(self, rate: float, gain: float) -> None:
+            super()._check(rate, gain)
+            ends.append((self.best_s, self.late_s))
+
+    # The profile says the fast option doubles the speed: on pace after the first horizon;
+    # measured no faster, the second projection is late.
+    p = Seen(100.0, 1000, window=2, choose=lambda _: FAST, config=EXACT, clock=clock,
+             gain=lambda w: 2.0)
     assert drive(p, clock, ar_then_fast(3.0, 1.0), 100) is None  # late: nothing buys speed
+    assert len(ends) == 2 and ends[0][1] is None and ends[1][1] is not None
+    assert ends[0][0] < 100 < ends[1][0] and p.num_checks == 2
     assert p.fast_pays is False and p.option() == AR1 and p.is_behind
-    assert p.moves == ["5.0 s: spec_linear/4", "10.0 s: AR (no faster than AR)"]
+    assert p.moves == ["5.5 s: spec_linear/4", "10.5 s: AR (no faster than AR)"]
 
 
 def test_well_ahead_lowers_the_window_to_the_base() -> None:
@@ -99,8 +111,8 @@ def test_well_ahead_lowers_the_window_to_the_base() -> None:
     p = Pacer(100.0, 1000, window=2, choose=lambda _: FAST, config=EXACT, clock=clock,
               max_window=16, start_window=16)
     assert drive(p, clock, ar_then_fast(3.0, 2.0), 100) < 100
-    assert p.moves[:3] == ["0.0 s: 16 in flight (estimate)", "5.0 s: 8 in flight",
-                           "10.0 s: 4 in flight"]  # halved per horizon
+    assert p.moves[:3] == ["0.0 s: 16 in flight (estimate)", "5.5 s: 8 in flight",
+                           "10.5 s: 4 in flight"]  # halved per horizon
     assert not any("spec" in m for m in p.moves)
 
 
@@ -118,17 +130,21 @@ def test_the_fast_option_is_chosen_from_ar_as_measured_at_the_cap() -> None:
 
 def test_the_start() -> None:
     clock = Clock()
-    # The start-up estimate says AR is late at the cap: the fast option from the start.
+    # The start-up estimate says AR is late at the cap: behind, but AR for a first horizon
+    # (the reference the fast option must beat), then the fast option.
     p = Pacer(60.0, 600, 4, estimate_s=80.0, choose=lambda _: FAST, config=EXACT, clock=clock)
-    assert p.pressure() == pytest.approx(80 / 60) and p.option() == FAST
-    assert p.moves == ["0.0 s: spec_linear/4 (estimate)"]
-    # Late at the start window but not at the cap: AR, and the window moves first.
-    q = Pacer(60.0, 600, 4, estimate_s=80.0, choose=lambda _: FAST, clock=clock,
-              max_window=8)
-    assert q.option() == AR1 and q.is_behind
+    assert p.pressure() == pytest.approx(80 / 60) and p.is_behind and p.option() == AR1
+    p.steer()
+    assert p.option() == AR1 and p.moves == []
+    drive(p, clock, ar_then_fast(2.0, 2.0), 3.5)  # 8 tokens/s at AR, 10 needed
+    assert p.option() == FAST and p.moves == ["3.5 s: spec_linear/4"]  # horizon 3 s
+    assert p.ar_s_per_token == pytest.approx(4 / 8)
     clock.t += 100  # past the deadline: the shortest SLO, still valid (best-effort)
     assert p.deadline_ms(20) == 1.0
-    assert Pacer(60.0, 600, 4, estimate_s=80.0).option() is None  # no fast option: auto
+    clock = Clock()
+    q = Pacer(60.0, 600, 4, estimate_s=80.0, clock=clock)  # no fast option: auto
+    drive(q, clock, ar_then_fast(2.0, 2.0), 10)
+    assert q.is_speeding and q.option() is None
     no_deadline = Pacer(None, 100, 4, choose=lambda _: FAST, max_window=8)
     no_deadline.steer()
     assert no_deadline.deadline_ms(10) is None and no_deadline.option() is None  # auto

@@ -58,8 +58,8 @@ def test_behind_more_in_flight_on_schedule_the_base(tmp_path: Path) -> None:
     said: list[str] = []
     server, runner = job(tmp_path, 0.6, said=said)
     pacer = runner.pacer
-    assert len(said) == 1 and said[0].endswith("on pace")
-    assert runner.tally.num_done == 60 and pacer.elapsed() < 0.9
+    assert said and all(x.startswith("measured") for x in said)  # its projections
+    assert runner.tally.num_done == 60 and pacer.elapsed() < 1.5  # one at a time: 2.4 s
     assert server.most >= 4 and pacer.max_window_used >= 4
     assert pacer.moves[0].endswith("2 in flight")
     server, runner = job(tmp_path, 30.0, num=20)  # generous: the base throughout
@@ -71,6 +71,6 @@ def test_a_pace_measured_late_is_said_and_stops_a_strict_job(tmp_path: Path) -> 
     said: list[str] = []
     _, runner = job(tmp_path, 0.5, num=30, cap=1, said=said)
     assert runner.tally.num_done == 30 and not runner.stopped_late  # best-effort: all ran
-    assert len(said) == 1 and "past the deadline" in said[0] and "best-effort" in said[0]
+    assert said and all("past the deadline" in x and "best-effort" in x for x in said)
     _, runner = job(tmp_path, 0.5, num=30, cap=1, strict=True)
     assert runner.stopped_late and 0 < runner.tally.num_done < 15  # stopped after ~0.2 s

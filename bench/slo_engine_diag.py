@@ -1,0 +1,115 @@
+"""Why policies differ on one engine cell (#12): per run, what failed (refused, first token
+late, pace missed), how many decoders a step carried, the share of decoding request-steps in
+each mode, and the host time per step of the policy's plan and of the executor.
+
+  /work/bin/quiet python -m bench.slo_engine_diag --workload interactive --load high \
+      --seeds 0,1 --policies auto,ar,ar,auto [--requests 200]
+
+The same requests as bench/slo_engine_cells.py (seed s: arrivals drawn with 100 + s); a
+policy named twice runs twice (the same seed twice shows the run-to-run noise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections import Counter
+
+from bench.slo import PROFILE, policy_config
+from bench.slo_engine_cells import _seeds
+from engine.executor import Executor
+from engine.plan import StepOutput, StepPlan
+from engine.slo_policy import SLOSchedulingPolicy
+from policies.decision import BatchDecision, SchedulerView
+from policies.metrics import RequestResult, summarize
+from policies.modes import ChunkKind
+from policies.policy import SLOPolicy
+from policies.profile import Profile
+from policies.workloads import LOADS, WORKLOADS, capacity_rps, generate
+
+PLAN_S: list[float] = []  # filled by TimedPolicy, emptied per run
+
+
+class TimedPolicy(SLOSchedulingPolicy):
+    def plan(self, view: SchedulerView) -> BatchDecision:
+        t0 = time.perf_counter()
+        decision = super().plan(view)
+        PLAN_S.append(time.perf_counter() - t0)
+        return decision
+
+
+class RecordingExecutor(Executor):
+    """The real executor, timed, with the modes of each step's decoding chunks kept."""
+
+    def __init__(self, inner: Executor) -> None:
+        self.inner = inner
+        self.steps: list[tuple[float, list[str]]] = []
+
+    def step(self, plan: StepPlan) -> StepOutput:
+        t0 = time.perf_counter()
+        out = self.inner.step(plan)
+        modes = [w.mode for w in plan.works if w.kind is not ChunkKind.PREFILL]
+        self.steps.append((time.perf_counter() - t0, modes))
+        return out
+
+
+def failures(results: list[RequestResult]) -> Counter:
+    out: Counter = Counter()
+    for r in results:
+        if r.refused is not None:
+            out["refused"] += 1
+        elif not r.is_good:
+            late = (r.slo.ttft_ms is not None and r.first_token_s is not None
+                    and (r.first_token_s - r.arrival_s) * 1e3 > r.slo.ttft_ms)
+            out["ttft" if late else "pace"] += 1
+    return out
+
+
+def describe(name: str, results: list[RequestResult], steps: list, plan_s: list) -> str:
+    s = summarize(results)
+    modes = Counter(m for _, ms in steps for m in ms)
+    total = sum(modes.values()) or 1
+    mix = " ".join(f"{m} {n / total:.0%}" for m, n in modes.most_common())
+    return (f"{name:<14} good {s.num_good:>3} goodput {s.goodput:6.2f}  fail "
+            f"{dict(failures(results))}  steps {len(steps)}  decoders/step "
+            f"{statistics.fmean(len(ms) for _, ms in steps):.1f}  modes [{mix}]  plan "
+            f"{1e3 * statistics.fmean(plan_s):.2f} ms  executor "
+            f"{1e3 * statistics.fmean(t for t, _ in steps):.2f} ms")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.slo_engine_diag",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--workload", choices=list(WORKLOADS), required=True)
+    p.add_argument("--load", choices=list(LOADS), required=True)
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--policies", default="auto,ar")
+    p.add_argument("--requests", type=int, default=200)
+    args = p.parse_args(argv)
+    import torch
+
+    from bench.slo_engine import EngineBench, ScaledCost
+
+    torch.set_num_threads(1)
+    profile = Profile.load(PROFILE)
+    bench = EngineBench()
+    recorder = bench.executor = RecordingExecutor(bench.executor)
+    base = SLOPolicy(profile).cost
+    for seed in _seeds(args.seeds):
+        cost = ScaledCost(base, bench.slowdown(base))
+        rate = LOADS[args.load] * capacity_rps(WORKLOADS[args.workload], cost)
+        specs = generate(WORKLOADS[args.workload], rate, args.requests, cost,
+                         len(bench.prompts), seed=100 + seed)
+        for name in (x for x in args.policies.split(",") if x):
+            recorder.steps.clear()
+            PLAN_S.clear()
+            load = os.getloadavg()[0]
+            results = bench.run(specs, profile, policy_config(name), TimedPolicy)
+            print(f"seed {seed} load {load:4.1f} "
+                  + describe(name, results, recorder.steps, PLAN_S), flush=True)
+
+
+if __name__ == "__main__":
+    main()

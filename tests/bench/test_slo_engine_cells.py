@@ -1,0 +1,59 @@
+"""bench/slo_engine_cells.py: the run order that spreads drift over policies, and the
+summary's per-seed ratios and same-seed noise (plain rows, no engine)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.slo_engine_cells import cell_stats, main, run_order, summary
+
+
+def test_run_order_alternates_by_seed_and_goes_there_and_back():
+    assert run_order(("auto", "ar"), 0, 1) == [("auto", 0), ("ar", 0)]
+    assert run_order(("auto", "ar"), 1, 1) == [("ar", 0), ("auto", 0)]
+    assert run_order(("auto", "ar"), 0, 2) == [("auto", 0), ("ar", 0), ("ar", 1), ("auto", 1)]
+
+
+def _row(policy: str, seed: int, goodput: float, repeat: int = 0) -> dict:
+    return {"workload": "interactive", "load": "high", "policy": policy, "seed": seed,
+            "repeat": repeat, "goodput": goodput, "load_avg": 1.0}
+
+
+def test_cell_stats_pairs_each_seed_with_its_own_best_fixed_mode():
+    rows = [_row("auto", 0, 9.0), _row("ar", 0, 10.0), _row("spec_linear", 0, 4.0),
+            _row("auto", 1, 12.0), _row("ar", 1, 8.0), _row("ar", 1, 12.0, repeat=1)]
+    st = cell_stats(rows)
+    assert st["means"]["ar"] == {0: 10.0, 1: 10.0}  # repeats averaged
+    assert st["per_seed"] == pytest.approx([0.9, 1.2])
+    assert st["ratio"] == pytest.approx(10.5 / 10.0)
+    assert st["noise"] == pytest.approx(4.0 / 10.0)  # ar seed 1: 8 and 12
+
+
+def test_summary_marks_policies_on_fewer_seeds(tmp_path):
+    out = tmp_path / "grid.json"
+    rows = [_row("auto", s, 10.0) for s in (0, 1, 2)] + [_row("ar", s, 10.0) for s in (0, 1, 2)]
+    out.write_text(json.dumps({"runs": rows + [_row("spec_linear", 0, 3.0)]}))
+    text = summary(out)
+    assert "[1s]" in text and "1.00x" in text and "1.00-1.00x" in text
+
+
+def test_bad_arguments_exit_with_a_message(capsys):
+    with pytest.raises(SystemExit, match="--policies: unknown policy 'bogus'"):
+        main(["run", "--workload", "mixed", "--load", "high", "--policies", "auto,bogus"])
+    with pytest.raises(SystemExit, match="--seeds"):
+        main(["run", "--workload", "mixed", "--load", "high", "--seeds", "a"])
+
+
+def test_diag_sorts_failures_into_refused_late_first_token_and_missed_pace():
+    from bench.slo_engine_diag import failures
+    from policies.metrics import RequestResult
+    from policies.slo import SLO
+
+    slo = SLO(ttft_ms=100.0, tpot_ms=10.0)
+    refused = RequestResult("a", "interactive", 0.0, slo, refused="overloaded")
+    late = RequestResult("b", "interactive", 0.0, slo, 10, first_token_s=0.2, finish_s=0.25)
+    slow = RequestResult("c", "interactive", 0.0, slo, 10, first_token_s=0.05, finish_s=0.5)
+    good = RequestResult("d", "interactive", 0.0, slo, 10, first_token_s=0.05, finish_s=0.1)
+    assert failures([refused, late, slow, good]) == {"refused": 1, "ttft": 1, "pace": 1}
