@@ -165,7 +165,10 @@ def _lat(res: RunResult) -> dict[str, float]:
     return {"ttft_p50_ms": round(percentile(res.ttft_s, 50) * ms, 1),
             "ttft_p99_ms": round(percentile(res.ttft_s, 99) * ms, 1),
             "itl_p50_ms": round(percentile(res.gaps_s, 50) * ms, 1),
-            "itl_p99_ms": round(percentile(res.gaps_s, 99) * ms, 1)}
+            "itl_p99_ms": round(percentile(res.gaps_s, 99) * ms, 1),
+            # tokens per output that carried text (an SSE chunk; an engine step's output)
+            "tokens_per_chunk": round(res.tokens / max(1, len(res.ttft_s) + len(res.gaps_s)),
+                                      2)}
 
 
 def _step_cpu_s(url: str) -> float:
@@ -255,7 +258,8 @@ def _runs(urls: dict[str, str], clients: list[str]) -> list[tuple[str, str, str]
 
 def _fmt_lat(lat: dict[str, float]) -> str:
     return (f"TTFT p50/p99 {lat['ttft_p50_ms']}/{lat['ttft_p99_ms']} ms  "
-            f"gap p50/p99 {lat['itl_p50_ms']}/{lat['itl_p99_ms']} ms")
+            f"gap p50/p99 {lat['itl_p50_ms']}/{lat['itl_p99_ms']} ms  "
+            f"{lat['tokens_per_chunk']} tokens/chunk")
 
 
 def main(argv: list[str] | None = None) -> None:
