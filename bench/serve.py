@@ -82,6 +82,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--clients", nargs="+", default=["aiohttp"], choices=CLIENTS,
                    help="HTTP client(s) of the load generator (several: each variant runs "
                         "with each, named variant/client); its CPU is shown as bench (client)")
+    p.add_argument("--engine-admit-per-step", type=int, default=0, metavar="N",
+                   help="also run the engine alone admitting at most N new requests per step "
+                        "(staggered, as requests reach a server) and report HTTP against it")
     p.add_argument("--serve-env", nargs="*", default=[], metavar="NAME=VALUE",
                    help="env vars for Serve's proxy (through controller_options) and every "
                         "replica, on top of the config YAML's (e.g. Serve's RAY_SERVE_* options)")
@@ -162,7 +165,10 @@ def _lat(res: RunResult) -> dict[str, float]:
     return {"ttft_p50_ms": round(percentile(res.ttft_s, 50) * ms, 1),
             "ttft_p99_ms": round(percentile(res.ttft_s, 99) * ms, 1),
             "itl_p50_ms": round(percentile(res.gaps_s, 50) * ms, 1),
-            "itl_p99_ms": round(percentile(res.gaps_s, 99) * ms, 1)}
+            "itl_p99_ms": round(percentile(res.gaps_s, 99) * ms, 1),
+            # tokens per output that carried text (an SSE chunk; an engine step's output)
+            "tokens_per_chunk": round(res.tokens / max(1, len(res.ttft_s) + len(res.gaps_s)),
+                                      2)}
 
 
 def _step_cpu_s(url: str) -> float:
@@ -190,13 +196,16 @@ def measure_level(engine: LLMEngine, urls: dict[str, str], groups: dict[str, lis
     batch = [prompts[i % len(prompts)] for i in range(n)]
     mode = Mode(args.mode)
     best_e: tuple[RunResult, float] | None = None
+    best_s: tuple[RunResult, float] | None = None  # the staggered engine, if asked
     best_h: dict[str, tuple[RunResult, dict[str, float]]] = {}
     for _ in range(args.repeats):
-        t0 = cpu_seconds(os.getpid())
-        res = engine_run(engine, batch, c, args.max_tokens, mode)
-        engine_ms = (cpu_seconds(os.getpid()) - t0) * 1e3 / max(1, res.tokens)
+        res, engine_ms = _engine_once(engine, batch, c, args.max_tokens, mode, 0)
         if best_e is None or res.tok_s > best_e[0].tok_s:
             best_e = (res, engine_ms)
+        if args.engine_admit_per_step:
+            s = _engine_once(engine, batch, c, args.max_tokens, mode,
+                             args.engine_admit_per_step)
+            best_s = s if best_s is None or s[0].tok_s > best_s[0].tok_s else best_s
         for name, variant, client in _runs(urls, args.clients):
             h, cpu = _http_once(urls[variant], batch, c, args, groups[variant], client)
             if h.tokens != res.tokens:
@@ -209,6 +218,13 @@ def measure_level(engine: LLMEngine, urls: dict[str, str], groups: dict[str, lis
                            "engine_cpu_ms_per_token": round(engine_ms, 3), "engine": _lat(e)}
     print(f"  C={c:<3} engine {e.tok_s:7.1f} tok/s, {engine_ms:.2f} CPU ms/token  "
           f"{_fmt_lat(row['engine'])}", flush=True)
+    if best_s is not None:
+        row["engine_staggered"] = {"admit_per_step": args.engine_admit_per_step,
+                                   "tok_s": round(best_s[0].tok_s, 1),
+                                   "cpu_ms_per_token": round(best_s[1], 3), **_lat(best_s[0])}
+        print(f"        engine, {args.engine_admit_per_step} admitted per step: "
+              f"{best_s[0].tok_s:7.1f} tok/s, {best_s[1]:.2f} CPU ms/token  "
+              f"{_fmt_lat(row['engine_staggered'])}", flush=True)
     for name, (h, cpu) in best_h.items():
         path = sum(v for k, v in cpu.items() if k not in (*BACKGROUND, ENGINE_STEP))
         stack, vs_alone = path - cpu[ENGINE_STEP], path - engine_ms
@@ -216,12 +232,23 @@ def measure_level(engine: LLMEngine, urls: dict[str, str], groups: dict[str, lis
                      "cpu_ms_per_token": {k: round(v, 3) for k, v in cpu.items()},
                      "stack_cpu_ms_per_token": round(stack, 3),
                      "stack_vs_engine_alone_ms_per_token": round(vs_alone, 3), **_lat(h)}
+        if best_s is not None:
+            row[name]["ratio_vs_staggered"] = round(h.tok_s / best_s[0].tok_s, 3)
         procs = "  ".join(f"{k} {v:.2f}" for k, v in cpu.items())
-        print(f"        {name:<8} HTTP {h.tok_s:7.1f} tok/s  ratio {h.tok_s / e.tok_s:.3f}  "
+        vs_s = f" (vs staggered {h.tok_s / best_s[0].tok_s:.3f})" if best_s else ""
+        print(f"        {name:<8} HTTP {h.tok_s:7.1f} tok/s  ratio {h.tok_s / e.tok_s:.3f}{vs_s}  "
               f"stack {stack:.2f} (vs alone {vs_alone:.2f}) CPU ms/token  "
               f"{_fmt_lat(row[name])}\n"
               f"                 CPU ms/token: {procs}", flush=True)
     return row
+
+
+def _engine_once(engine: LLMEngine, batch: list[str], c: int, max_tokens: int, mode: Mode,
+                 admit_per_step: int) -> tuple[RunResult, float]:
+    """One closed loop over the engine in this process: its result and CPU ms per token."""
+    t0 = cpu_seconds(os.getpid())
+    res = engine_run(engine, batch, c, max_tokens, mode, admit_per_step)
+    return res, (cpu_seconds(os.getpid()) - t0) * 1e3 / max(1, res.tokens)
 
 
 def _runs(urls: dict[str, str], clients: list[str]) -> list[tuple[str, str, str]]:
@@ -231,7 +258,8 @@ def _runs(urls: dict[str, str], clients: list[str]) -> list[tuple[str, str, str]
 
 def _fmt_lat(lat: dict[str, float]) -> str:
     return (f"TTFT p50/p99 {lat['ttft_p50_ms']}/{lat['ttft_p99_ms']} ms  "
-            f"gap p50/p99 {lat['itl_p50_ms']}/{lat['itl_p99_ms']} ms")
+            f"gap p50/p99 {lat['itl_p50_ms']}/{lat['itl_p99_ms']} ms  "
+            f"{lat['tokens_per_chunk']} tokens/chunk")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -35,8 +35,10 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def engine_run(engine: LLMEngine, prompts: list[str], concurrency: int, max_tokens: int,
-               mode: Mode) -> RunResult:
-    """Closed loop over the engine: C requests in flight."""
+               mode: Mode, admit_per_step: int = 0) -> RunResult:
+    """Closed loop over the engine: C requests in flight. admit_per_step > 0 admits at most
+    that many new requests before each step (staggered arrivals, as through a server),
+    instead of every free slot at once (equal-length requests then run in lockstep waves)."""
     sp = SamplingParams(max_tokens=max_tokens, temperature=0.0, seed=0, ignore_eos=True)
     dp = DecodeParams(mode=mode)
     todo = list(prompts)
@@ -45,7 +47,8 @@ def engine_run(engine: LLMEngine, prompts: list[str], concurrency: int, max_toke
     last: dict[str, float] = {}
     start = time.perf_counter()
     while todo or sent:
-        while todo and len(sent) < concurrency:
+        room = concurrency - len(sent)
+        for _ in range(min(room, admit_per_step or room, len(todo))):
             sent[engine.add_request(todo.pop(0), sp, dp).id] = time.perf_counter()
         outs = engine.step()
         now = time.perf_counter()

@@ -157,6 +157,8 @@ class ModeSelector:
         self._rates = {k: r for k, r in self._rates.items() if k in held}
         self._alone = {k: a for k, a in self._alone.items() if k in held}
         self._lows: dict[tuple[str, Option], float] = {}
+        self._menus: dict[str, list[tuple[Option, int, int, float]]] = {}
+        self._menus_by_work: dict[str, list[tuple[Option, int, int, float]]] = {}
         self._steps: dict[int, float] = {}  # batch tokens -> predicted step (this select)
         # AR alone: what best_alone() is at most (INF where the pool has no AR).
         self._ar_alone = self.cost.predict(1, 1) if AR1 in self.pool else INF
@@ -200,6 +202,16 @@ class ModeSelector:
 
     def _options(self, v: RequestView) -> list[Option]:
         return self._candidates[v.allow_lossy]
+
+    def _menu(self, v: RequestView) -> list[tuple[Option, int, int, float]]:
+        """(option, its work tokens, its draft tokens, v's rate under it) for each of v's
+        options, in _options' order; once per request and select (the passes ask it for
+        every option of every request they try: ~500k lookups a select at 64 requests)."""
+        menu = self._menus.get(v.id)
+        if menu is None:
+            menu = self._menus[v.id] = [(o, o.work_tokens, o.draft_tokens, self._rate(v, o))
+                                        for o in self._options(v)]
+        return menu
 
     def _rate(self, v: RequestView, option: Option) -> float:
         rates = self._rates.get(v.id)
@@ -350,9 +362,18 @@ class ModeSelector:
         s.option, s.rate = option, rate
         self._version = self._new_version = self._new_version + 1
 
-    def _by_work(self, s: _Slot) -> list[Option]:
-        current = [s.view.option] if s.view.option in self._options(s.view) else []
-        return current + self._by_work_order[s.view.allow_lossy]
+    def _by_work(self, s: _Slot) -> list[tuple[Option, int, int, float]]:
+        """s's menu: its current option first (if it may keep it), then the least work
+        first."""
+        v = s.view
+        menu = self._menus_by_work.get(v.id)
+        if menu is None:
+            entries = {e[0]: e for e in self._menu(v)}
+            menu = [entries[o] for o in self._by_work_order[v.allow_lossy]]
+            if v.option in entries:
+                menu.insert(0, (v.option, *entries[v.option][1:]))
+            self._menus_by_work[v.id] = menu
+        return menu
 
     # --- the passes ------------------------------------------------------------------------
 
@@ -471,10 +492,11 @@ class ModeSelector:
         most = self.config.max_rescued
         # Below this step nobody guarded is broken (the caps' rounding: _broken).
         safe_step = self._cap(guarded) / (1 + 1e-9)
-        for option in self._by_work(s):
-            tokens = self._tokens - s.option.work_tokens + option.work_tokens
-            rate, draft = self._rate(s.view, option), self._draft_if(s, option)
-            step = self._step(tokens, draft)
+        tokens_0 = self._tokens - s.option.work_tokens
+        draft_0 = self._draft_tokens - s.option.draft_tokens
+        for option, work, draft, rate in self._by_work(s):
+            tokens = tokens_0 + work
+            step = self._step(tokens, draft_0 + draft)
             if tokens > self._max_tokens or not self._meets(s, step, rate):
                 continue
             if (on_track and option not in (AR1, s.view.option)
@@ -545,13 +567,16 @@ class ModeSelector:
         cap = self._cap(guarded)
         best, best_tpt = s.option, self._step() / s.rate
         others = self._rate_sum - s.rate
-        for option in self._options(s.view):
-            tokens = self._tokens - s.option.work_tokens + option.work_tokens
-            step = self._step(tokens, self._draft_if(s, option))
-            rate = (self._rate_low(s.view, option) if cautious and option != s.view.option
-                    else self._rate(s.view, option))
+        tokens_0 = self._tokens - s.option.work_tokens
+        draft_0 = self._draft_tokens - s.option.draft_tokens
+        current = s.view.option
+        for option, work, draft, plain in self._menu(s.view):
+            tokens = tokens_0 + work
+            step = self._step(tokens, draft_0 + draft)
+            rate = (self._rate_low(s.view, option) if cautious and option != current
+                    else plain)
             if (tokens <= self._max_tokens and step <= cap and step / rate < best_tpt
-                    and (others + self._rate(s.view, option)) / step >= floor):
+                    and (others + plain) / step >= floor):
                 best, best_tpt = option, step / rate
         if best is not s.option:
             self._switch(s, best)
@@ -579,10 +604,11 @@ class ModeSelector:
         best, best_value = s.option, total / step * (1 + self.config.min_gain)
         if s.option == s.view.option:
             best_value *= 1 + self.config.switch_gain  # stay unless clearly better
-        for option in self._options(s.view):
-            tokens = self._tokens - s.option.work_tokens + option.work_tokens
-            new_step = self._step(tokens, self._draft_if(s, option))
-            rate = self._rate(s.view, option)
+        tokens_0 = self._tokens - s.option.work_tokens
+        draft_0 = self._draft_tokens - s.option.draft_tokens
+        for option, work, draft, rate in self._menu(s.view):
+            tokens = tokens_0 + work
+            new_step = self._step(tokens, draft_0 + draft)
             # A request that meets its SLO does not gamble it on speed: the option must
             # still meet it if this request accepts drafts worse than expected.
             sure = rate if option in (AR1, s.view.option) else self._rate_low(s.view, option)
