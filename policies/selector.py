@@ -74,8 +74,13 @@ class SelectorConfig:
     # for requests at risk slowed every other one and more missed than were saved
     # (simulator, bench/slo_profile.json, goodput against SLO-scheduled AR: interactive-only
     # medium_high 0.85x -> 0.97x, batch-only overload 0.69x -> 1.02x, mixed medium_high
-    # 1.09x -> 1.05x).
-    rescue_loss: float = 0.03
+    # 1.09x -> 1.05x). At 0.03 instead of 0 the same spiral remained near capacity
+    # (interactive overload, H200 roofline 0.86x, CPU 0.96x the best fixed mode; at 0:
+    # 1.01x / 1.03x; BENCHMARKS.md > SLO scheduling, "Rescues that cost throughput").
+    rescue_loss: float = 0.0
+    # Pass 2a (requests whose bound only speculation meets) may cost the batch this much:
+    # they have no cheaper way to be met, and a fixed speculative mode would cost more.
+    tight_loss: float = 0.03
     rescue_slack_steps: float = 20.0
     max_rescued: int = 3  # a rescue may re-rescue at most this many requests it broke
     pool: tuple[Option, ...] = LADDER
@@ -399,7 +404,7 @@ class ModeSelector:
         spare = self.config.rescue_slack_steps * step
         others_wait = all(slack_of(o.view, self._now, step / o.rate) >= spare
                           for o in self._slots if o not in missing)
-        floor = 0.0 if others_wait else self._base_throughput * (1 - self.config.rescue_loss)
+        floor = 0.0 if others_wait else self._base_throughput * (1 - self.config.tight_loss)
         menus = [Menu.pruned(s, (1, 1.0), [
             (o.work_tokens, s.need * self._rate(s.view, o), o, self._rate(s.view, o))
             for o in (self._options(s.view) if s in only else [AR1])
