@@ -25,7 +25,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from bench.synthetic_acceptance import load_profile
+from bench.synthetic_acceptance import add_profile_arguments, load_profile
 from engine.simulator import SimConfig, Simulator
 from policies.decision_cache import CacheConfig
 from policies.metrics import summarize
@@ -58,11 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="tandem bench slo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--profile", type=Path, default=PROFILE,
-                   help="cost points + acceptance traces (bench/profiles/ holds GPU ones)")
-    p.add_argument("--acceptance", choices=("profile", "nld8b"), default="profile",
-                   help="profile: the profile's traces; nld8b: synthetic traces at "
-                        "Nemotron-Labs-Diffusion-8B's published tokens per forward")
+    add_profile_arguments(p, PROFILE)
     p.add_argument("--workload-spec", type=Path, default=None,
                    help="JSON file of extra workloads (policies/workload_spec.py)")
     p.add_argument("--calibrate", action="store_true", help="re-measure the profile first")

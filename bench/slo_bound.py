@@ -32,7 +32,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.slo import PROFILE
-from bench.synthetic_acceptance import load_profile
+from bench.synthetic_acceptance import add_profile_arguments, load_profile
 from engine.simulator import SimConfig, Simulator
 from policies.option import AR1, Option
 from policies.policy import PolicyConfig, SLOPolicy
@@ -107,8 +107,7 @@ def best_fixed(results: Path | None, label: str, workload: str, load: str
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.slo_bound", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--profile", type=Path, default=PROFILE)
-    p.add_argument("--acceptance", choices=("profile", "nld8b"), default="profile")
+    add_profile_arguments(p, PROFILE)
     p.add_argument("--workload", default="mixed_tight", choices=tuple(WORKLOADS))
     p.add_argument("--loads", default=",".join(LOADS))
     p.add_argument("--seeds", type=int, default=3)

@@ -14,10 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
-from pathlib import Path
 
 from bench.slo import PROFILE, policy_config
-from bench.synthetic_acceptance import load_profile
+from bench.synthetic_acceptance import add_profile_arguments, load_profile
 from engine.simulator import SimConfig, Simulator
 from policies.decision import BatchDecision, SchedulerView
 from policies.metrics import RequestResult
@@ -76,8 +75,7 @@ def cell(profile: Profile, workload: str, load: str, policy: str, seed: int,
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.slo_mix", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--profile", type=Path, default=PROFILE)
-    p.add_argument("--acceptance", choices=("profile", "nld8b"), default="profile")
+    add_profile_arguments(p, PROFILE)
     p.add_argument("--workload", default="tight", choices=tuple(WORKLOADS))
     p.add_argument("--load", default="low", choices=tuple(LOADS))
     p.add_argument("--policies", default="auto")

@@ -18,6 +18,7 @@ passes then a commit pass), r_p scattered around a mean solved the same way.
 
 from __future__ import annotations
 
+import argparse
 import math
 import random
 from collections.abc import Callable
@@ -104,6 +105,15 @@ def with_nld8b_acceptance(profile: Profile, seed: int = 0) -> Profile:
     meta = dict(profile.meta, acceptance="synthetic, Nemotron-Labs-Diffusion-8B's published "
                 "TPF (bench/synthetic_acceptance.py)")
     return Profile(profile.cost, traces(seed), meta)
+
+
+def add_profile_arguments(p: argparse.ArgumentParser, default: Path) -> None:
+    """A bench's --profile and --acceptance, as load_profile reads them."""
+    p.add_argument("--profile", type=Path, default=default,
+                   help="cost points + acceptance traces (bench/profiles/ holds GPU ones)")
+    p.add_argument("--acceptance", choices=("profile", "nld8b"), default="profile",
+                   help="profile: the profile's traces; nld8b: synthetic traces at "
+                        "Nemotron-Labs-Diffusion-8B's published tokens per forward")
 
 
 def load_profile(path: str | Path, acceptance: str) -> Profile:
