@@ -97,9 +97,8 @@ class Deferral:
                 continue  # no bound, or lost
             is_predicted_late = step / rate[v.id] > need
             if not is_predicted_late:
-                if v.num_output < max(2, min_tokens):
-                    continue  # not measured yet
-                if (now - first) / (v.num_output - 1) <= need:
+                measured = measured_time_per_token(v, now, min_tokens)
+                if measured is None or measured <= need:
                     continue  # on pace, as predicted and by the engine's own clock
             if need < self.cost.predict(options[v.id].work_tokens, 1) / rate[v.id]:
                 continue  # lost: not even alone
