@@ -141,6 +141,7 @@ class ModeSelector:
             o in acceptance.overall and (o.mode not in bounds
                                          or bounds[o.mode][0] <= o.block <= bounds[o.mode][1])))
         self._candidates = {lossy: candidates(lossy, self.pool) for lossy in (False, True)}
+        self._candidate_sets = {lossy: frozenset(c) for lossy, c in self._candidates.items()}
         self._by_work_order = {lossy: sorted(c, key=lambda o: o.work_tokens)
                                for lossy, c in self._candidates.items()}
         # A new number for every state of the batch's options (a switch, a select); an undo
@@ -201,8 +202,11 @@ class ModeSelector:
         safety = self.config.safety
         if need != INF:  # inf: no finish bound
             need *= safety
-            # AR alone bounds the best time alone from above: no need to ask below it.
-            if need <= 0 or (need / safety < self._ar_alone and need / safety < self.best_alone(v)):
+            # AR alone, and the option it runs alone, bound the best time alone from above:
+            # no need to ask below them.
+            bare = need / safety
+            if need <= 0 or (bare < self._ar_alone and bare < self._alone_at(v, v.option)
+                             and bare < self.best_alone(v)):
                 need = math.nan  # lost: even alone, no option makes it
         return _Slot(v, option, self._rate(v, option), need, is_free)
 
@@ -249,6 +253,14 @@ class ModeSelector:
             low = self._lows[key] = min(self.acceptance.tokens_per_forward_low(option, v.id),
                                         self._rate(v, option))
         return low
+
+    def _alone_at(self, v: RequestView, option: Option | None) -> float:
+        """v's time per token alone under option if it is one of v's options, else inf."""
+        if option is None or option not in self._candidate_sets[v.allow_lossy]:
+            return INF
+        cost = self.cost
+        return max(cost.predict(option.work_tokens, 1), cost.predict(option.draft_tokens, 1)
+                   ) / self._rate(v, option)
 
     def best_alone(self, v: RequestView) -> float:
         alone = self._alone.get(v.id)
