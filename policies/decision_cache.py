@@ -269,7 +269,7 @@ class DecisionCache:
         for v in changed:
             kept, need = self.kept.get(v.id), needs[v.id]
             if not paces[v.id][2] and need != INF and (kept is None or kept.was_met) and not (
-                    need <= 0 or need < self.selector.best_alone(v)):
+                    need <= 0 or self.selector.is_lost(v, need)):
                 return True
         return False
 
@@ -389,8 +389,7 @@ class DecisionCache:
         for v in chosen:
             need, option = needs[v.id], options[v.id]
             pace, tpf, met = paces[v.id]
-            lost = need != INF and (need <= 0 or (
-                need < self.selector.ar_alone_s and need < self.selector.best_alone(v)))
+            lost = need != INF and (need <= 0 or self.selector.is_lost(v, need))
             # (Speculation-only requests are chosen for together, by pass 2a's search: when
             # one of them is, _join_search releases those held by their failure too.)
             failed = FailedAt.of(need, after, v.id, v.priority, option.mode == AR) if (

@@ -204,9 +204,7 @@ class ModeSelector:
             need *= safety
             # AR alone, and the option it runs alone, bound the best time alone from above:
             # no need to ask below them.
-            bare = need / safety
-            if need <= 0 or (bare < self._ar_alone and bare < self._alone_at(v, v.option)
-                             and bare < self.best_alone(v)):
+            if need <= 0 or self.is_lost(v, need / safety):
                 need = math.nan  # lost: even alone, no option makes it
         return _Slot(v, option, self._rate(v, option), need, is_free)
 
@@ -254,6 +252,17 @@ class ModeSelector:
                                         self._rate(v, option))
         return low
 
+    def is_lost(self, v: RequestView, need: float) -> bool:
+        """No option meets `need` seconds per token for v even alone (need < best_alone(v)),
+        asked option by option until one does: AR alone and the option v runs first (the
+        usual answers), the whole menu only for a lost request."""
+        if need >= self._ar_alone or need >= self._alone_at(v, v.option):
+            return False
+        alone = self._alone.get(v.id)
+        if alone is not None:
+            return need < alone
+        return not any(need >= self._alone_at(v, o) for o in self._options(v))
+
     def _alone_at(self, v: RequestView, option: Option | None) -> float:
         """v's time per token alone under option if it is one of v's options, else inf."""
         if option is None or option not in self._candidate_sets[v.allow_lossy]:
@@ -269,12 +278,6 @@ class ModeSelector:
                 max(self.cost.predict(o.work_tokens, 1), self.cost.predict(o.draft_tokens, 1))
                 / self._rate(v, o) for o in self._options(v))
         return alone
-
-    @property
-    def ar_alone_s(self) -> float:
-        """AR's time per token alone under the last select()'s cost fit: best_alone() is at
-        most this (inf where the pool has no AR)."""
-        return self._ar_alone
 
     def rate_of(self, v: RequestView, option: Option) -> float:
         """v's tokens per forward under option, as the last select() priced it."""
@@ -542,6 +545,7 @@ class ModeSelector:
         most = self.config.max_rescued
         # Below this step nobody guarded is broken (the caps' rounding: _broken).
         safe_step = self._cap(guarded) / (1 + 1e-9)
+        hopeless = self._hopeless_above(guarded, depth)
         tokens_0 = self._tokens - s.option.work_tokens
         draft_0 = self._draft_tokens - s.option.draft_tokens
         for option, work, draft, rate in self._by_work(s):
@@ -556,6 +560,8 @@ class ModeSelector:
                 if (self._rate_sum + (rate - s.rate)) / step >= floor:
                     self._switch(s, option)
                     return True
+                continue
+            if step > hopeless:
                 continue
             mark = len(self._journal)
             self._switch(s, option)
@@ -574,6 +580,20 @@ class ModeSelector:
             self._undo(mark, saved)
         self._fastest(s, guarded, on_track, floor)  # not met now: lose as little as possible
         return False
+
+    def _hopeless_above(self, guarded: _Guarded, depth: int) -> float:
+        """The step above which a rescue attempt fails whatever it re-rescues: past the cap
+        of a guarded request that may not be re-rescued (held or pinned, or any at depth 0),
+        or of `max_rescued` + 1 of them (the caps' rounding as in _broken). Most attempts
+        of a request the batch cannot make room for end here, without a switch and undo."""
+        num = 0
+        for cap, _, o, _ in guarded.guards:
+            if o is guarded.but or o.view.priority < guarded.min_priority:
+                continue
+            num += 1
+            if depth <= 0 or not o.is_free or num > self.config.max_rescued:
+                return cap * (1 + 1e-9)
+        return INF
 
     def _undo(self, mark: int, saved: tuple[int, int, float, int]) -> None:
         """Back to the state of `saved` (_rescue's), undoing the switches since `mark`."""
