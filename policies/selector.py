@@ -551,7 +551,7 @@ class ModeSelector:
         for option, work, draft, rate in self._by_work(s):
             tokens = tokens_0 + work
             step = self._step(tokens, draft_0 + draft)
-            if tokens > self._max_tokens or not self._meets(s, step, rate):
+            if tokens > self._max_tokens or step > hopeless or not self._meets(s, step, rate):
                 continue
             if (on_track and option not in (AR1, s.view.option)
                     and not self._safe_bet(s, tokens, option)):
@@ -560,8 +560,6 @@ class ModeSelector:
                 if (self._rate_sum + (rate - s.rate)) / step >= floor:
                     self._switch(s, option)
                     return True
-                continue
-            if step > hopeless:
                 continue
             mark = len(self._journal)
             self._switch(s, option)
