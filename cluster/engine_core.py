@@ -31,6 +31,7 @@ from typing import Any
 
 from cluster.admission_gate import AdmissionGate, GateConfig
 from cluster.config import TandemConfig
+from cluster.job import GenerateJob
 from cluster.job_admission import add_job
 from cluster.step_delta import StepDelta
 from engine.engine import LLMEngine, StepFailed
@@ -116,7 +117,7 @@ class EngineCore:
             raise ValueError(f"engine core: unknown message {kind!r}")
         return True
 
-    def _admit(self, jobs: list[Any]) -> None:
+    def _admit(self, jobs: list[GenerateJob]) -> None:
         for job in jobs:
             added = add_job(self.engine, job)
             if isinstance(added, list):
