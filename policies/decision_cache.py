@@ -6,7 +6,9 @@ A request's option is kept (held: it counts as load and is guarded like any othe
 not re-chosen) while all of these hold since it was chosen:
 - it met its pace then (with the selector's margin) and still would at the time per token
   predicted then, with `step_band` to spare; or no option meets it even alone (lost). A
-  request that missed but could be met is chosen for again every step;
+  request that missed but could be met is chosen for again as soon as what its rescue failed
+  on moved by `fail_band` (policies/rescue_memo.py: its need, the batch's step and tokens
+  per second, the tightest cap of the requests it must not break);
 - it runs the option chosen for it (not deferred, preempted or pinned in between);
 - its slack did not grow by more than `need_band` (it may afford a cheaper option now); a
   loose request (a need of `loose_steps` predicted steps per token or more) is kept until
@@ -47,6 +49,7 @@ from policies.acceptance import AcceptanceEstimator
 from policies.cost_model import CostCoefficients, CostModel
 from policies.option import AR, Option
 from policies.request_view import RequestView
+from policies.rescue_memo import BatchAfter, FailedAt
 from policies.selector import ModeSelector
 
 INF = math.inf
@@ -63,9 +66,13 @@ class CacheConfig:
     max_dirty_share: float = 0.5
     strict: bool = True
     joint_search: bool = True
+    # An unmet request that could be met is tried again only when what its rescue failed
+    # on moved by this share: its need, the batch's step and tokens per second, the
+    # tightest cap of the requests it must not break (off: every step).
+    fail_band: float = 0.02
 
     def __post_init__(self) -> None:
-        for name in ("need_band", "tpf_band", "step_band", "max_dirty_share"):
+        for name in ("need_band", "tpf_band", "step_band", "max_dirty_share", "fail_band"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"CacheConfig.{name} must be in [0, 1]")
         if self.max_age_steps < 1 or self.loose_steps <= 0:
@@ -87,6 +94,7 @@ class _Kept:
     chosen_at: int  # select count
     was_met: bool
     is_lost: bool  # no option meets it even alone
+    failed_at: FailedAt | None = None  # what it was left unmet at (None: met or lost)
 
 
 def remaining_band(remaining: int, option: Option) -> int:
@@ -105,6 +113,7 @@ class DecisionCache:
         self._step_ref = 0.0  # and the step it predicted
         self._last_step = 0.0  # the step the last select predicted
         self._num_decoders = 0  # in this select's batch
+        self._after: BatchAfter | None = None  # the last select's outcome
 
     def select(self, decoders: Sequence[RequestView], now: float,
                max_tokens: int | None = None) -> dict[str, Option]:
@@ -141,6 +150,11 @@ class DecisionCache:
         self._last_step = self.selector.step_s()
         self._remember(changed, options, paces, needs)
         return options
+
+    def _outcome(self) -> BatchAfter:
+        self._after = BatchAfter(self.selector.step_s(), self.selector.throughput(),
+                                 self.selector.guards())
+        return self._after
 
     def _join_search(self, decoders: Sequence[RequestView], held: dict[str, Option],
                      changed: list[RequestView], needs: dict[str, float]) -> None:
@@ -192,6 +206,8 @@ class DecisionCache:
         # over its requests, so one request less among few moves it by a lot).
         num_band = cfg.step_band * len(decoders)
         num = len(decoders)
+        after, fail_band = self._after, cfg.fail_band
+        alone = self.cost.predict(1, 1)
         for v in decoders:
             if v.fixed is not None or (v.is_mid_iteration and v.option is not None):
                 continue  # not the selector's to choose this step
@@ -210,9 +226,12 @@ class DecisionCache:
                     or kept.remaining_band != remaining_band(remaining, option)
                     or (need < loose if kept.is_loose else need > kept.need * up)
                     or (need < kept.pace * miss if kept.was_met
-                        # Not met: again every step (others may make room for it), unless no
-                        # option meets it even alone (lost: nothing will).
-                        else not kept.is_lost)
+                        # Not met: again when what its rescue failed on moved (others may
+                        # make room for it), never if no option meets it even alone (lost).
+                        else not (kept.is_lost or (
+                            kept.failed_at is not None and after is not None
+                            and need >= alone and kept.failed_at.holds(
+                                need, after, v.id, v.priority, fail_band))))
                     or (option.mode != AR
                         and abs(tpf_of(option, v.id) - kept.tpf) > tpf_band * kept.tpf)):
                 changed.append(v)
@@ -248,14 +267,21 @@ class DecisionCache:
     def _remember(self, chosen: list[RequestView], options: dict[str, Option],
                   paces: dict[str, tuple[float, float, bool]], needs: dict[str, float]) -> None:
         loose = self.config.loose_steps * self._step_ref
+        after, alone = self._outcome(), self.cost.predict(1, 1)
+        memo = self.config.fail_band > 0
         if self.num_selects % self.config.max_age_steps == 0:  # drop the ones gone
             oldest = self.num_selects - self.config.max_age_steps
             self.kept = {k: e for k, e in self.kept.items() if e.chosen_at > oldest}
         for v in chosen:
             need, option = needs[v.id], options[v.id]
             pace, tpf, met = paces[v.id]
-            lost = need != INF and (need <= 0 or need < self.selector.best_alone(v))
+            lost = need != INF and (need <= 0 or (
+                need < self.selector.ar_alone_s and need < self.selector.best_alone(v)))
+            # Speculation-only requests (pass 2a's joint search) are chosen for together.
+            failed = FailedAt.of(need, after, v.id, v.priority, option.mode == AR) if (
+                memo and not (met or lost) and need >= alone and not (
+                    v.slo.tpot_ms is not None and v.slo.tpot_ms / 1e3 < alone)) else None
             self.kept[v.id] = _Kept(option, v.finish_deadline, need, need >= loose, tpf, pace,
                                     self._num_decoders,
                                     remaining_band(v.remaining, option), self.num_selects, met,
-                                    lost)
+                                    lost, failed)

@@ -176,6 +176,9 @@ class ModeSelector:
         self._steps: dict[int, float] = {}  # batch tokens -> predicted step (this select)
         # AR alone: what best_alone() is at most (INF where the pool has no AR).
         self._ar_alone = self.cost.predict(1, 1) if AR1 in self.pool else INF
+        # The most tokens per forward of any option, for a request of factor 1 (_speed_up).
+        self._top_rate = {lossy: max((self.acceptance.overall_value(o) for o in c), default=1.0)
+                          for lossy, c in self._candidates.items()}
         self._num_requests, self._now = len(decoders), now
         slots = [self._slot(v, now, held.get(v.id)) for v in decoders]
         self._slots = slots
@@ -266,6 +269,12 @@ class ModeSelector:
                 / self._rate(v, o) for o in self._options(v))
         return alone
 
+    @property
+    def ar_alone_s(self) -> float:
+        """AR's time per token alone under the last select()'s cost fit: best_alone() is at
+        most this (inf where the pool has no AR)."""
+        return self._ar_alone
+
     def num_tokens(self) -> int:
         """The batch tokens of the last select()'s choice."""
         return self._tokens
@@ -273,6 +282,15 @@ class ModeSelector:
     def step_s(self) -> float:
         """The step the last select() predicts for its choice."""
         return self._step()
+
+    def throughput(self) -> float:
+        """The batch's predicted tokens per second under the last select()'s choice."""
+        return self._throughput()
+
+    def guards(self) -> list[tuple[float, int, _Slot, float]]:
+        """(cap, index, slot, limit) of every request with a limit under the last
+        select()'s choice, shortest cap first (_guards; not to be changed)."""
+        return self._guards()
 
     def paces(self) -> dict[str, tuple[float, float, bool]]:
         """Per request of the last select(): (its predicted seconds per token, its tokens
@@ -658,6 +676,16 @@ class ModeSelector:
             best_value *= 1 + self.config.switch_gain  # stay unless clearly better
         tokens_0 = self._tokens - s.option.work_tokens
         draft_0 = self._draft_tokens - s.option.draft_tokens
+        v = s.view
+        if v.option is None or v.option == s.option:
+            # An upper bound of every option's value: the most tokens per forward any
+            # option gives v, at the step of the least work (AR's). Under load one request
+            # moves the batch's sum by a few % and no option passes `min_gain`: its menu is
+            # not built (bench/slo_selector_cost.py `mixed`: ~9 met requests re-chosen a
+            # step at 64).
+            most = max(1.0, self._top_rate[v.allow_lossy] * self.acceptance.factor(v.id))
+            if (total - s.rate + most) / self._step(tokens_0 + 1, draft_0) <= best_value:
+                return False
         for option, work, draft, rate in self._menu(s.view):
             tokens = tokens_0 + work
             new_step = self._step(tokens, draft_0 + draft)

@@ -33,9 +33,31 @@ def test_nothing_changed_nothing_is_rechosen():
     again = p.decisions.select([replace(v, option=first[v.id]) for v in views], now=0.0)
     assert again == first
     assert (p.decisions.num_full, p.decisions.num_partial) == (1, 1)
-    # Only the ones not met (or within step_band of missing) are tried again every step.
-    unmet = sum(not k.was_met for k in p.decisions.kept.values())
-    assert unmet <= p.decisions.num_rechosen - 24 <= 8
+    # Only the ones within step_band of missing are tried again; those left unmet are not:
+    # nothing their rescue failed on moved (policies/rescue_memo.py).
+    unmet = [k for k, e in p.decisions.kept.items() if not e.was_met and not e.is_lost]
+    assert len(unmet) >= 2 and all(p.decisions.kept[k].chosen_at == 1 for k in unmet)
+    assert p.decisions.num_rechosen - 24 <= 8
+
+
+def test_an_unmet_request_is_tried_again_as_soon_as_its_rescue_could_succeed():
+    """Left unmet by a batch too slow for it, a request is chosen for again when the
+    batch's step shrinks (here: half the batch left), and at every step with the memo off."""
+    p = SLOPolicy(synthetic_profile())
+    views = batch(random.Random(0), 24)
+    first = p.decisions.select(views, now=0.0)
+    views = [replace(v, option=first[v.id]) for v in views]
+    unmet = [k for k, e in p.decisions.kept.items() if not e.was_met and not e.is_lost]
+    assert unmet and all(p.decisions.kept[k].failed_at is not None for k in unmet)
+    p.decisions.select(views, now=0.0)
+    assert all(p.decisions.kept[k].chosen_at == 1 for k in unmet)
+    rest = [v for i, v in enumerate(views) if v.id in unmet or i % 2]
+    p.decisions.select(rest, now=0.0)
+    assert all(p.decisions.kept[k].chosen_at == 3 for k in unmet)
+    always = SLOPolicy(synthetic_profile(), PolicyConfig(cache=CacheConfig(fail_band=0.0)))
+    always.decisions.select(views, now=0.0)
+    always.decisions.select(views, now=0.0)
+    assert all(always.decisions.kept[k].chosen_at == 2 for k in unmet)
 
 
 def test_a_new_request_alone_is_chosen_for_and_the_rest_kept():
@@ -133,7 +155,8 @@ def test_same_slo_outcome_in_the_simulator_as_a_full_replan(load: float):
         assert a >= fa - 0.03 and g >= 0.95 * fg
 
 
-@pytest.mark.parametrize("field", ["need_band", "tpf_band", "step_band", "max_dirty_share"])
+@pytest.mark.parametrize("field", ["need_band", "tpf_band", "step_band", "max_dirty_share",
+                                   "fail_band"])
 def test_bad_cache_config_names_the_field(field: str):
     with pytest.raises(ValueError, match=field):
         CacheConfig(**{field: 1.5})
