@@ -644,13 +644,18 @@ class ModeSelector:
         pool = [o for o in self._candidates[lossy] if o != AR1 and not o.draft_tokens]
         n, rate_0 = len(movers), sum(s.rate for s in movers)
         best, best_value = None, self._throughput() * (1 + self.config.min_gain)
+        others = self._rate_sum - rate_0
+        # Each mover's rate is at most the option's overall rate times the largest factor:
+        # an option whose bound does not pass is not priced request by request.
+        most = max(self.acceptance.factor(s.view.id) for s in movers)
         for option in pool:
             tokens = self._tokens + n * (option.work_tokens - 1)
             if tokens > self._max_tokens:
                 continue
             step = self._step(tokens)
-            rates = [self._rate(s.view, option) for s in movers]
-            value = (self._rate_sum - rate_0 + sum(rates)) / step
+            if (others + n * self.acceptance.overall_value(option) * most) / step <= best_value:
+                continue
+            value = (others + sum(self._rate(s.view, option) for s in movers)) / step
             if value <= best_value or step > cap or not all(
                     s.need == INF or step / self._rate_low(s.view, option) <= s.need * margin
                     for s in movers):
