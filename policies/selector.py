@@ -17,13 +17,13 @@ request in auto, chosen for the whole batch at once because they share one step 
    AR and nobody protects it. Rescues cost the batch at most `rescue_loss` of its tokens
    per second unless every other request has slack to give.
 3. Spare compute buys speed: first one option for every free request at AR, where all of
-   them together raise the batch's tokens per second by at least `min_gain` (unless pass
-   2a serves someone: those requests have the extra work first); then, tightest first, a
-   request moves to the option that raises it by at least `min_gain`. Either way no
-   request may be pushed past `spare_margin` of its limit. Under light load that is
-   speculation (the step is overhead-bound, extra tokens are nearly free); under heavy
-   load it is AR (extra tokens lengthen everyone's step), or on a device where a long
-   chunk costs about a one-token step, speculation for all at once.
+   them together raise the batch's tokens per second by at least `min_gain` (unless a
+   request of pass 2a's kind runs: those have the extra work first); then, tightest first,
+   a request moves to the option that raises it by at least `min_gain`. Either way no
+   request outside pass 2a's kind may be pushed past `spare_margin` of its limit. Under
+   light load that is speculation (the step is overhead-bound, extra tokens are nearly
+   free); under heavy load it is AR (extra tokens lengthen everyone's step), or on a
+   device where a long chunk costs about a one-token step, speculation for all at once.
 Decisions are made for the steady-state batch of decoders plus the mean time that prefill
 chunks of arriving requests add to a step (`interference_s`, measured): this step's own
 prefill chunks come and go and only limit its token budget. A
@@ -618,21 +618,43 @@ class ModeSelector:
         (rare under load), so a step costs O(requests x options), not O(requests^2)."""
         if self.config.uniform_speed_up:
             self._speed_up_uniform(order)
-        caps = self._caps()
+        caps, kept = self._caps(), self._margin_caps()
         for s in order:
-            cap = next((c for c, o in caps if o is not s), INF) * self.config.spare_margin
+            cap = min(next((c for c, o in caps if o is not s), INF),
+                      next((c for c, o in kept if o is not s), INF))
             if self._speed_up(s, cap):
-                caps = self._caps()
+                caps, kept = self._caps(), self._margin_caps()
+
+    def _only_speculation(self, s: _Slot) -> bool:
+        """s's TPOT bound is below AR's time per token alone: pass 2a's kind of request
+        (searched when it is re-decided; the decision cache may hold it)."""
+        tpot = s.view.slo.tpot_ms
+        return tpot is not None and tpot / 1e3 < self._ar_alone
+
+    def _margin_caps(self) -> list[tuple[float, _Slot]]:
+        """_caps with `spare_margin` for the requests outside pass 2a's kind: speculating
+        up to their bare limit made met requests miss later (at their limit they have even
+        odds). Those inside it are weighed by the search itself, which buys their margin;
+        with the margin on them too, all-tight cells lost (NLD-8B tight medium 0.98 ->
+        0.95x the best fixed mode)."""
+        margin, out = self.config.spare_margin, []
+        for cap, _, o, _ in self._guards():
+            if not self._only_speculation(o):
+                out.append((cap * margin, o))
+                if len(out) == 2:
+                    break
+        return out
 
     def _speed_up_uniform(self, order: list[_Slot]) -> None:
-        """Every free request at AR (none searched by pass 2a) moves to one option if that
-        raises the batch's tokens per second by `min_gain`, keeps every other request within
-        `spare_margin` of its limit and each mover within it at its cautious acceptance:
-        what a fixed mode runs. One request at a time can miss it: on a GPU-shaped device
-        one request's speculation lengthens everyone's step for a small gain, all of them
-        together win (NLD-8B, 30 requests: one at linear B=8 +2 %, all +30 %).
+        """Every free request at AR moves to one option (while no request of pass 2a's kind
+        runs) if that raises the batch's tokens per second by `min_gain`, keeps every other
+        request within `spare_margin` of its limit and each mover within it at its cautious
+        acceptance: what a fixed mode runs. One request at a time can miss it: on a
+        GPU-shaped device one request's speculation lengthens everyone's step for a small
+        gain, all of them together win (NLD-8B, 30 requests: one at linear B=8 +2 %, all
+        +30 %).
         O(options x movers), with arithmetic only until one option is chosen."""
-        if any(s.searched for s in order):
+        if any(self._only_speculation(s) for s in self._slots):
             return  # requests only speculation serves have the device's extra work first
         movers = [s for s in order if s.option == AR1]
         if len(movers) < 2:
