@@ -85,7 +85,8 @@ class EngineBench:
                 self._add(eng, arrivals[k], t0, results, live)
                 k += 1
             if not eng.has_unfinished():
-                time.sleep(max(0.0, arrivals[k].arrival_s - (time.monotonic() - t0)))
+                if k < len(arrivals):  # else the last arrivals were all refused: done
+                    time.sleep(max(0.0, arrivals[k].arrival_s - (time.monotonic() - t0)))
                 continue
             for out in eng.step():
                 if out.finished:

@@ -30,16 +30,29 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from bench.slo import PROFILE, _row, policy_config
-from policies.policy import SLOPolicy
+from policies.option import AR1
+from policies.policy import PolicyConfig, SLOPolicy
 from policies.profile import Profile
 from policies.workloads import LOADS, WORKLOADS, capacity_rps, generate
 
 OUT = Path(__file__).with_name("slo_engine_grid.json")
 POLICIES = ("auto", "ar", "spec_linear", "spec_quadratic")
 FIXED = POLICIES[1:]
+AUTO_AR = "auto_ar"  # auto's machinery with AR as its only option (the A/B of #12)
+
+
+def engine_policy_config(name: str) -> PolicyConfig:
+    """bench.slo's policy names, plus auto_ar: auto restricted to an AR-only pool, so that
+    auto's own machinery (deferral, admission, rescues at AR) is compared with fixed AR
+    without any speculation."""
+    if name == AUTO_AR:
+        base = policy_config("auto")
+        return replace(base, selector=replace(base.selector, pool=(AR1,)))
+    return policy_config(name)
 
 
 def run_order(policies: tuple[str, ...], seed: int, repeats: int) -> list[tuple[str, int]]:
@@ -77,7 +90,7 @@ def run_cell(workload: str, load: str, seeds: list[int], num_requests: int, out:
                          seed=100 + seed)
         for name, repeat in run_order(policies, seed, repeats):
             load_avg, t0 = os.getloadavg()[0], time.monotonic()
-            results = bench.run(specs, profile, policy_config(name))
+            results = bench.run(specs, profile, engine_policy_config(name))
             row = _row("engine", workload, load, name, results, rate) | {
                 "seed": seed, "repeat": repeat, "slowdown": round(slowdown, 3),
                 "load_avg": round(load_avg, 2), "wall_s": round(time.monotonic() - t0, 1),
@@ -172,7 +185,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="runs of each policy per seed (2: A B B A, shows the noise)")
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--policies", default=",".join(POLICIES),
-                   help="comma-separated; auto_full = auto with the decision cache off")
+                   help="comma-separated; auto_full = auto with the decision cache off, "
+                        "auto_ar = auto with AR as its only option")
     r.add_argument("--profile", type=Path, default=PROFILE)
     r.add_argument("--out", type=Path, default=OUT)
     s = sub.add_parser("summary")
@@ -184,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
         policies = tuple(x for x in args.policies.split(",") if x)
         for name in policies:
             try:
-                policy_config(name)
+                engine_policy_config(name)
             except (KeyError, ValueError):
                 sys.exit(f"--policies: unknown policy {name!r}")
         run_cell(args.workload, args.load, _seeds(args.seeds), args.requests, args.out,

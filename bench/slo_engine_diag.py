@@ -16,9 +16,10 @@ import os
 import statistics
 import time
 from collections import Counter
+from pathlib import Path
 
-from bench.slo import PROFILE, policy_config
-from bench.slo_engine_cells import _seeds
+from bench.slo import PROFILE
+from bench.slo_engine_cells import _seeds, engine_policy_config
 from engine.executor import Executor
 from engine.plan import StepOutput, StepPlan
 from engine.slo_policy import SLOSchedulingPolicy
@@ -30,6 +31,7 @@ from policies.profile import Profile
 from policies.workloads import LOADS, WORKLOADS, capacity_rps, generate
 
 PLAN_S: list[float] = []  # filled by TimedPolicy, emptied per run
+DEFERRED: list[int] = []  # requests sitting a step out, per plan
 
 
 class TimedPolicy(SLOSchedulingPolicy):
@@ -37,6 +39,7 @@ class TimedPolicy(SLOSchedulingPolicy):
         t0 = time.perf_counter()
         decision = super().plan(view)
         PLAN_S.append(time.perf_counter() - t0)
+        DEFERRED.append(len(decision.deferred))
         return decision
 
 
@@ -67,13 +70,15 @@ def failures(results: list[RequestResult]) -> Counter:
     return out
 
 
-def describe(name: str, results: list[RequestResult], steps: list, plan_s: list) -> str:
+def describe(name: str, results: list[RequestResult], steps: list, plan_s: list,
+             num_preemptions: int = 0) -> str:
     s = summarize(results)
     modes = Counter(m for _, ms in steps for m in ms)
     total = sum(modes.values()) or 1
     mix = " ".join(f"{m} {n / total:.0%}" for m, n in modes.most_common())
     return (f"{name:<14} good {s.num_good:>3} goodput {s.goodput:6.2f}  fail "
-            f"{dict(failures(results))}  steps {len(steps)}  decoders/step "
+            f"{dict(failures(results))}  deferred {sum(DEFERRED)} preempted "
+            f"{num_preemptions}  steps {len(steps)}  decoders/step "
             f"{statistics.fmean(len(ms) for _, ms in steps):.1f}  modes [{mix}]  plan "
             f"{1e3 * statistics.fmean(plan_s):.2f} ms  executor "
             f"{1e3 * statistics.fmean(t for t, _ in steps):.2f} ms")
@@ -87,15 +92,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", default="0")
     p.add_argument("--policies", default="auto,ar")
     p.add_argument("--requests", type=int, default=200)
+    p.add_argument("--profile", type=Path, default=PROFILE)
     args = p.parse_args(argv)
     import torch
 
     from bench.slo_engine import EngineBench, ScaledCost
 
     torch.set_num_threads(1)
-    profile = Profile.load(PROFILE)
+    profile = Profile.load(args.profile)
     bench = EngineBench()
     recorder = bench.executor = RecordingExecutor(bench.executor)
+    engines: list = []  # the last run's engine, for its scheduler's preemption count
+    make_engine = bench.engine
+    bench.engine = lambda policy: engines.append(make_engine(policy)) or engines[-1]
     base = SLOPolicy(profile).cost
     for seed in _seeds(args.seeds):
         cost = ScaledCost(base, bench.slowdown(base))
@@ -105,10 +114,12 @@ def main(argv: list[str] | None = None) -> None:
         for name in (x for x in args.policies.split(",") if x):
             recorder.steps.clear()
             PLAN_S.clear()
+            DEFERRED.clear()
             load = os.getloadavg()[0]
-            results = bench.run(specs, profile, policy_config(name), TimedPolicy)
-            print(f"seed {seed} load {load:4.1f} "
-                  + describe(name, results, recorder.steps, PLAN_S), flush=True)
+            results = bench.run(specs, profile, engine_policy_config(name), TimedPolicy)
+            print(f"seed {seed} load {load:4.1f} x{cost.factor:.2f} "
+                  + describe(name, results, recorder.steps, PLAN_S,
+                             engines[-1].scheduler.num_preemptions), flush=True)
 
 
 if __name__ == "__main__":

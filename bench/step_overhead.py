@@ -10,9 +10,12 @@ agree wherever their positions do (full acceptance, as a perfect drafter would g
 
     python -m bench.step_overhead [--requests 64] [--steps 200] [--policy slo]
 
---policy slo adds rows for `auto` requests (a loose deadline each) under the SLO policy
-(bench/slo_profile.json), with its decisions kept across steps (policies/decision_cache.py)
-and re-planned in full every step (`slo_full`).
+--policy slo adds rows for requests with a loose deadline each under the SLO policy
+(bench/slo_profile.json): pinned to AR (`ar slo`, the policy without the mode selector),
+and `auto` with its decisions kept across steps (policies/decision_cache.py) and re-planned
+in full every step (`slo_full`); `plan ms` is the policy's own CPU time per step (its one
+decision, `SLOPolicy.plan`), the part of `rest` the mode choice costs. #12 asks auto's plan
+time at 4-8 decoders to be close to the AR-pinned policy's: `--requests 4`, `--requests 8`.
 """
 
 from __future__ import annotations
@@ -65,14 +68,32 @@ class ZeroCostExecutor(Executor):
         return out
 
 
-def slo_policy(kept: bool) -> SchedulingPolicy:
+class TimedPolicy:
+    """A scheduling policy's plan() with its CPU time recorded."""
+
+    def __init__(self, inner: SchedulingPolicy) -> None:
+        self.inner, self.plan_s = inner, []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def plan(self, view: object) -> object:
+        start = time.process_time()
+        decision = self.inner.plan(view)
+        self.plan_s.append(time.process_time() - start)
+        return decision
+
+
+def slo_policy(kept: bool, fixed: str | None = None) -> SchedulingPolicy:
     from engine.slo_policy import SLOSchedulingPolicy
     from policies.decision_cache import CacheConfig
+    from policies.option import option_of
     from policies.policy import PolicyConfig
 
-    return SLOSchedulingPolicy.from_profile(
+    return TimedPolicy(SLOSchedulingPolicy.from_profile(  # type: ignore[return-value]
         str(Path(__file__).with_name("slo_profile.json")),
-        PolicyConfig(cache=CacheConfig(enabled=kept)))
+        PolicyConfig(fixed=option_of(fixed) if fixed else None,
+                     cache=CacheConfig(enabled=kept))))
 
 
 def run(config: ModelConfig, codec: TextCodec, mode: str, block: int, requests: int,
@@ -92,6 +113,9 @@ def run(config: ModelConfig, codec: TextCodec, mode: str, block: int, requests: 
                                           for r in engine.scheduler.running):
         engine.step()  # prefill everyone first
     executor.host_s.clear()
+    plan_s = getattr(policy, "plan_s", None)
+    if plan_s is not None:
+        plan_s.clear()
     times, cpu = [], []
     for _ in range(steps):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -101,7 +125,8 @@ def run(config: ModelConfig, codec: TextCodec, mode: str, block: int, requests: 
     if len(engine.scheduler.running) != requests:
         raise RuntimeError(f"{len(engine.scheduler.running)} running, wanted {requests}")
     return {"wall_ms": 1e3 * statistics.median(times), "step_ms": 1e3 * statistics.mean(cpu),
-            "executor_host_ms": 1e3 * statistics.mean(executor.host_s)}
+            "executor_host_ms": 1e3 * statistics.mean(executor.host_s),
+            "plan_ms": 1e3 * statistics.mean(plan_s) if plan_s else float("nan")}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -115,18 +140,20 @@ def main(argv: list[str] | None = None) -> None:
     print(f"host time per step, zero-cost model, {args.requests} running requests: CPU time "
           f"of this process (mean of {args.steps} steps; robust to a shared machine) and "
           f"wall time (median)")
-    print(f"{'mode':<16}{'block':>6}{'cpu ms':>9}{'executor':>10}{'rest':>8}{'wall ms':>9}")
+    print(f"{'mode':<16}{'block':>6}{'cpu ms':>9}{'executor':>10}{'rest':>8}{'wall ms':>9}"
+          f"{'plan ms':>9}")
     rows: list[tuple[str, str, int, SchedulingPolicy | None]] = [
         (mode, mode, block, None) for mode, block in (
             ("ar", 0), ("spec_linear", 4), ("spec_quadratic", 4), ("diffusion", 8))]
     if args.policy == "slo":
-        rows += [("auto slo", "auto", 0, slo_policy(True)),
+        rows += [("ar slo", "auto", 0, slo_policy(True, "ar")),
+                 ("auto slo", "auto", 0, slo_policy(True)),
                  ("auto slo_full", "auto", 0, slo_policy(False))]
     for name, mode, block, policy in rows:
         r = run(config, codec, mode, block, args.requests, args.steps, policy)
         rest = r["step_ms"] - r["executor_host_ms"]
         print(f"{name:<16}{block:>6}{r['step_ms']:>9.3f}{r['executor_host_ms']:>10.3f}"
-              f"{rest:>8.3f}{r['wall_ms']:>9.3f}")
+              f"{rest:>8.3f}{r['wall_ms']:>9.3f}{r['plan_ms']:>9.3f}")
     print("executor = plan packing + upload tensor + result cut; rest = schedule, update, "
           "outputs (detokenization); target: cpu ms < 1 (issue 13)")
 

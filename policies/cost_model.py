@@ -14,6 +14,11 @@ token exactly when it has more tokens than requests.
 The fit is least squares of relative errors over the start-up profile (a prior worth
 `prior_weight` observations in all) and a sliding window of measured steps, refitted after
 every observation, so it follows the machine (another job on the CPU, a warmer cache).
+A measured step's error is relative to what the model predicted for it, not to the measured
+time: weighting by 1/measured^2 counts a slow step less than a fast one, and under the step
+noise of a shared CPU the fit then sat under the mean step (lognormal spread 0.2 / 0.3:
+9 % / 20 % under), so admission and the selector planned paces the engine did not keep
+(tests/policies/test_estimators.py). The mean is what a request's time per token adds up.
 """
 
 from __future__ import annotations
@@ -52,7 +57,8 @@ class CostModel:
         points = list(profile)
         if len(points) < NUM_FEATURES:
             raise ValueError(f"the cost profile needs at least {NUM_FEATURES} points")
-        self.window: deque[Point] = deque(maxlen=window)
+        # (batch tokens, batch requests, seconds, the prediction its error is relative to)
+        self.window: deque[tuple[int, int, float, float]] = deque(maxlen=window)
         self.max_ratio = max_ratio
         self._prior = _normal_sums(points, prior_weight / len(points))
         self.coef = _solve(self._prior) or _fallback(points)
@@ -73,7 +79,7 @@ class CostModel:
         seconds = min(max(seconds, guess / self.max_ratio), guess * self.max_ratio)
         if len(self.window) == self.window.maxlen:
             self._add(self.window[0], -1.0)
-        point = (num_tokens, num_requests, seconds)
+        point = (num_tokens, num_requests, seconds, guess)
         self.window.append(point)
         self._add(point, 1.0)
         self.num_observed += 1
@@ -81,18 +87,22 @@ class CostModel:
         if fit is not None:
             self.coef = fit
 
-    def _add(self, point: Point, sign: float) -> None:
-        for i, value in enumerate(_normal_sums([point], sign)):
+    def _add(self, point: tuple[int, int, float, float], sign: float) -> None:
+        tokens, requests, seconds, guess = point
+        for i, value in enumerate(_normal_sums([(tokens, requests, seconds)], sign, guess)):
             self._sums[i] += value
 
 
-def _normal_sums(points: Iterable[Point], weight: float) -> list[float]:
-    """Flattened [X^T W X (n*n), X^T W y (n)]."""
+def _normal_sums(points: Iterable[Point], weight: float, scale: float | None = None
+                 ) -> list[float]:
+    """Flattened [X^T W X (n*n), X^T W y (n)]; errors relative to `scale` (a prediction
+    of the step) where given, else to each point's own seconds (the profile's points)."""
     n = NUM_FEATURES
     out = [0.0] * (n * n + n)
     for tokens, requests, seconds in points:
         x = features(tokens, requests)
-        w = weight / seconds**2  # relative error: a 10 ms step counts as much as a 300 ms one
+        # relative error: a 10 ms step counts as much as a 300 ms one
+        w = weight / (seconds if scale is None else scale)**2
         for i in range(n):
             out[n * n + i] += w * x[i] * seconds
             for j in range(n):

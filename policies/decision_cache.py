@@ -69,7 +69,7 @@ class CacheConfig:
     # An unmet request that could be met is tried again only when what its rescue failed
     # on moved by this share: its need, the batch's step and tokens per second, the
     # tightest cap of the requests it must not break (off: every step).
-    fail_band: float = 0.02
+    fail_band: float = 0.05
 
     def __post_init__(self) -> None:
         for name in ("need_band", "tpf_band", "step_band", "max_dirty_share", "fail_band"):
@@ -114,16 +114,26 @@ class DecisionCache:
         self._last_step = 0.0  # the step the last select predicted
         self._num_decoders = 0  # in this select's batch
         self._after: BatchAfter | None = None  # the last select's outcome
+        # The last select's (now, step, decoders, options, needs) when no request was chosen
+        # for and the selector was not asked (_unchanged); None when it was.
+        self._steady: tuple[float, float, Sequence[RequestView], dict[str, Option],
+                            dict[str, float]] | None = None
 
     def select(self, decoders: Sequence[RequestView], now: float,
                max_tokens: int | None = None) -> dict[str, Option]:
         self.num_selects += 1
         self._num_decoders = len(decoders)
+        self._steady = None
         if not self.config.enabled:
             return self.selector.select(decoders, now, max_tokens)
         held, changed, needs = self._held(decoders, now)
         if self._coef is None or not self._same_steps(held):
             return self._full(decoders, now, max_tokens, needs)
+        if not changed:
+            options = self._unchanged(decoders, now, held, needs, max_tokens)
+            if options is not None:
+                self.num_partial += 1
+                return options
         if self.config.joint_search:
             self._join_search(decoders, held, changed, needs)
         released = False
@@ -150,6 +160,54 @@ class DecisionCache:
         self._last_step = self.selector.step_s()
         self._remember(changed, options, paces, needs)
         return options
+
+    def _unchanged(self, decoders: Sequence[RequestView], now: float, held: dict[str, Option],
+                   needs: dict[str, float], max_tokens: int | None) -> dict[str, Option] | None:
+        """Nobody to choose for: the options the selector would return (the held ones, and
+        the pinned ones of requests not the selector's to choose), computed without it; None
+        if a held request that met its pace no longer does or the work is over budget (the
+        selector decides then). The selector's outcome (_after) stays the last select's."""
+        options: dict[str, Option] = {}
+        tokens = draft = 0
+        for v in decoders:
+            option = held.get(v.id)
+            if option is None:  # pinned (a fixed mode, or mid-iteration): as _slot says
+                option = v.option if v.is_mid_iteration else v.fixed
+                if option is None:
+                    return None
+            options[v.id] = option
+            tokens += option.work_tokens
+            draft += option.draft_tokens
+        if max_tokens is not None and tokens > max_tokens:
+            return None
+        n = len(decoders)
+        step = (max(self.cost.predict(tokens, n), self.cost.predict(draft, n))
+                + self.selector.interference_s)
+        safety, kept = self.selector.config.safety, self.kept
+        for k in held:
+            e = kept[k]  # its rate under its option is the one it was chosen on (kept.tpf)
+            if e.was_met and not step / e.tpf <= needs[k] * safety:
+                return None
+        self._last_step = step
+        self._steady = (now, step, decoders, options, needs)
+        return options
+
+    def paces(self) -> dict[str, tuple[float, float, bool]]:
+        """The last select's (seconds per token, tokens per forward, met with the margin)
+        per request, as ModeSelector.paces()."""
+        if self._steady is None:
+            return self.selector.paces()
+        now, step, decoders, options, needs = self._steady
+        safety, out = self.selector.config.safety, {}
+        for v in decoders:
+            e = self.kept.get(v.id)
+            rate = e.tpf if e is not None and v.id in needs else self.selector.rate_of(
+                v, options[v.id])
+            need = needs.get(v.id)
+            if need is None:
+                need = v.needed_time_per_token(now)
+            out[v.id] = (step / rate, rate, need == INF or step / rate <= need * safety)
+        return out
 
     def _outcome(self) -> BatchAfter:
         self._after = BatchAfter(self.selector.step_s(), self.selector.throughput(),
@@ -208,32 +266,55 @@ class DecisionCache:
         num = len(decoders)
         after, fail_band = self._after, cfg.fail_band
         alone = self.cost.predict(1, 1)
+        maybe: list[tuple[RequestView, Option]] = []  # kept at AR; shrank or gained slack
+        rate_total = 0.0  # the batch's tokens per forward, about (new and pinned ones at 1)
         for v in decoders:
             if v.fixed is not None or (v.is_mid_iteration and v.option is not None):
+                rate_total += 1.0
                 continue  # not the selector's to choose this step
             kept = kept_all.get(v.id)
             if kept is None:
+                rate_total += 1.0
                 needs[v.id] = v.needed_time_per_token(now)
                 changed.append(v)
                 continue
+            rate_total += kept.tpf
             remaining = v.max_tokens - v.num_output
             # The finish deadline is fixed once a request decodes (RequestView.finish_deadline).
             need = needs[v.id] = (kept.due - now) / remaining if (
                 kept.due != INF and remaining > 0) else INF
             option = kept.option
+            shrank = kept.num_decoders - num > num_band
+            grew = need < loose if kept.is_loose else need > kept.need * up
+            if (shrank or grew) and option.mode == AR and not kept.is_loose and (
+                    kept.was_met or kept.is_lost) and not (
+                    need < alone or (v.slo.tpot_ms is not None and v.slo.tpot_ms < alone * 1e3)):
+                # Met (or lost) at the least work already, a smaller batch or more slack can
+                # only buy it speed (pass 3), and only where one request can move the batch's
+                # tokens per second by min_gain: asked below, once the batch's total is known.
+                # (One left unmet is chosen for: a smaller batch may make room for it.)
+                shrank = grew = False
+                maybe.append((v, option))
             if (kept.chosen_at <= oldest or (v.option is not None and v.option != option)
-                    or kept.num_decoders - num > num_band
+                    or shrank or grew
                     or kept.remaining_band != remaining_band(remaining, option)
-                    or (need < loose if kept.is_loose else need > kept.need * up)
                     or (need < kept.pace * miss if kept.was_met
                         # Not met: again when what its rescue failed on moved (others may
                         # make room for it), never if no option meets it even alone (lost).
                         else not (kept.is_lost or (
                             kept.failed_at is not None and after is not None
-                            and need >= alone and kept.failed_at.holds(
+                            and (need < alone) == (kept.failed_at.need < alone)
+                            and kept.failed_at.holds(
                                 need, after, v.id, v.priority, fail_band))))
                     or (option.mode != AR
                         and abs(tpf_of(option, v.id) - kept.tpf) > tpf_band * kept.tpf)):
+                changed.append(v)
+                if maybe and maybe[-1][0] is v:
+                    maybe.pop()
+            elif not maybe or maybe[-1][0] is not v:
+                held[v.id] = option
+        for v, option in maybe:
+            if self.selector.may_speed_up(v, rate_total):
                 changed.append(v)
             else:
                 held[v.id] = option
@@ -267,7 +348,7 @@ class DecisionCache:
     def _remember(self, chosen: list[RequestView], options: dict[str, Option],
                   paces: dict[str, tuple[float, float, bool]], needs: dict[str, float]) -> None:
         loose = self.config.loose_steps * self._step_ref
-        after, alone = self._outcome(), self.cost.predict(1, 1)
+        after = self._outcome()
         memo = self.config.fail_band > 0
         if self.num_selects % self.config.max_age_steps == 0:  # drop the ones gone
             oldest = self.num_selects - self.config.max_age_steps
@@ -277,10 +358,10 @@ class DecisionCache:
             pace, tpf, met = paces[v.id]
             lost = need != INF and (need <= 0 or (
                 need < self.selector.ar_alone_s and need < self.selector.best_alone(v)))
-            # Speculation-only requests (pass 2a's joint search) are chosen for together.
+            # (Speculation-only requests are chosen for together, by pass 2a's search: when
+            # one of them is, _join_search releases those held by their failure too.)
             failed = FailedAt.of(need, after, v.id, v.priority, option.mode == AR) if (
-                memo and not (met or lost) and need >= alone and not (
-                    v.slo.tpot_ms is not None and v.slo.tpot_ms / 1e3 < alone)) else None
+                memo and not (met or lost)) else None
             self.kept[v.id] = _Kept(option, v.finish_deadline, need, need >= loose, tpf, pace,
                                     self._num_decoders,
                                     remaining_band(v.remaining, option), self.num_selects, met,

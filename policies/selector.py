@@ -176,9 +176,7 @@ class ModeSelector:
         self._steps: dict[int, float] = {}  # batch tokens -> predicted step (this select)
         # AR alone: what best_alone() is at most (INF where the pool has no AR).
         self._ar_alone = self.cost.predict(1, 1) if AR1 in self.pool else INF
-        # The most tokens per forward of any option, for a request of factor 1 (_speed_up).
-        self._top_rate = {lossy: max((self.acceptance.overall_value(o) for o in c), default=1.0)
-                          for lossy, c in self._candidates.items()}
+        self._top_rate: dict[bool, float] = {}  # _most_rate's, for this select
         self._num_requests, self._now = len(decoders), now
         slots = [self._slot(v, now, held.get(v.id)) for v in decoders]
         self._slots = slots
@@ -274,6 +272,23 @@ class ModeSelector:
         """AR's time per token alone under the last select()'s cost fit: best_alone() is at
         most this (inf where the pool has no AR)."""
         return self._ar_alone
+
+    def rate_of(self, v: RequestView, option: Option) -> float:
+        """v's tokens per forward under option, as the last select() priced it."""
+        return self._rate(v, option)
+
+    def may_speed_up(self, v: RequestView, total_rate: float) -> bool:
+        """Whether pass 3 could move v from AR in a batch of `total_rate` tokens per
+        forward: only if its best option adds min_gain of that (_speed_up's bound)."""
+        return self._most_rate(v) - 1.0 > self.config.min_gain * (total_rate - 1.0)
+
+    def _most_rate(self, v: RequestView) -> float:
+        """At least v's tokens per forward under any of its options (caps only lower them)."""
+        top = self._top_rate.get(v.allow_lossy)
+        if top is None:
+            top = self._top_rate[v.allow_lossy] = max(
+                (self.acceptance.overall_value(o) for o in self._options(v)), default=1.0)
+        return max(1.0, top * self.acceptance.factor(v.id))
 
     def num_tokens(self) -> int:
         """The batch tokens of the last select()'s choice."""
@@ -710,7 +725,7 @@ class ModeSelector:
             # moves the batch's sum by a few % and no option passes `min_gain`: its menu is
             # not built (bench/slo_selector_cost.py `mixed`: ~9 met requests re-chosen a
             # step at 64).
-            most = max(1.0, self._top_rate[v.allow_lossy] * self.acceptance.factor(v.id))
+            most = self._most_rate(v)
             if (total - s.rate + most) / self._step(tokens_0 + 1, draft_0) <= best_value:
                 return False
         for option, work, draft, rate in self._menu(s.view):

@@ -30,8 +30,9 @@ class SLO:
                 raise ValueError(f"SLO.{name} must be > 0 or None, got {value}")
 
     @property
-    def has_bounds(self) -> bool:
-        return any(x is not None for x in (self.ttft_ms, self.tpot_ms, self.deadline_ms))
+    def has_bounds(self) -> bool:  # on every request's per-step path: no generator
+        return (self.ttft_ms is not None or self.tpot_ms is not None
+                or self.deadline_ms is not None)
 
     def is_met(self, ttft_s: float, e2e_s: float, num_output: int) -> bool:
         """Did a request that finished with these timings meet every bound it has?"""

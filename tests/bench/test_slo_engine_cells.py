@@ -57,3 +57,12 @@ def test_diag_sorts_failures_into_refused_late_first_token_and_missed_pace():
     slow = RequestResult("c", "interactive", 0.0, slo, 10, first_token_s=0.05, finish_s=0.5)
     good = RequestResult("d", "interactive", 0.0, slo, 10, first_token_s=0.05, finish_s=0.1)
     assert failures([refused, late, slow, good]) == {"refused": 1, "ttft": 1, "pace": 1}
+
+
+def test_auto_ar_is_auto_with_an_ar_only_pool():
+    from bench.slo_engine_cells import engine_policy_config
+    from policies.option import AR1
+
+    config = engine_policy_config("auto_ar")
+    assert config.fixed is None and config.selector.pool == (AR1,)
+    assert engine_policy_config("ar").fixed == AR1

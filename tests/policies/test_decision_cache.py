@@ -10,7 +10,7 @@ import pytest
 from engine.simulator import SimConfig, Simulator
 from policies.decision_cache import CacheConfig
 from policies.metrics import summarize
-from policies.option import AR1
+from policies.option import AR1, Option
 from policies.policy import PolicyConfig, SLOPolicy
 from policies.selector import ModeSelector
 from policies.workloads import capacity_rps, generate
@@ -38,6 +38,32 @@ def test_nothing_changed_nothing_is_rechosen():
     unmet = [k for k, e in p.decisions.kept.items() if not e.was_met and not e.is_lost]
     assert len(unmet) >= 2 and all(p.decisions.kept[k].chosen_at == 1 for k in unmet)
     assert p.decisions.num_rechosen - 24 <= 8
+
+
+def test_a_steady_batch_gets_the_selectors_options_without_asking_it():
+    """Nobody to choose for: the held options and the paces the selector would give, and
+    the selector asked again as soon as a held request stops meeting its pace."""
+    p = SLOPolicy(synthetic_profile())
+    views = [view(f"r{i}", deadline_ms=60_000.0) for i in range(6)]
+    views.append(view("pinned", tpot_ms=40.0))
+    views[-1] = replace(views[-1], fixed=Option("spec_linear", 4))
+    first = p.decisions.select(views, now=0.0)
+    views = [replace(v, option=first[v.id]) for v in views]
+    calls = []
+    select = p.selector.select
+    p.selector.select = lambda *a, **k: calls.append(1) or select(*a, **k)  # type: ignore
+    again = p.decisions.select(views, now=0.0)
+    assert again == first and not calls
+    reference = ModeSelector(p.cost, p.acceptance, p.selector.config)
+    assert reference.select(views, now=0.0, held=again) == again
+    paces, expected = p.decisions.paces(), reference.paces()
+    assert paces.keys() == expected.keys()
+    assert all(paces[k] == pytest.approx(expected[k]) for k in paces)
+    # Later, with the same options, r0 is due too soon to meet its pace: chosen for.
+    views[0] = replace(views[0], slo=replace(views[0].slo, deadline_ms=500.0))
+    p.decisions.kept["r0"].due = views[0].finish_deadline
+    p.decisions.select(views, now=0.0)
+    assert calls
 
 
 def test_an_unmet_request_is_tried_again_as_soon_as_its_rescue_could_succeed():
@@ -109,8 +135,8 @@ def test_kept_decisions_stay_met_along_random_evolving_batches():
         choice = cached.decisions.select(views, now)
         reference.interference_s = cached.selector.interference_s
         fresh = reference.select(views, now)
-        met, met_full = ({k for k, (_, _, m) in s.paces().items() if m}
-                         for s in (cached.selector, reference))
+        met, met_full = ({k for k, (_, _, m) in paces.items() if m}
+                         for paces in (cached.decisions.paces(), reference.paces()))
         worse += len(met_full - met)
         tokens = sum(choice[v.id].work_tokens for v in views)
         step = cached.cost.predict(tokens, len(views))

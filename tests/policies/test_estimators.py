@@ -1,3 +1,7 @@
+import math
+import random
+import statistics
+
 import pytest
 
 from policies.acceptance import AcceptanceEstimator
@@ -18,6 +22,22 @@ def test_cost_model_recovers_the_profile_and_follows_the_machine():
         tokens, reqs = 1 + 7 * (i % 20), 1 + i % 8
         m.observe(tokens, reqs, 2 * step_s(tokens, reqs))
     assert 1.6 < m.predict(40, 4) / step_s(40, 4) < 2.1  # most of the way, the prior holds
+
+
+def test_cost_model_predicts_the_mean_step_under_noise():
+    """Steps spread around the profile (lognormal 0.3, as a shared CPU's): the fit follows
+    their mean, what a request's time per token adds up to (weighting errors by the measured
+    step instead put it ~20 % under)."""
+    rng = random.Random(0)
+    m = CostModel(synthetic_profile().cost)
+    ratios = []
+    for i in range(800):
+        tokens, reqs = 1 + 7 * (i % 20), 1 + i % 8
+        seconds = step_s(tokens, reqs) * math.exp(rng.gauss(0.0, 0.3) - 0.3**2 / 2)  # mean 1
+        if i >= 300:
+            ratios.append(seconds / m.predict(tokens, reqs))
+        m.observe(tokens, reqs, seconds)
+    assert statistics.fmean(ratios) == pytest.approx(1.0, abs=0.04)
 
 
 def test_cost_model_clips_outliers():
