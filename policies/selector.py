@@ -150,6 +150,7 @@ class ModeSelector:
             o in acceptance.overall and (o.mode not in bounds
                                          or bounds[o.mode][0] <= o.block <= bounds[o.mode][1])))
         self._candidates = {lossy: candidates(lossy, self.pool) for lossy in (False, True)}
+        self._candidate_sets = {lossy: frozenset(c) for lossy, c in self._candidates.items()}
         self._by_work_order = {lossy: sorted(c, key=lambda o: o.work_tokens)
                                for lossy, c in self._candidates.items()}
         # A new number for every state of the batch's options (a switch, a select); an undo
@@ -210,8 +211,9 @@ class ModeSelector:
         safety = self.config.safety
         if need != INF:  # inf: no finish bound
             need *= safety
-            # AR alone bounds the best time alone from above: no need to ask below it.
-            if need <= 0 or (need / safety < self._ar_alone and need / safety < self.best_alone(v)):
+            # AR alone, and the option it runs alone, bound the best time alone from above:
+            # no need to ask below them.
+            if need <= 0 or self.is_lost(v, need / safety):
                 need = math.nan  # lost: even alone, no option makes it
         return _Slot(v, option, self._rate(v, option), need, is_free)
 
@@ -259,6 +261,25 @@ class ModeSelector:
                                         self._rate(v, option))
         return low
 
+    def is_lost(self, v: RequestView, need: float) -> bool:
+        """No option meets `need` seconds per token for v even alone (need < best_alone(v)),
+        asked option by option until one does: AR alone and the option v runs first (the
+        usual answers), the whole menu only for a lost request."""
+        if need >= self._ar_alone or need >= self._alone_at(v, v.option):
+            return False
+        alone = self._alone.get(v.id)
+        if alone is not None:
+            return need < alone
+        return not any(need >= self._alone_at(v, o) for o in self._options(v))
+
+    def _alone_at(self, v: RequestView, option: Option | None) -> float:
+        """v's time per token alone under option if it is one of v's options, else inf."""
+        if option is None or option not in self._candidate_sets[v.allow_lossy]:
+            return INF
+        cost = self.cost
+        return max(cost.predict(option.work_tokens, 1), cost.predict(option.draft_tokens, 1)
+                   ) / self._rate(v, option)
+
     def best_alone(self, v: RequestView) -> float:
         alone = self._alone.get(v.id)
         if alone is None:
@@ -266,12 +287,6 @@ class ModeSelector:
                 max(self.cost.predict(o.work_tokens, 1), self.cost.predict(o.draft_tokens, 1))
                 / self._rate(v, o) for o in self._options(v))
         return alone
-
-    @property
-    def ar_alone_s(self) -> float:
-        """AR's time per token alone under the last select()'s cost fit: best_alone() is at
-        most this (inf where the pool has no AR)."""
-        return self._ar_alone
 
     def rate_of(self, v: RequestView, option: Option) -> float:
         """v's tokens per forward under option, as the last select() priced it."""
@@ -539,12 +554,13 @@ class ModeSelector:
         most = self.config.max_rescued
         # Below this step nobody guarded is broken (the caps' rounding: _broken).
         safe_step = self._cap(guarded) / (1 + 1e-9)
+        hopeless = self._hopeless_above(guarded, depth)
         tokens_0 = self._tokens - s.option.work_tokens
         draft_0 = self._draft_tokens - s.option.draft_tokens
         for option, work, draft, rate in self._by_work(s):
             tokens = tokens_0 + work
             step = self._step(tokens, draft_0 + draft)
-            if tokens > self._max_tokens or not self._meets(s, step, rate):
+            if tokens > self._max_tokens or step > hopeless or not self._meets(s, step, rate):
                 continue
             if (on_track and option not in (AR1, s.view.option)
                     and not self._safe_bet(s, tokens, option)):
@@ -571,6 +587,20 @@ class ModeSelector:
             self._undo(mark, saved)
         self._fastest(s, guarded, on_track, floor)  # not met now: lose as little as possible
         return False
+
+    def _hopeless_above(self, guarded: _Guarded, depth: int) -> float:
+        """The step above which a rescue attempt fails whatever it re-rescues: past the cap
+        of a guarded request that may not be re-rescued (held or pinned, or any at depth 0),
+        or of `max_rescued` + 1 of them (the caps' rounding as in _broken). Most attempts
+        of a request the batch cannot make room for end here, without a switch and undo."""
+        num = 0
+        for cap, _, o, _ in guarded.guards:
+            if o is guarded.but or o.view.priority < guarded.min_priority:
+                continue
+            num += 1
+            if depth <= 0 or not o.is_free or num > self.config.max_rescued:
+                return cap * (1 + 1e-9)
+        return INF
 
     def _undo(self, mark: int, saved: tuple[int, int, float, int]) -> None:
         """Back to the state of `saved` (_rescue's), undoing the switches since `mark`."""
