@@ -15,7 +15,9 @@ replicas, engine core) minus the CPU the server's own engine.step() calls took o
 thread in that run (its forwards, sampling and scheduling: /health's engine_step_cpu_s);
 "vs alone" subtracts instead what the engine alone spent on the same tokens in this
 process (noisier: another process, another time); the controller, Ray's daemons and the
-client are shown apart.
+client are shown apart. Each HTTP run also shows the client's mean time to first token beside
+the server's own (from the request's arrival in the replica, and the part of it queued before
+the first step, from /health): the difference is Serve's proxy, routing and the way back.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "single": {},
     # single without the chunk cap (the tick stays at stream_interval_ms at any load).
     "single-nocap": {"model": {"stream_max_chunks_per_s": 0}},
+    # single with the engine core's admission gate (cluster/admission_gate.py): newcomers to
+    # a busy engine held up to 4 steps so that they join the batch together.
+    "single-hold4": {"model": {"admit_hold_steps": 4}},
     # The API folded in, the engine a thread of the replica (sharing its GIL).
     "single-thread": {"model": {"engine_core": "thread"}},
     # single with the replica's code on the thread Serve starts for user code (Serve's
@@ -162,7 +167,11 @@ def settle(urls: list[str], seconds: float = 3.0) -> None:
 
 def _lat(res: RunResult) -> dict[str, float]:
     ms = 1e3
-    return {"ttft_p50_ms": round(percentile(res.ttft_s, 50) * ms, 1),
+    server = {} if res.server_ttft_mean_s is None else {
+        "ttft_mean_ms": round(sum(res.ttft_s) / max(1, len(res.ttft_s)) * ms, 1),
+        "server_ttft_mean_ms": round(res.server_ttft_mean_s * ms, 1),
+        "server_queue_mean_ms": round(res.server_queue_mean_s * ms, 1)}
+    return {**server, "ttft_p50_ms": round(percentile(res.ttft_s, 50) * ms, 1),
             "ttft_p99_ms": round(percentile(res.ttft_s, 99) * ms, 1),
             "itl_p50_ms": round(percentile(res.gaps_s, 50) * ms, 1),
             "itl_p99_ms": round(percentile(res.gaps_s, 99) * ms, 1),
@@ -171,22 +180,32 @@ def _lat(res: RunResult) -> dict[str, float]:
                                       2)}
 
 
-def _step_cpu_s(url: str) -> float:
-    """CPU seconds the server's engine.step() calls have taken in all (its /health)."""
+HEALTH_SUMS = ("engine_step_cpu_s", "ttft_total_s", "num_first_tokens", "queue_total_s",
+               "num_queued")
+
+
+def _server_sums(url: str) -> dict[str, float]:
+    """The server's running sums (its /health): the CPU seconds its engine.step() calls took,
+    and its own time to first token and queue time (from the request's arrival in the
+    replica), to compare with what the client saw."""
     import httpx
 
-    return httpx.get(f"{url}/health", timeout=60).json()["engine_step_cpu_s"]
+    health = httpx.get(f"{url}/health", timeout=60).json()
+    return {k: health[k] for k in HEALTH_SUMS}
 
 
 def _http_once(url: str, batch: list[str], c: int, args: argparse.Namespace, groups: list,
                client: str) -> tuple[RunResult, dict[str, float]]:
     """One closed-loop run: its result and CPU ms per token by process group, plus
     "engine step": the server's own engine.step() CPU in that run."""
-    steps0, before = _step_cpu_s(url), snapshot(groups)
+    sums0, before = _server_sums(url), snapshot(groups)
     res = asyncio.run(http_run(url, batch, c, args.max_tokens, args.mode, client))
-    after, steps1 = snapshot(groups), _step_cpu_s(url)
+    after, sums1 = snapshot(groups), _server_sums(url)
+    d = {k: sums1[k] - sums0[k] for k in HEALTH_SUMS}
     cpu = {k: (after[k] - before[k]) * 1e3 / max(1, res.tokens) for k in after}
-    cpu[ENGINE_STEP] = (steps1 - steps0) * 1e3 / max(1, res.tokens)
+    cpu[ENGINE_STEP] = d["engine_step_cpu_s"] * 1e3 / max(1, res.tokens)
+    res.server_ttft_mean_s = d["ttft_total_s"] / max(1, d["num_first_tokens"])
+    res.server_queue_mean_s = d["queue_total_s"] / max(1, d["num_queued"])
     return res, cpu
 
 
@@ -198,6 +217,7 @@ def measure_level(engine: LLMEngine, urls: dict[str, str], groups: dict[str, lis
     best_e: tuple[RunResult, float] | None = None
     best_s: tuple[RunResult, float] | None = None  # the staggered engine, if asked
     best_h: dict[str, tuple[RunResult, dict[str, float]]] = {}
+    paired: dict[str, list[float]] = {}  # per repeat: HTTP over the engine run just before
     for _ in range(args.repeats):
         res, engine_ms = _engine_once(engine, batch, c, args.max_tokens, mode, 0)
         if best_e is None or res.tok_s > best_e[0].tok_s:
@@ -211,6 +231,7 @@ def measure_level(engine: LLMEngine, urls: dict[str, str], groups: dict[str, lis
             if h.tokens != res.tokens:
                 raise RuntimeError(f"{name}: HTTP made {h.tokens} tokens, the engine "
                                    f"{res.tokens}")
+            paired.setdefault(name, []).append(round(h.tok_s / res.tok_s, 3))
             if name not in best_h or h.tok_s > best_h[name][0].tok_s:
                 best_h[name] = (h, cpu)
     e, engine_ms = best_e
@@ -229,6 +250,7 @@ def measure_level(engine: LLMEngine, urls: dict[str, str], groups: dict[str, lis
         path = sum(v for k, v in cpu.items() if k not in (*BACKGROUND, ENGINE_STEP))
         stack, vs_alone = path - cpu[ENGINE_STEP], path - engine_ms
         row[name] = {"http_tok_s": round(h.tok_s, 1), "ratio": round(h.tok_s / e.tok_s, 3),
+                     "ratios_paired": paired[name],
                      "cpu_ms_per_token": {k: round(v, 3) for k, v in cpu.items()},
                      "stack_cpu_ms_per_token": round(stack, 3),
                      "stack_vs_engine_alone_ms_per_token": round(vs_alone, 3), **_lat(h)}
@@ -236,7 +258,8 @@ def measure_level(engine: LLMEngine, urls: dict[str, str], groups: dict[str, lis
             row[name]["ratio_vs_staggered"] = round(h.tok_s / best_s[0].tok_s, 3)
         procs = "  ".join(f"{k} {v:.2f}" for k, v in cpu.items())
         vs_s = f" (vs staggered {h.tok_s / best_s[0].tok_s:.3f})" if best_s else ""
-        print(f"        {name:<8} HTTP {h.tok_s:7.1f} tok/s  ratio {h.tok_s / e.tok_s:.3f}{vs_s}  "
+        print(f"        {name:<8} HTTP {h.tok_s:7.1f} tok/s  ratio {h.tok_s / e.tok_s:.3f}{vs_s} "
+              f"(per repeat {', '.join(f'{r:.3f}' for r in paired[name])})  "
               f"stack {stack:.2f} (vs alone {vs_alone:.2f}) CPU ms/token  "
               f"{_fmt_lat(row[name])}\n"
               f"                 CPU ms/token: {procs}", flush=True)
@@ -257,7 +280,10 @@ def _runs(urls: dict[str, str], clients: list[str]) -> list[tuple[str, str, str]
 
 
 def _fmt_lat(lat: dict[str, float]) -> str:
-    return (f"TTFT p50/p99 {lat['ttft_p50_ms']}/{lat['ttft_p99_ms']} ms  "
+    server = "" if "server_ttft_mean_ms" not in lat else (
+        f"TTFT mean {lat['ttft_mean_ms']} (in the server {lat['server_ttft_mean_ms']}, queued "
+        f"{lat['server_queue_mean_ms']}) ms  ")
+    return (server + f"TTFT p50/p99 {lat['ttft_p50_ms']}/{lat['ttft_p99_ms']} ms  "
             f"gap p50/p99 {lat['itl_p50_ms']}/{lat['itl_p99_ms']} ms  "
             f"{lat['tokens_per_chunk']} tokens/chunk")
 

@@ -21,6 +21,10 @@ class RunResult:
     seconds: float = 0.0
     ttft_s: list[float] = field(default_factory=list)
     gaps_s: list[float] = field(default_factory=list)
+    # HTTP runs: the server's own mean time to first token and queue time, from a request's
+    # arrival in the replica (the rest of the client's TTFT is Serve's proxy and the way back)
+    server_ttft_mean_s: float | None = None
+    server_queue_mean_s: float | None = None
 
     @property
     def tok_s(self) -> float:

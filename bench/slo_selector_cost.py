@@ -13,8 +13,9 @@ the predicted step (times a random +-5 %, which the cost model learns), each req
 its option's tokens per forward (drawn), learns its acceptance, and a finished request is
 replaced by a new one (so about N / mean length requests leave and arrive per step). The
 policy keeps decisions across calls (policies/decision_cache.py) or re-plans every call
-(`full`, the cache off); both run the same sequence of batches. Reported: the median and
-mean CPU time per call and the share of calls that re-planned in full.
+(`full`, the cache off); `ar` is the same policy pinned to AR (no mode choice: what the
+choice costs on top is kept - ar). All run the same sequence of batches. Reported: the
+median and mean CPU time per call and the share of calls that re-planned in full.
 """
 
 from __future__ import annotations
@@ -97,13 +98,16 @@ def main(argv: list[str] | None = None) -> None:
           f"choose() (median / mean), share of calls re-planned in full")
     for kind in ("slack", "mixed", "tight"):
         cells = []
-        for name, cache in (("kept", CacheConfig()), ("full", CacheConfig(enabled=False))):
-            policy = SLOPolicy(profile, PolicyConfig(cache=cache))
+        for name, config in (("kept", PolicyConfig()),
+                             ("full", PolicyConfig(cache=CacheConfig(enabled=False))),
+                             ("ar", PolicyConfig(fixed=AR1))):
+            policy = SLOPolicy(profile, config)
             times = run(policy, kind, args.requests, args.calls)
             d = policy.decisions
-            share = d.num_full / d.num_selects if cache.enabled else 1.0
+            share = d.num_full / max(1, d.num_selects) if config.cache.enabled else 1.0
             cells.append(f"{name} {statistics.median(times) * 1e3:6.3f} / "
-                         f"{statistics.fmean(times) * 1e3:6.3f} ms (full {share:4.0%})")
+                         f"{statistics.fmean(times) * 1e3:6.3f} ms" + (
+                             f" (full {share:4.0%})" if config.fixed is None else ""))
         print(f"{kind:6s} " + "   ".join(cells))
 
 

@@ -85,6 +85,12 @@ class ModelSettings(_Strict):
         200.0, ge=0, le=1000, description="The longest the chunk cap may stretch the release "
         "tick (a stream's chunks are never further apart than this, or stream_interval_ms "
         "if longer, plus a step).")
+    admit_hold_steps: int = Field(
+        0, ge=0, le=64, description="The engine core may hold a request that reaches a busy "
+        "engine for up to this many steps, so that requests arriving one by one join the batch "
+        "together (their prefills in one step; cluster/admission_gate.py). Never a request "
+        "with an SLO, nor one that finds the engine idle. 0: admit before the next step. Only "
+        "the engine-core process has the gate (tp = 1).")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads in the "
                                       "replica (None: leave Ray's / torch's default).")
     engine_core: Literal["auto", "process", "thread"] = Field(

@@ -29,7 +29,9 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+from cluster.admission_gate import AdmissionGate, GateConfig
 from cluster.config import TandemConfig
+from cluster.job import GenerateJob
 from cluster.job_admission import add_job
 from cluster.step_delta import StepDelta
 from engine.engine import LLMEngine, StepFailed
@@ -55,12 +57,14 @@ def run_engine_core(conn: Connection) -> None:
     except Exception:
         conn.send(("failed", traceback.format_exc()))
         raise
-    EngineCore(engine, conn).run()
+    EngineCore(engine, conn, GateConfig(config.model.admit_hold_steps)).run()
 
 
 class EngineCore:
-    def __init__(self, engine: LLMEngine, conn: Connection) -> None:
+    def __init__(self, engine: LLMEngine, conn: Connection, gate: GateConfig | None = None
+                 ) -> None:
         self.engine, self.conn = engine, conn
+        self.gate = AdmissionGate(gate or GateConfig())
         self._out: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._open: set[str] = set()  # request ids added and not finished
         self.step_cpu_s = 0.0  # CPU time inside engine.step(), in all
@@ -73,9 +77,11 @@ class EngineCore:
         self._send(("ready", self.engine.max_model_len, self.engine.stats(), kv))
         try:
             while True:
-                applied = self._drain(block=not self.engine.has_unfinished())
+                applied = self._drain(block=not self.engine.has_unfinished()
+                                      and not self.gate.num_held)
                 if applied is None:
                     return
+                self._admit(self.gate.due(len(self._open), self.engine.num_steps))
                 if self.engine.has_unfinished():
                     self._step()
                 elif applied:  # aborts on an idle engine: show the freed KV
@@ -100,11 +106,7 @@ class EngineCore:
     def _apply(self, msg: tuple[Any, ...]) -> bool:
         kind = msg[0]
         if kind == "add":
-            job = msg[1]
-            added = add_job(self.engine, job)
-            if isinstance(added, list):
-                self._open.update(rid for rid, _ in added)
-            self._send(("added", job.id, added))
+            self._admit(self.gate.offer(msg[1], len(self._open), self.engine.num_steps))
         elif kind == "abort":
             for rid in msg[1]:
                 self.engine.abort(rid)
@@ -114,6 +116,13 @@ class EngineCore:
         else:
             raise ValueError(f"engine core: unknown message {kind!r}")
         return True
+
+    def _admit(self, jobs: list[GenerateJob]) -> None:
+        for job in jobs:
+            added = add_job(self.engine, job)
+            if isinstance(added, list):
+                self._open.update(rid for rid, _ in added)
+            self._send(("added", job.id, added))
 
     def _step(self) -> None:
         cpu = time.thread_time()

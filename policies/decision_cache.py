@@ -42,7 +42,7 @@ random evolving batches; bench/slo_selector_cost.py measures both.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from policies.acceptance import AcceptanceEstimator
@@ -95,6 +95,37 @@ class _Kept:
     was_met: bool
     is_lost: bool  # no option meets it even alone
     failed_at: FailedAt | None = None  # what it was left unmet at (None: met or lost)
+
+
+_KEEP, _CHANGE, _MAYBE = object(), object(), object()  # DecisionCache._verdict's answers
+
+
+@dataclass(frozen=True)
+class _Bands:
+    """What _held compares every kept request against this select."""
+
+    oldest: int  # kept before this select count: too old
+    loose: float  # a need of this many seconds per token is loose
+    up: float  # slack grown by this factor
+    miss: float  # a met request within step_band of missing, over its pace
+    tpf: float
+    num: int  # decoders now
+    # A batch that shrank by more than `step_band` since an option was kept may have spare
+    # compute for it (pass 3's speed-ups: the batch's tokens per second is a sum over its
+    # requests, so one request less among few moves it by a lot).
+    num_band: float
+    after: BatchAfter | None
+    fail: float
+    alone: float  # AR's time per token alone
+    tpf_of: Callable[[Option, str], float]
+
+    @staticmethod
+    def of(cache: DecisionCache, num: int) -> _Bands:
+        cfg = cache.config
+        return _Bands(cache.num_selects - cfg.max_age_steps, cfg.loose_steps * cache._step_ref,
+                      1.0 + cfg.need_band, (1.0 + cfg.step_band) / cache.selector.config.safety,
+                      cfg.tpf_band, num, cfg.step_band * num, cache._after, cfg.fail_band,
+                      cache.cost.predict(1, 1), cache.acceptance.tokens_per_forward)
 
 
 def remaining_band(remaining: int, option: Option) -> int:
@@ -238,7 +269,7 @@ class DecisionCache:
         for v in changed:
             kept, need = self.kept.get(v.id), needs[v.id]
             if not paces[v.id][2] and need != INF and (kept is None or kept.was_met) and not (
-                    need <= 0 or need < self.selector.best_alone(v)):
+                    need <= 0 or self.selector.is_lost(v, need)):
                 return True
         return False
 
@@ -251,22 +282,12 @@ class DecisionCache:
               ) -> tuple[dict[str, Option], list[RequestView], dict[str, float]]:
         """The kept options still valid, the free requests to choose for, and every free
         request's needed seconds per token now."""
-        cfg, kept_all, tpf_of = self.config, self.kept, self.acceptance.tokens_per_forward
+        kept_all = self.kept
         held: dict[str, Option] = {}
         changed: list[RequestView] = []
         needs: dict[str, float] = {}
-        oldest = self.num_selects - cfg.max_age_steps
-        loose, up = cfg.loose_steps * self._step_ref, 1.0 + cfg.need_band
-        miss = (1.0 + cfg.step_band) / self.selector.config.safety
-        tpf_band = cfg.tpf_band
-        # A batch that shrank by more than `step_band` since an option was kept may have
-        # spare compute for it (pass 3's speed-ups: the batch's tokens per second is a sum
-        # over its requests, so one request less among few moves it by a lot).
-        num_band = cfg.step_band * len(decoders)
-        num = len(decoders)
-        after, fail_band = self._after, cfg.fail_band
-        alone = self.cost.predict(1, 1)
-        maybe: list[tuple[RequestView, Option]] = []  # kept at AR; shrank or gained slack
+        bands = _Bands.of(self, len(decoders))
+        maybe: list[tuple[RequestView, Option]] = []  # met at AR; batch shrank or slack grew
         rate_total = 0.0  # the batch's tokens per forward, about (new and pinned ones at 1)
         for v in decoders:
             if v.fixed is not None or (v.is_mid_iteration and v.option is not None):
@@ -283,42 +304,54 @@ class DecisionCache:
             # The finish deadline is fixed once a request decodes (RequestView.finish_deadline).
             need = needs[v.id] = (kept.due - now) / remaining if (
                 kept.due != INF and remaining > 0) else INF
-            option = kept.option
-            shrank = kept.num_decoders - num > num_band
-            grew = need < loose if kept.is_loose else need > kept.need * up
-            if (shrank or grew) and option.mode == AR and not kept.is_loose and (
-                    kept.was_met or kept.is_lost) and not (
-                    need < alone or (v.slo.tpot_ms is not None and v.slo.tpot_ms < alone * 1e3)):
-                # Met (or lost) at the least work already, a smaller batch or more slack can
-                # only buy it speed (pass 3), and only where one request can move the batch's
-                # tokens per second by min_gain: asked below, once the batch's total is known.
-                # (One left unmet is chosen for: a smaller batch may make room for it.)
-                shrank = grew = False
-                maybe.append((v, option))
-            if (kept.chosen_at <= oldest or (v.option is not None and v.option != option)
-                    or shrank or grew
-                    or kept.remaining_band != remaining_band(remaining, option)
-                    or (need < kept.pace * miss if kept.was_met
-                        # Not met: again when what its rescue failed on moved (others may
-                        # make room for it), never if no option meets it even alone (lost).
-                        else not (kept.is_lost or (
-                            kept.failed_at is not None and after is not None
-                            and (need < alone) == (kept.failed_at.need < alone)
-                            and kept.failed_at.holds(
-                                need, after, v.id, v.priority, fail_band))))
-                    or (option.mode != AR
-                        and abs(tpf_of(option, v.id) - kept.tpf) > tpf_band * kept.tpf)):
+            verdict = self._verdict(v, kept, need, remaining, bands)
+            if verdict is _KEEP:
+                held[v.id] = kept.option
+            elif verdict is _CHANGE:
                 changed.append(v)
-                if maybe and maybe[-1][0] is v:
-                    maybe.pop()
-            elif not maybe or maybe[-1][0] is not v:
-                held[v.id] = option
+            else:
+                maybe.append((v, kept.option))
         for v, option in maybe:
+            # Met (or lost) at the least work already, a smaller batch or more slack can only
+            # buy it speed (pass 3), and only where one request can move the batch's tokens
+            # per second by min_gain.
             if self.selector.may_speed_up(v, rate_total):
                 changed.append(v)
             else:
                 held[v.id] = option
         return held, changed, needs
+
+    def _verdict(self, v: RequestView, kept: _Kept, need: float, remaining: int,
+                 bands: _Bands) -> object:
+        """_KEEP, _CHANGE, or _MAYBE (kept at AR, met or lost: only a shrunk batch or grown
+        slack moved, which can buy it only pass 3's speed; one left unmet is chosen for
+        then: a smaller batch may make room for it)."""
+        option = kept.option
+        is_ar = option.mode == AR
+        if (kept.chosen_at <= bands.oldest or (v.option is not None and v.option != option)
+                or (not is_ar and (
+                    kept.remaining_band != remaining_band(remaining, option)
+                    or abs(bands.tpf_of(option, v.id) - kept.tpf) > bands.tpf * kept.tpf))):
+            return _CHANGE
+        if kept.was_met:
+            if need < kept.pace * bands.miss:
+                return _CHANGE
+        elif not (kept.is_lost or (
+                # Not met: again when what its rescue failed on moved (others may make room
+                # for it), never if no option meets it even alone (lost).
+                kept.failed_at is not None and bands.after is not None
+                and (need < bands.alone) == (kept.failed_at.need < bands.alone)
+                and kept.failed_at.holds(need, bands.after, v.id, v.priority, bands.fail))):
+            return _CHANGE
+        shrank = kept.num_decoders - bands.num > bands.num_band
+        grew = need < bands.loose if kept.is_loose else need > kept.need * bands.up
+        if not (shrank or grew):
+            return _KEEP
+        if is_ar and not kept.is_loose and (kept.was_met or kept.is_lost) and not (
+                need < bands.alone or (v.slo.tpot_ms is not None
+                                       and v.slo.tpot_ms < bands.alone * 1e3)):
+            return _MAYBE
+        return _CHANGE
 
     def _same_steps(self, held: dict[str, Option]) -> bool:
         """The held batch's step under the cost fit and prefill interference now is within
@@ -356,8 +389,7 @@ class DecisionCache:
         for v in chosen:
             need, option = needs[v.id], options[v.id]
             pace, tpf, met = paces[v.id]
-            lost = need != INF and (need <= 0 or (
-                need < self.selector.ar_alone_s and need < self.selector.best_alone(v)))
+            lost = need != INF and (need <= 0 or self.selector.is_lost(v, need))
             # (Speculation-only requests are chosen for together, by pass 2a's search: when
             # one of them is, _join_search releases those held by their failure too.)
             failed = FailedAt.of(need, after, v.id, v.priority, option.mode == AR) if (

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from policies.acceptance import AcceptanceEstimator
 from policies.cost_model import CostModel
 from policies.option import AR, Option
-from policies.ordering import effective_deadline
+from policies.ordering import BEST_EFFORT_HORIZON_S, effective_deadline
 from policies.preemption import slack_of
 from policies.request_view import RequestView
 from policies.slo import SAFETY
@@ -120,11 +120,19 @@ class Deferral:
 
     def _by_slack(self, decoders: Sequence[RequestView], rate: Mapping[str, float],
                   step: float, now: float, priority: int) -> list[RequestView]:
-        """Who may wait, the most slack first."""
+        """Who may wait, the most slack first: spare() over the batch, inlined (the per-step
+        path of every step with a request at risk; the same arithmetic)."""
         out = []
+        min_steps, share = self.config.min_slack_steps * step, self.config.min_slack_share
         for v in decoders:
-            spare = self.spare(v, now, step, rate[v.id])
-            if spare is not None and v.priority <= priority:
+            if v.priority > priority or v.num_pending > 1 or v.first_token_s is None:
+                continue  # outranks the request at risk, or prefilling
+            due = v.finish_deadline  # next_deadline too: its first token came
+            due_or_horizon = v.arrival_s + BEST_EFFORT_HORIZON_S if due == math.inf else due
+            left = due_or_horizon - now
+            spare = ((due if v.slo.has_bounds else due_or_horizon) - now
+                     - v.remaining * (step / rate[v.id]))  # slack_of
+            if not (spare < min_steps or spare < share * left):
                 out.append((spare, v))
         return [v for _, v in sorted(out, key=lambda x: -x[0])]
 

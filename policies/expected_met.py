@@ -103,6 +103,8 @@ def _fill(requests: Sequence[Request[K, Opt]], start: dict[K, Pace[Opt]], bound:
     <= bound."""
     steps = []  # (gain per token, order, key, pace): each request's hull, in order
     for r in requests:
+        if len(r.paces) == 1:
+            continue  # nothing to buy (a request counted at AR only)
         hull, met = _hull(r, bound)
         for n, (a, b) in enumerate(zip(hull, hull[1:], strict=False)):
             gain = met[id(b)] - met[id(a)]

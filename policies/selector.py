@@ -16,11 +16,14 @@ request in auto, chosen for the whole batch at once because they share one step 
    without breaking the other). A request no option saves even alone is lost: it stays at
    AR and nobody protects it. Rescues cost the batch at most `rescue_loss` of its tokens
    per second unless every other request has slack to give.
-3. Spare compute buys speed, tightest first: a request moves to the option that raises the
-   batch's tokens per second by at least `min_gain`, if no request that meets its SLO
-   stops meeting it. Under light load that is speculation (the step is overhead-bound,
-   extra tokens are nearly free); under heavy load it is AR (extra tokens lengthen
-   everyone's step).
+3. Spare compute buys speed: first one option for every free request at AR, where all of
+   them together raise the batch's tokens per second by at least `min_gain` (unless a
+   request of pass 2a's kind runs: those have the extra work first); then, tightest first,
+   a request moves to the option that raises it by at least `min_gain`. Either way no
+   request outside pass 2a's kind may be pushed past `spare_margin` of its limit. Under
+   light load that is speculation (the step is overhead-bound, extra tokens are nearly
+   free); under heavy load it is AR (extra tokens lengthen everyone's step), or on a
+   device where a long chunk costs about a one-token step, speculation for all at once.
 Decisions are made for the steady-state batch of decoders plus the mean time that prefill
 chunks of arriving requests add to a step (`interference_s`, measured): this step's own
 prefill chunks come and go and only limit its token budget. A
@@ -67,6 +70,12 @@ class SelectorConfig:
     safety: float = SAFETY  # plan to use at most this share of the time left
     switch_gain: float = 0.03  # keep the current option unless another is this much better
     min_gain: float = 0.10  # spare compute buys speed only for this much more throughput
+    # Pass 3 buys speed only with compute beyond a margin: the step may grow to this share
+    # of the longest that keeps every request within its limit (at its limit a request
+    # has even odds; speculating up to it made met requests miss later: CPU interactive
+    # medium_high 0.95x AR -> 1.00x at 0.6, BENCHMARKS.md, "fourth session").
+    spare_margin: float = 0.7
+    uniform_speed_up: bool = True  # pass 3 first tries one option for every free request
     off_track_slip: float = 0.1  # others may slow a request that is off track by this share
     # Rescues may lower the batch's predicted tokens per second (against all-AR, summed
     # over the step's rescues) by more than `rescue_loss` only while every other request
@@ -141,6 +150,7 @@ class ModeSelector:
             o in acceptance.overall and (o.mode not in bounds
                                          or bounds[o.mode][0] <= o.block <= bounds[o.mode][1])))
         self._candidates = {lossy: candidates(lossy, self.pool) for lossy in (False, True)}
+        self._candidate_sets = {lossy: frozenset(c) for lossy, c in self._candidates.items()}
         self._by_work_order = {lossy: sorted(c, key=lambda o: o.work_tokens)
                                for lossy, c in self._candidates.items()}
         # A new number for every state of the batch's options (a switch, a select); an undo
@@ -201,8 +211,9 @@ class ModeSelector:
         safety = self.config.safety
         if need != INF:  # inf: no finish bound
             need *= safety
-            # AR alone bounds the best time alone from above: no need to ask below it.
-            if need <= 0 or (need / safety < self._ar_alone and need / safety < self.best_alone(v)):
+            # AR alone, and the option it runs alone, bound the best time alone from above:
+            # no need to ask below them.
+            if need <= 0 or self.is_lost(v, need / safety):
                 need = math.nan  # lost: even alone, no option makes it
         return _Slot(v, option, self._rate(v, option), need, is_free)
 
@@ -250,6 +261,25 @@ class ModeSelector:
                                         self._rate(v, option))
         return low
 
+    def is_lost(self, v: RequestView, need: float) -> bool:
+        """No option meets `need` seconds per token for v even alone (need < best_alone(v)),
+        asked option by option until one does: AR alone and the option v runs first (the
+        usual answers), the whole menu only for a lost request."""
+        if need >= self._ar_alone or need >= self._alone_at(v, v.option):
+            return False
+        alone = self._alone.get(v.id)
+        if alone is not None:
+            return need < alone
+        return not any(need >= self._alone_at(v, o) for o in self._options(v))
+
+    def _alone_at(self, v: RequestView, option: Option | None) -> float:
+        """v's time per token alone under option if it is one of v's options, else inf."""
+        if option is None or option not in self._candidate_sets[v.allow_lossy]:
+            return INF
+        cost = self.cost
+        return max(cost.predict(option.work_tokens, 1), cost.predict(option.draft_tokens, 1)
+                   ) / self._rate(v, option)
+
     def best_alone(self, v: RequestView) -> float:
         alone = self._alone.get(v.id)
         if alone is None:
@@ -257,12 +287,6 @@ class ModeSelector:
                 max(self.cost.predict(o.work_tokens, 1), self.cost.predict(o.draft_tokens, 1))
                 / self._rate(v, o) for o in self._options(v))
         return alone
-
-    @property
-    def ar_alone_s(self) -> float:
-        """AR's time per token alone under the last select()'s cost fit: best_alone() is at
-        most this (inf where the pool has no AR)."""
-        return self._ar_alone
 
     def rate_of(self, v: RequestView, option: Option) -> float:
         """v's tokens per forward under option, as the last select() priced it."""
@@ -530,12 +554,13 @@ class ModeSelector:
         most = self.config.max_rescued
         # Below this step nobody guarded is broken (the caps' rounding: _broken).
         safe_step = self._cap(guarded) / (1 + 1e-9)
+        hopeless = self._hopeless_above(guarded, depth)
         tokens_0 = self._tokens - s.option.work_tokens
         draft_0 = self._draft_tokens - s.option.draft_tokens
         for option, work, draft, rate in self._by_work(s):
             tokens = tokens_0 + work
             step = self._step(tokens, draft_0 + draft)
-            if tokens > self._max_tokens or not self._meets(s, step, rate):
+            if tokens > self._max_tokens or step > hopeless or not self._meets(s, step, rate):
                 continue
             if (on_track and option not in (AR1, s.view.option)
                     and not self._safe_bet(s, tokens, option)):
@@ -562,6 +587,20 @@ class ModeSelector:
             self._undo(mark, saved)
         self._fastest(s, guarded, on_track, floor)  # not met now: lose as little as possible
         return False
+
+    def _hopeless_above(self, guarded: _Guarded, depth: int) -> float:
+        """The step above which a rescue attempt fails whatever it re-rescues: past the cap
+        of a guarded request that may not be re-rescued (held or pinned, or any at depth 0),
+        or of `max_rescued` + 1 of them (the caps' rounding as in _broken). Most attempts
+        of a request the batch cannot make room for end here, without a switch and undo."""
+        num = 0
+        for cap, _, o, _ in guarded.guards:
+            if o is guarded.but or o.view.priority < guarded.min_priority:
+                continue
+            num += 1
+            if depth <= 0 or not o.is_free or num > self.config.max_rescued:
+                return cap * (1 + 1e-9)
+        return INF
 
     def _undo(self, mark: int, saved: tuple[int, int, float, int]) -> None:
         """Back to the state of `saved` (_rescue's), undoing the switches since `mark`."""
@@ -622,11 +661,76 @@ class ModeSelector:
     def _speed_up_all(self, order: list[_Slot]) -> None:
         """Pass 3 over every free request; the guards are recomputed only after a switch
         (rare under load), so a step costs O(requests x options), not O(requests^2)."""
-        caps = self._caps()
+        if self.config.uniform_speed_up:
+            self._speed_up_uniform(order)
+        caps, kept = self._caps(), self._margin_caps()
         for s in order:
-            cap = next((c for c, o in caps if o is not s), INF)
+            cap = min(next((c for c, o in caps if o is not s), INF),
+                      next((c for c, o in kept if o is not s), INF))
             if self._speed_up(s, cap):
-                caps = self._caps()
+                caps, kept = self._caps(), self._margin_caps()
+
+    def _only_speculation(self, s: _Slot) -> bool:
+        """s's TPOT bound is below AR's time per token alone: pass 2a's kind of request
+        (searched when it is re-decided; the decision cache may hold it)."""
+        tpot = s.view.slo.tpot_ms
+        return tpot is not None and tpot / 1e3 < self._ar_alone
+
+    def _margin_caps(self) -> list[tuple[float, _Slot]]:
+        """_caps with `spare_margin` for the requests outside pass 2a's kind: speculating
+        up to their bare limit made met requests miss later (at their limit they have even
+        odds). Those inside it are weighed by the search itself, which buys their margin;
+        with the margin on them too, all-tight cells lost (NLD-8B tight medium 0.98 ->
+        0.95x the best fixed mode)."""
+        margin, out = self.config.spare_margin, []
+        for cap, _, o, _ in self._guards():
+            if not self._only_speculation(o):
+                out.append((cap * margin, o))
+                if len(out) == 2:
+                    break
+        return out
+
+    def _speed_up_uniform(self, order: list[_Slot]) -> None:
+        """Every free request at AR moves to one option (while no request of pass 2a's kind
+        runs) if that raises the batch's tokens per second by `min_gain`, keeps every other
+        request within `spare_margin` of its limit and each mover within it at its cautious
+        acceptance: what a fixed mode runs. One request at a time can miss it: on a
+        GPU-shaped device one request's speculation lengthens everyone's step for a small
+        gain, all of them together win (NLD-8B, 30 requests: one at linear B=8 +2 %, all
+        +30 %).
+        O(options x movers), with arithmetic only until one option is chosen."""
+        if any(self._only_speculation(s) for s in self._slots):
+            return  # requests only speculation serves have the device's extra work first
+        movers = [s for s in order if s.option == AR1]
+        if len(movers) < 2:
+            return
+        ids = {id(s) for s in movers}
+        margin = self.config.spare_margin
+        cap = next((c for c, _, o, _ in self._guards() if id(o) not in ids), INF) * margin
+        lossy = all(s.view.allow_lossy for s in movers)  # else lossless options only
+        pool = [o for o in self._candidates[lossy] if o != AR1 and not o.draft_tokens]
+        n, rate_0 = len(movers), sum(s.rate for s in movers)
+        best, best_value = None, self._throughput() * (1 + self.config.min_gain)
+        others = self._rate_sum - rate_0
+        # Each mover's rate is at most the option's overall rate times the largest factor:
+        # an option whose bound does not pass is not priced request by request.
+        most = max(self.acceptance.factor(s.view.id) for s in movers)
+        for option in pool:
+            tokens = self._tokens + n * (option.work_tokens - 1)
+            if tokens > self._max_tokens:
+                continue
+            step = self._step(tokens)
+            if (others + n * self.acceptance.overall_value(option) * most) / step <= best_value:
+                continue
+            value = (others + sum(self._rate(s.view, option) for s in movers)) / step
+            if value <= best_value or step > cap or not all(
+                    s.need == INF or step / self._rate_low(s.view, option) <= s.need * margin
+                    for s in movers):
+                continue
+            best, best_value = option, value
+        if best is not None:
+            for s in movers:
+                self._switch(s, best)
 
     def _caps(self) -> list[tuple[float, _Slot]]:
         """(longest step that keeps o within its limit, o) for every guarded o, shortest
