@@ -217,6 +217,7 @@ def measure_level(engine: LLMEngine, urls: dict[str, str], groups: dict[str, lis
     best_e: tuple[RunResult, float] | None = None
     best_s: tuple[RunResult, float] | None = None  # the staggered engine, if asked
     best_h: dict[str, tuple[RunResult, dict[str, float]]] = {}
+    paired: dict[str, list[float]] = {}  # per repeat: HTTP over the engine run just before
     for _ in range(args.repeats):
         res, engine_ms = _engine_once(engine, batch, c, args.max_tokens, mode, 0)
         if best_e is None or res.tok_s > best_e[0].tok_s:
@@ -230,6 +231,7 @@ def measure_level(engine: LLMEngine, urls: dict[str, str], groups: dict[str, lis
             if h.tokens != res.tokens:
                 raise RuntimeError(f"{name}: HTTP made {h.tokens} tokens, the engine "
                                    f"{res.tokens}")
+            paired.setdefault(name, []).append(round(h.tok_s / res.tok_s, 3))
             if name not in best_h or h.tok_s > best_h[name][0].tok_s:
                 best_h[name] = (h, cpu)
     e, engine_ms = best_e
@@ -248,6 +250,7 @@ def measure_level(engine: LLMEngine, urls: dict[str, str], groups: dict[str, lis
         path = sum(v for k, v in cpu.items() if k not in (*BACKGROUND, ENGINE_STEP))
         stack, vs_alone = path - cpu[ENGINE_STEP], path - engine_ms
         row[name] = {"http_tok_s": round(h.tok_s, 1), "ratio": round(h.tok_s / e.tok_s, 3),
+                     "ratios_paired": paired[name],
                      "cpu_ms_per_token": {k: round(v, 3) for k, v in cpu.items()},
                      "stack_cpu_ms_per_token": round(stack, 3),
                      "stack_vs_engine_alone_ms_per_token": round(vs_alone, 3), **_lat(h)}
@@ -255,7 +258,8 @@ def measure_level(engine: LLMEngine, urls: dict[str, str], groups: dict[str, lis
             row[name]["ratio_vs_staggered"] = round(h.tok_s / best_s[0].tok_s, 3)
         procs = "  ".join(f"{k} {v:.2f}" for k, v in cpu.items())
         vs_s = f" (vs staggered {h.tok_s / best_s[0].tok_s:.3f})" if best_s else ""
-        print(f"        {name:<8} HTTP {h.tok_s:7.1f} tok/s  ratio {h.tok_s / e.tok_s:.3f}{vs_s}  "
+        print(f"        {name:<8} HTTP {h.tok_s:7.1f} tok/s  ratio {h.tok_s / e.tok_s:.3f}{vs_s} "
+              f"(per repeat {', '.join(f'{r:.3f}' for r in paired[name])})  "
               f"stack {stack:.2f} (vs alone {vs_alone:.2f}) CPU ms/token  "
               f"{_fmt_lat(row[name])}\n"
               f"                 CPU ms/token: {procs}", flush=True)
