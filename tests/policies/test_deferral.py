@@ -51,3 +51,31 @@ def test_batch_yields_to_an_online_request_that_runs_late() -> None:
     tight = [replace(b, slo=replace(b.slo, deadline_ms=200.0)) for b in batch(4)]
     _, deferred = policy.choose([online(0.12), *tight], NOW)
     assert deferred == set()
+
+
+def test_by_slack_is_spare_over_the_batch() -> None:
+    """_by_slack inlines spare() for speed: on random requests (with and without bounds,
+    prefilling, priorities) it keeps the same requests, most slack first."""
+    import random
+
+    deferral = SLOPolicy(synthetic_profile()).deferral
+    rng, kept = random.Random(0), 0
+    for _ in range(200):
+        vs = []
+        for i in range(8):
+            kind = rng.choice(["tpot", "deadline", "ttft", "none"])
+            bound = {"tpot": {"tpot_ms": rng.uniform(5, 200)},
+                     "deadline": {"deadline_ms": rng.uniform(50, 5000)},
+                     "ttft": {"ttft_ms": rng.uniform(5, 500)}, "none": {}}[kind]
+            vs.append(view(f"r{i}", NOW, max_tokens=64, num_output=rng.choice([0, 1, 10, 40]),
+                           priority=rng.choice([-1, 0, 1]),
+                           arrival_s=NOW - rng.uniform(0, 2), **bound))
+        rate = {v.id: rng.choice([1.0, 1.5, 2.2]) for v in vs}
+        step, priority = rng.uniform(0.001, 0.05), rng.choice([-1, 0, 1])
+        want = sorted(((s, v.id) for v in vs if v.priority <= priority
+                       and (s := deferral.spare(v, NOW, step, rate[v.id])) is not None),
+                      key=lambda x: -x[0])
+        got = deferral._by_slack(vs, rate, step, NOW, priority)
+        assert [v.id for v in got] == [rid for _, rid in want]
+        kept += len(want)
+    assert kept > 200  # the cases keep requests, not only refuse them
