@@ -240,6 +240,8 @@ class ModeSelector:
         return rate
 
     def _rate_of(self, v: RequestView, option: Option) -> float:
+        if v.remaining <= 0:
+            return 1.0  # nothing left to emit: no option is faster than AR (and no 0 rate)
         rate = self.acceptance.tokens_per_forward(option, v.id)
         if option.mode == LINEAR:  # an iteration is two forwards and emits <= remaining
             rate = min(rate, v.remaining / 2)

@@ -1,6 +1,6 @@
 import pytest
 
-from policies.option import AR, Option
+from policies.option import AR, AR1, Option
 from policies.policy import PolicyConfig, SLOPolicy
 from policies.selector import SelectorConfig
 from tests.policies.helpers import step_s, synthetic_profile, view
@@ -106,3 +106,15 @@ def test_fixed_policy_pins_every_auto_request():
     p = SLOPolicy(synthetic_profile(), PolicyConfig(fixed=Option("spec_quadratic", 4)))
     choice = p.select([view("a"), view("b", deadline_ms=60_000.0)], now=0.0)
     assert set(choice.values()) == {Option("spec_quadratic", 4)}
+
+
+def test_a_request_with_nothing_left_is_chosen_for_without_dividing_by_zero() -> None:
+    """A decoder at its max_tokens (nothing left to emit) among others: its tokens per
+    forward were capped to 0 under speculation and divided by (ZeroDivisionError); it gets
+    AR, the others are chosen for as usual."""
+    policy = SLOPolicy(synthetic_profile())
+    vs = [view(f"r{i}", 1.0, tpot_ms=20.0, max_tokens=32, num_output=5) for i in range(4)]
+    options, _ = policy.choose([*vs, view("done", 1.0, tpot_ms=5.0, max_tokens=32,
+                                           num_output=32)], 1.0)
+    assert options["done"] == AR1
+    assert set(options) == {"done", "r0", "r1", "r2", "r3"}
