@@ -74,6 +74,11 @@ class AdmissionGate:
             return self.release()
         return []
 
+    def holds_any(self, request_ids: list[str]) -> bool:
+        """Whether a held job has one of these request ids (an abort for it arrived)."""
+        ids = set(request_ids)
+        return any(job.request_id(c) in ids for job, _ in self._held for c in job.choices)
+
     def release(self) -> list[GenerateJob]:
         jobs = [job for job, _ in self._held]
         self._held.clear()

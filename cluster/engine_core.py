@@ -108,6 +108,8 @@ class EngineCore:
         if kind == "add":
             self._admit(self.gate.offer(msg[1], len(self._open), self.engine.num_steps))
         elif kind == "abort":
+            if self.gate.holds_any(msg[1]):  # admitted first, so the client hears "added"
+                self._admit(self.gate.release())
             for rid in msg[1]:
                 self.engine.abort(rid)
                 self._open.discard(rid)

@@ -37,6 +37,10 @@ class GenerateJob:
     # batch job's caller waits for the whole answer: fewer messages, less CPU per token.
     stream_interval_ms: float | None = None
 
+    def request_id(self, choice: ChoiceSpec) -> str:
+        """The engine's request id of one of its choices."""
+        return f"{self.id}-{choice.index}"
+
 
 @dataclass(frozen=True)
 class JobAccepted:

@@ -20,7 +20,7 @@ def add_job(engine: LLMEngine, job: GenerateJob) -> list[tuple[str, int]] | JobE
     added: list[tuple[str, int]] = []
     try:
         for spec in job.choices:
-            rid = f"{job.id}-{spec.index}"
+            rid = job.request_id(spec)
             ids = engine.tokenize(spec.prompt, job.add_special_tokens)
             req = engine.add_request(ids, spec.sampling, job.decode, request_id=rid,
                                      priority=job.priority, slo=engine_slo(job.slo),

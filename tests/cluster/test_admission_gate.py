@@ -86,3 +86,14 @@ def test_config_checks_itself() -> None:
         GateConfig(max_hold_steps=-1)
     with pytest.raises(ValueError, match="window_s"):
         GateConfig(window_s=0)
+
+
+def test_an_abort_finds_a_held_job_by_its_request_ids() -> None:
+    """The engine core admits what is held before it applies an abort for one of them (so
+    the abort reaches the engine and the client still hears "added"): the gate must know
+    its held jobs' request ids (GenerateJob.request_id)."""
+    gate, _ = busy_gate(level=8)
+    a = job("a")
+    assert gate.offer(a, num_running=3, step=1) == []
+    assert gate.holds_any(["a-0"]) and not gate.holds_any(["a-1", "b-0"])
+    assert gate.release() == [a] and not gate.holds_any(["a-0"])
