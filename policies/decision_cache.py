@@ -253,8 +253,7 @@ class DecisionCache:
         alone = self.cost.predict(1, 1)
 
         def only(v: RequestView) -> bool:
-            tpot = v.slo.tpot_ms
-            return (tpot is not None and tpot / 1e3 < alone) or needs[v.id] < alone
+            return v.slo.tpot_below(alone) or needs[v.id] < alone
 
         if not any(only(v) for v in changed):
             return
@@ -348,8 +347,7 @@ class DecisionCache:
         if not (shrank or grew):
             return _KEEP
         if is_ar and not kept.is_loose and (kept.was_met or kept.is_lost) and not (
-                need < bands.alone or (v.slo.tpot_ms is not None
-                                       and v.slo.tpot_ms < bands.alone * 1e3)):
+                need < bands.alone or v.slo.tpot_below(bands.alone)):
             return _MAYBE
         return _CHANGE
 

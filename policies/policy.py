@@ -175,7 +175,7 @@ class SLOPolicy:
         return self.admission.check(v, now, best, firm, waiting, self._work, pace)
 
     def _needs_speculation(self, v: RequestView) -> bool:
-        return v.slo.tpot_ms is not None and v.slo.tpot_ms < self.cost.predict(1, 1) * 1e3
+        return v.slo.tpot_below(self.cost.predict(1, 1))
 
     def victims(self, running: Sequence[RequestView], now: float) -> list[RequestView]:
         """Whom to preempt when the cache runs dry, first to last."""

@@ -452,8 +452,7 @@ class ModeSelector:
         alone = self.cost.predict(1, 1)
         only = {s for s in hopeful if s.need / self.config.safety < alone or (
             self.config.search_by_bound and self.config.objective == "expected"
-            and s.view.slo.tpot_ms is not None
-            and s.view.slo.tpot_ms / 1e3 < alone)}  # ahead now, but its bound is below AR's
+            and s.view.slo.tpot_below(alone))}  # ahead now, but its bound is below AR's
         missing = {s for s in only if not self._meets(s, self._step())}
         if not (only if self.config.objective == "expected" else missing):
             return
@@ -675,8 +674,7 @@ class ModeSelector:
     def _only_speculation(self, s: _Slot) -> bool:
         """s's TPOT bound is below AR's time per token alone: pass 2a's kind of request
         (searched when it is re-decided; the decision cache may hold it)."""
-        tpot = s.view.slo.tpot_ms
-        return tpot is not None and tpot / 1e3 < self._ar_alone
+        return s.view.slo.tpot_below(self._ar_alone)
 
     def _margin_caps(self) -> list[tuple[float, _Slot]]:
         """_caps with `spare_margin` for the requests outside pass 2a's kind: speculating

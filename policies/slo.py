@@ -34,6 +34,11 @@ class SLO:
         return (self.ttft_ms is not None or self.tpot_ms is not None
                 or self.deadline_ms is not None)
 
+    def tpot_below(self, seconds: float) -> bool:
+        """Its TPOT bound is below `seconds` per token (AR's time alone: only speculation
+        meets it; the selector, the decision cache and admission all ask this)."""
+        return self.tpot_ms is not None and self.tpot_ms / 1e3 < seconds
+
     def is_met(self, ttft_s: float, e2e_s: float, num_output: int) -> bool:
         """Did a request that finished with these timings meet every bound it has?"""
         return not self.violations(ttft_s, e2e_s, num_output)
