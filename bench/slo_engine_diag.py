@@ -6,7 +6,8 @@ each mode, and the host time per step of the policy's plan and of the executor.
       --seeds 0,1 --policies auto,ar,ar,auto [--requests 200]
 
 The same requests as bench/slo_engine_cells.py (seed s: arrivals drawn with 100 + s); a
-policy named twice runs twice (the same seed twice shows the run-to-run noise).
+policy named twice runs twice (the same seed twice shows the run-to-run noise). One SLO
+scale for the whole call: probed once, or fixed with `--slowdown F`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench.slo import PROFILE
-from bench.slo_engine_cells import _seeds, engine_policy_config
+from bench.slo_engine_cells import _seeds, check_slowdown, engine_policy_config
 from engine.executor import Executor
 from engine.plan import StepOutput, StepPlan
 from engine.slo_policy import SLOSchedulingPolicy
@@ -93,7 +94,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--policies", default="auto,ar")
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--profile", type=Path, default=PROFILE)
+    p.add_argument("--slowdown", type=float, default=None,
+                   help="the SLO and arrival-rate scale of every run (default: probe once)")
     args = p.parse_args(argv)
+    check_slowdown(args.slowdown)
     import torch
 
     from bench.slo_engine import EngineBench, ScaledCost
@@ -106,8 +110,10 @@ def main(argv: list[str] | None = None) -> None:
     make_engine = bench.engine
     bench.engine = lambda policy: engines.append(make_engine(policy)) or engines[-1]
     base = SLOPolicy(profile).cost
+    probe = bench.slowdown(base)
+    cost = ScaledCost(base, probe if args.slowdown is None else args.slowdown)
+    print(f"SLO scale x{cost.factor:.3f} for the whole call (probe x{probe:.3f})", flush=True)
     for seed in _seeds(args.seeds):
-        cost = ScaledCost(base, bench.slowdown(base))
         rate = LOADS[args.load] * capacity_rps(WORKLOADS[args.workload], cost)
         specs = generate(WORKLOADS[args.workload], rate, args.requests, cost,
                          len(bench.prompts), seed=100 + seed)
