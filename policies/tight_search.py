@@ -42,13 +42,13 @@ class TightSearch(RescuePass):
         others_wait = all(slack_of(o.view, self._now, step / o.rate) >= spare
                           for o in self._slots if o not in missing)
         floor = 0.0 if others_wait else self._base_throughput * (1 - self.config.tight_loss)
+        if self.config.objective == "expected":
+            self._most_expected(hopeful, only, base, base_rate, floor)
+            return
         menus = [Menu.pruned(s, (1, 1.0), [
             (o.work_tokens, s.need * self._rate(s.view, o), o, self._rate(s.view, o))
             for o in (self._options(s.view) if s in only else [AR1])
             if not o.draft_tokens]) for s in hopeful]  # step_of prices one pool only
-        if self.config.objective == "expected":
-            self._most_expected(hopeful, only, base, base_rate, floor)
-            return
         chosen = meet_most(menus, base, self._step, self._max_tokens, base_rate, floor)
         for s in hopeful:
             self._switch(s, chosen.get(s, AR1))
