@@ -100,8 +100,9 @@ class TightSearch(RescuePass):
         running = Counter(s.option for s in only if s.option != AR1).most_common(1)
         incumbent = running[0][0] if running else None
         best: tuple[float, dict[Slot, Pace[Option]]] = (-1.0, {})
+        by_option = {s: {p.option: p for p in menus[s]} for s in only}
         for option in self._uniform_options(only):
-            paces = {s: next(p for p in menus[s] if p.option == option) for s in only}
+            paces = {s: by_option[s][option] for s in only}
             tokens = base + sum(p.work - 1 for p in paces.values())
             rate = base_rate + sum(p.rate - 1 for p in paces.values())
             step = self._step(tokens)
