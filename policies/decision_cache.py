@@ -145,7 +145,6 @@ class DecisionCache:
         self._last_step = 0.0  # the step the last select predicted
         self._num_decoders = 0  # in this select's batch
         self._after: BatchAfter | None = None  # the last select's outcome
-        self._last_batch: tuple[float, set[str]] = (math.nan, set())  # its clock and ids
         # The last select's (now, step, decoders, options, needs) when no request was chosen
         # for and the selector was not asked (_unchanged); None when it was.
         self._steady: tuple[float, float, Sequence[RequestView], dict[str, Option],
@@ -158,13 +157,7 @@ class DecisionCache:
         self._steady = None
         if not self.config.enabled:
             return self.selector.select(decoders, now, max_tokens)
-        last_now, last_ids = self._last_batch
-        ids = {v.id for v in decoders}
-        self._last_batch = (now, ids)
-        if now == last_now and len(ids) < len(last_ids) and ids <= last_ids:
-            held, changed, needs = self._held_within(decoders, now)
-        else:
-            held, changed, needs = self._held(decoders, now)
+        held, changed, needs = self._held(decoders, now)
         if self._coef is None or not self._same_steps(held):
             return self._full(decoders, now, max_tokens, needs)
         if not changed:
@@ -337,38 +330,6 @@ class DecisionCache:
                 changed.append(v)
             else:
                 held[v.id] = option
-        return held, changed, needs
-
-    def _held_within(self, decoders: Sequence[RequestView], now: float
-                     ) -> tuple[dict[str, Option], list[RequestView], dict[str, float]]:
-        """_held for a select of the last batch less some requests at the same clock
-        (deferral's second select: policies/policy.py): the shorter step changes the choice
-        beyond pass 3's speed-ups only for the requests of pass 2a's search (a bound only
-        speculation meets, not lost) and for those left unmet that could be met (a rescue
-        may succeed now); the others keep what the last select gave them. Before, the
-        smaller batch made nearly all of them "shrank": a full re-plan of the rest, whose
-        choice differed from the first select's in 29 of 138 such selects, and only for
-        requests of those two kinds (bench/slo_selector_cost.py tight at 64)."""
-        held: dict[str, Option] = {}
-        changed: list[RequestView] = []
-        needs: dict[str, float] = {}
-        alone = self.cost.predict(1, 1)
-        for v in decoders:
-            if v.fixed is not None or (v.is_mid_iteration and v.option is not None):
-                continue  # not the selector's to choose this step
-            kept = self.kept.get(v.id)
-            if kept is None:
-                needs[v.id] = v.needed_time_per_token(now)
-                changed.append(v)
-                continue
-            remaining = v.max_tokens - v.num_output
-            need = needs[v.id] = (kept.due - now) / remaining if (
-                kept.due != INF and remaining > 0) else INF
-            if not kept.is_lost and (not kept.was_met or need < alone
-                                     or v.slo.tpot_below(alone)):
-                changed.append(v)
-            else:
-                held[v.id] = kept.option
         return held, changed, needs
 
     def _verdict(self, v: RequestView, kept: _Kept, need: float, remaining: int,
