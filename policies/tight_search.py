@@ -19,6 +19,8 @@ INF = math.inf
 
 
 class TightSearch(RescuePass):
+    # Each request's paces by option, with the rate and remaining tokens they were priced at.
+    _paces: dict[tuple[str, Option], tuple[float, int, Pace[Option]]]
 
     def _meet_most(self, order: list[Slot]) -> None:
         """Pass 2a, for requests whose pace only speculation meets (slower than AR alone is
@@ -42,13 +44,13 @@ class TightSearch(RescuePass):
         others_wait = all(slack_of(o.view, self._now, step / o.rate) >= spare
                           for o in self._slots if o not in missing)
         floor = 0.0 if others_wait else self._base_throughput * (1 - self.config.tight_loss)
+        if self.config.objective == "expected":
+            self._most_expected(hopeful, only, base, base_rate, floor)
+            return
         menus = [Menu.pruned(s, (1, 1.0), [
             (o.work_tokens, s.need * self._rate(s.view, o), o, self._rate(s.view, o))
             for o in (self._options(s.view) if s in only else [AR1])
             if not o.draft_tokens]) for s in hopeful]  # step_of prices one pool only
-        if self.config.objective == "expected":
-            self._most_expected(hopeful, only, base, base_rate, floor)
-            return
         chosen = meet_most(menus, base, self._step, self._max_tokens, base_rate, floor)
         for s in hopeful:
             self._switch(s, chosen.get(s, AR1))
@@ -57,12 +59,22 @@ class TightSearch(RescuePass):
                 self._fastest(s, self._guarded(s, s.view.priority), False, 0.0)
 
     def _pace(self, s: Slot, option: Option) -> Pace[Option]:
-        rate = self._rate(s.view, option)
+        v = s.view
+        rate, remaining = self._rate(v, option), v.remaining
+        key = (v.id, option)
+        kept = self._paces.get(key)
+        if kept is not None and kept[0] == rate and kept[1] == remaining:
+            return kept[2]  # the same pace (deferral's second select, a held request's)
         if option == AR1:
-            return Pace(option, 1, rate, self.config.spread_floor)
-        per_iteration = rate * FORWARDS_PER_ITERATION.get(option.mode, 1)
-        return Pace(option, option.work_tokens, rate, spread_of(
-            self.config.iteration_cv, per_iteration, s.view.remaining, self.config.spread_floor))
+            pace = Pace(option, 1, rate, self.config.spread_floor)
+        else:
+            per_iteration = rate * FORWARDS_PER_ITERATION.get(option.mode, 1)
+            pace = Pace(option, option.work_tokens, rate, spread_of(
+                self.config.iteration_cv, per_iteration, remaining, self.config.spread_floor))
+        if len(self._paces) > 4096:
+            self._paces.clear()  # of requests long gone, mostly
+        self._paces[key] = (rate, remaining, pace)
+        return pace
 
     def _most_expected(self, hopeful: list[Slot], only: set[Slot], base: int,
                        base_rate: float, floor: float) -> None:
@@ -100,8 +112,9 @@ class TightSearch(RescuePass):
         running = Counter(s.option for s in only if s.option != AR1).most_common(1)
         incumbent = running[0][0] if running else None
         best: tuple[float, dict[Slot, Pace[Option]]] = (-1.0, {})
+        by_option = {s: {p.option: p for p in menus[s]} for s in only}
         for option in self._uniform_options(only):
-            paces = {s: next(p for p in menus[s] if p.option == option) for s in only}
+            paces = {s: by_option[s][option] for s in only}
             tokens = base + sum(p.work - 1 for p in paces.values())
             rate = base_rate + sum(p.rate - 1 for p in paces.values())
             step = self._step(tokens)
