@@ -59,10 +59,6 @@ class ServerMetrics:
         self.kv_total = Gauge("tandem_kv_cache_blocks", "KV cache blocks in all.", m,
                               registry=r)
         self._counters(r)
-        # Plain running sums of the two above, for /health (`tandem bench serve` reads them
-        # live; the Prometheus text reaches /metrics through the board every few seconds).
-        self.ttft_total_s, self.num_first_tokens = 0.0, 0
-        self.queue_total_s, self.num_queued = 0.0, 0
 
     def _counters(self, r: CollectorRegistry) -> None:
         mm = ["model", "mode"]
@@ -113,16 +109,12 @@ class ServerMetrics:
             return
         if is_first:  # tokens that come with the first one have no gap of their own
             self.ttft.labels(self.model_name).observe(since_arrival_s)
-            self.ttft_total_s += since_arrival_s
-            self.num_first_tokens += 1
             return
         for _ in range(num_tokens):
             self.itl.labels(self.model_name).observe(gap_s / num_tokens)
 
     def observe_queue(self, seconds: float) -> None:
         self.queue.labels(self.model_name).observe(seconds)
-        self.queue_total_s += seconds
-        self.num_queued += 1
 
     def observe_aborted(self, num: int) -> None:
         if num:
@@ -151,6 +143,16 @@ class ServerMetrics:
         self.finished.labels(n, finish_reason).inc()
         for kind, met in slo.items():
             (self.slo_met if met else self.slo_missed).labels(n, kind).inc()
+
+    def latency_sums(self) -> dict[str, float]:
+        """TTFT and queue-time sums and counts, read live from the histograms (for /health:
+        `tandem bench serve` reads them there; /metrics sees them only every few seconds)."""
+        def sample(name: str) -> float:
+            return self.registry.get_sample_value(name, {"model": self.model_name}) or 0.0
+        return {"ttft_total_s": sample("tandem_time_to_first_token_seconds_sum"),
+                "num_first_tokens": sample("tandem_time_to_first_token_seconds_count"),
+                "queue_total_s": sample("tandem_request_queue_time_seconds_sum"),
+                "num_queued": sample("tandem_request_queue_time_seconds_count")}
 
     def text(self) -> str:
         return generate_latest(self.registry).decode()

@@ -179,13 +179,12 @@ class ModelServer:
 
     async def health(self) -> dict[str, Any]:
         self._start_pusher()
-        st, p = self.loop.stats(), self.prom
+        st = self.loop.stats()
         return {"replica": self.replica, "kv_free_blocks": st.kv_free_blocks,
                 "kv_blocks": st.kv_blocks, "num_running": st.num_running,
                 "num_waiting": st.num_waiting, "kv_cache": self.loop.kv_cache,
                 "engine_step_cpu_s": round(self.loop.step_cpu_s, 6),
-                "ttft_total_s": p.ttft_total_s, "num_first_tokens": p.num_first_tokens,
-                "queue_total_s": p.queue_total_s, "num_queued": p.num_queued}
+                **self.prom.latency_sums()}
 
     async def record_autoscaling_stats(self) -> dict[str, float]:
         """Ray Serve's custom autoscaling metrics (cluster/autoscaling.py scales on them)."""

@@ -149,6 +149,9 @@ def test_32_concurrent_streams_print_their_solo_text_then_free_kv(
     health = httpx.get(f"{base_url}/health").json()
     assert health["kv_free_blocks"] == health["kv_blocks"]
     assert health["num_running"] == health["num_waiting"] == 0
+    # live TTFT / queue sums for `tandem bench serve`, read from the replica's histograms
+    assert health["num_first_tokens"] >= len(jobs) and health["ttft_total_s"] > 0
+    assert health["num_queued"] >= len(jobs)
 
 
 def test_client_disconnect_aborts_and_frees_kv(base_url: str) -> None:

@@ -1,0 +1,145 @@
+"""What each option is worth to one request in a select() of the mode selector
+(policies/selector.py): its tokens per forward (plain and cautious), its time per token
+alone, its menu; memoised for the select, kept for the requests the decision cache holds."""
+
+from __future__ import annotations
+
+import math
+
+from policies.acceptance import AcceptanceEstimator
+from policies.cost_model import CostModel
+from policies.option import AR1, LINEAR, PIPELINED, QUADRATIC, Option
+from policies.request_view import RequestView
+from policies.selector_config import SelectorConfig
+from policies.selector_slot import Slot
+
+INF = math.inf
+
+
+class OptionPrices:
+    """The per-request half of ModeSelector (policies/selector.py: state set there)."""
+
+    cost: CostModel
+    acceptance: AcceptanceEstimator
+    config: SelectorConfig
+
+    def _slot(self, v: RequestView, now: float, held: Option | None = None) -> Slot:
+        is_free = v.fixed is None and not (v.is_mid_iteration and v.option is not None)
+        option = AR1 if is_free else (v.option if v.is_mid_iteration else v.fixed)
+        if is_free and held is not None:
+            is_free, option = False, held
+        assert option is not None
+        need = self._needs.get(v.id)
+        if need is None:
+            need = v.needed_time_per_token(now)
+        safety = self.config.safety
+        if need != INF:  # inf: no finish bound
+            need *= safety
+            # AR alone, and the option it runs alone, bound the best time alone from above:
+            # no need to ask below them.
+            if need <= 0 or self.is_lost(v, need / safety):
+                need = math.nan  # lost: even alone, no option makes it
+        return Slot(v, option, self._rate(v, option), need, is_free)
+
+    def _options(self, v: RequestView) -> list[Option]:
+        return self._candidates[v.allow_lossy]
+
+    def _menu(self, v: RequestView) -> list[tuple[Option, int, int, float]]:
+        """(option, its work tokens, its draft tokens, v's rate under it) for each of v's
+        options, in _options' order; once per request and select (the passes ask it for
+        every option of every request they try: ~500k lookups a select at 64 requests)."""
+        menu = self._menus.get(v.id)
+        if menu is None:
+            menu = self._menus[v.id] = [(o, o.work_tokens, o.draft_tokens, self._rate(v, o))
+                                        for o in self._options(v)]
+        return menu
+
+    def _rate(self, v: RequestView, option: Option) -> float:
+        rates = self._rates.get(v.id)
+        if rates is None:
+            rates = self._rates[v.id] = {}
+        rate = rates.get(option)
+        if rate is None:  # memo: asked ~10x per request and select()
+            rate = rates[option] = self._rate_of(v, option)
+        return rate
+
+    def _rate_of(self, v: RequestView, option: Option) -> float:
+        if v.remaining <= 0:
+            return 1.0  # nothing left to emit: no option is faster than AR (and no 0 rate)
+        rate = self.acceptance.tokens_per_forward(option, v.id)
+        if option.mode == LINEAR:  # an iteration is two forwards and emits <= remaining
+            rate = min(rate, v.remaining / 2)
+        elif option.mode in (QUADRATIC, PIPELINED):
+            rate = min(rate, float(v.remaining))
+        if option.mode == QUADRATIC and v.option != option:
+            # Entering quadratic speculation costs a plain draft pass that emits nothing:
+            # spread it over the forwards it would stay (at most `quad_horizon`).
+            stay = max(1.0, min(self.quad_horizon, v.remaining / rate))
+            rate *= stay / (stay + 1)
+        return rate
+
+    def _rate_low(self, v: RequestView, option: Option) -> float:
+        """The cautious tokens per forward, with the same caps as _rate."""
+        key = (v.id, option)
+        low = self._lows.get(key)
+        if low is None:  # memo for this select: asked ~5x per request and option
+            low = self._lows[key] = min(self.acceptance.tokens_per_forward_low(option, v.id),
+                                        self._rate(v, option))
+        return low
+
+    def is_lost(self, v: RequestView, need: float) -> bool:
+        """No option meets `need` seconds per token for v even alone (need < best_alone(v)),
+        asked option by option until one does: AR alone and the option v runs first (the
+        usual answers), the whole menu only for a lost request."""
+        if need >= self._ar_alone or need >= self._alone_at(v, v.option):
+            return False
+        alone = self._alone.get(v.id)
+        if alone is not None:
+            return need < alone
+        return not any(need >= self._alone_at(v, o) for o in self._options(v))
+
+    def _alone_at(self, v: RequestView, option: Option | None) -> float:
+        """v's time per token alone under option if it is one of v's options, else inf."""
+        if option is None or option not in self._candidate_sets[v.allow_lossy]:
+            return INF
+        cost = self.cost
+        return max(cost.predict(option.work_tokens, 1), cost.predict(option.draft_tokens, 1)
+                   ) / self._rate(v, option)
+
+    def best_alone(self, v: RequestView) -> float:
+        alone = self._alone.get(v.id)
+        if alone is None:
+            alone = self._alone[v.id] = min(
+                max(self.cost.predict(o.work_tokens, 1), self.cost.predict(o.draft_tokens, 1))
+                / self._rate(v, o) for o in self._options(v))
+        return alone
+
+    def rate_of(self, v: RequestView, option: Option) -> float:
+        """v's tokens per forward under option, as the last select() priced it."""
+        return self._rate(v, option)
+
+    def may_speed_up(self, v: RequestView, total_rate: float) -> bool:
+        """Whether pass 3 could move v from AR in a batch of `total_rate` tokens per
+        forward: only if its best option adds min_gain of that (_speed_up's bound)."""
+        return self._most_rate(v) - 1.0 > self.config.min_gain * (total_rate - 1.0)
+
+    def _most_rate(self, v: RequestView) -> float:
+        """At least v's tokens per forward under any of its options (caps only lower them)."""
+        top = self._top_rate.get(v.allow_lossy)
+        if top is None:
+            top = self._top_rate[v.allow_lossy] = max(
+                (self.acceptance.overall_value(o) for o in self._options(v)), default=1.0)
+        return max(1.0, top * self.acceptance.factor(v.id))
+
+    def _by_work(self, s: Slot) -> list[tuple[Option, int, int, float]]:
+        """s's menu: its current option first (if it may keep it), then the least work
+        first."""
+        v = s.view
+        menu = self._menus_by_work.get(v.id)
+        if menu is None:
+            entries = {e[0]: e for e in self._menu(v)}
+            menu = [entries[o] for o in self._by_work_order[v.allow_lossy]]
+            if v.option in entries:
+                menu.insert(0, (v.option, *entries[v.option][1:]))
+            self._menus_by_work[v.id] = menu
+        return menu

@@ -1,0 +1,122 @@
+"""Pass 2a of the mode selector (policies/selector.py): one search over the requests whose
+TPOT bound only speculation meets, for the options that expect the most of them met
+(policies/expected_met.py), started from the best single option for all of them."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+from policies.acceptance import FORWARDS_PER_ITERATION
+from policies.expected_met import Pace, Request, most_expected, spread_of
+from policies.meet_most import Menu, meet_most
+from policies.option import AR1, Option
+from policies.preemption import slack_of
+from policies.rescue_pass import RescuePass
+from policies.selector_slot import Slot
+
+INF = math.inf
+
+
+class TightSearch(RescuePass):
+
+    def _meet_most(self, order: list[Slot]) -> None:
+        """Pass 2a, for requests whose pace only speculation meets (slower than AR alone is
+        too slow; with the "expected" objective also those whose bound is below AR's pace
+        while they are ahead): by `objective`, the options that maximise the requests
+        expected to meet their SLO by the end (_most_expected), or ("meet_most") those that
+        meet the most this step (policies/meet_most.py; a request left out gets the fastest
+        option that breaks nobody met). Others are counted at AR so that none is broken."""
+        hopeful = [s for s in order if s.need != INF and not math.isnan(s.need)]
+        alone = self.cost.predict(1, 1)
+        only = {s for s in hopeful if s.need / self.config.safety < alone or (
+            self.config.search_by_bound and self.config.objective == "expected"
+            and s.view.slo.tpot_below(alone))}  # ahead now, but its bound is below AR's
+        missing = {s for s in only if not self._meets(s, self._step())}
+        if not (only if self.config.objective == "expected" else missing):
+            return
+        base = self._tokens - sum(s.option.work_tokens - 1 for s in hopeful)
+        base_rate = self._rate_sum - sum(s.rate - 1 for s in hopeful)
+        step = self._step()
+        spare = self.config.rescue_slack_steps * step
+        others_wait = all(slack_of(o.view, self._now, step / o.rate) >= spare
+                          for o in self._slots if o not in missing)
+        floor = 0.0 if others_wait else self._base_throughput * (1 - self.config.tight_loss)
+        menus = [Menu.pruned(s, (1, 1.0), [
+            (o.work_tokens, s.need * self._rate(s.view, o), o, self._rate(s.view, o))
+            for o in (self._options(s.view) if s in only else [AR1])
+            if not o.draft_tokens]) for s in hopeful]  # step_of prices one pool only
+        if self.config.objective == "expected":
+            self._most_expected(hopeful, only, base, base_rate, floor)
+            return
+        chosen = meet_most(menus, base, self._step, self._max_tokens, base_rate, floor)
+        for s in hopeful:
+            self._switch(s, chosen.get(s, AR1))
+        for s in hopeful:
+            if s in only and s not in chosen:
+                self._fastest(s, self._guarded(s, s.view.priority), False, 0.0)
+
+    def _pace(self, s: Slot, option: Option) -> Pace[Option]:
+        rate = self._rate(s.view, option)
+        if option == AR1:
+            return Pace(option, 1, rate, self.config.spread_floor)
+        per_iteration = rate * FORWARDS_PER_ITERATION.get(option.mode, 1)
+        return Pace(option, option.work_tokens, rate, spread_of(
+            self.config.iteration_cv, per_iteration, s.view.remaining, self.config.spread_floor))
+
+    def _most_expected(self, hopeful: list[Slot], only: set[Slot], base: int,
+                       base_rate: float, floor: float) -> None:
+        """Pass 2a by expected requests met (policies/expected_met.py), searched from the
+        best plan with one option for every speculation-only request (what a fixed mode
+        runs: policies/uniform.py), so that the choice never expects fewer met than that
+        fixed mode: the search only buys faster options on top of it."""
+        menus = {s: [self._pace(s, o) for o in ([AR1] + [
+            o for o in self._options(s.view) if o != AR1 and not o.draft_tokens]
+            if s in only else [AR1])] for s in hopeful}
+        start = self._uniform_start(hopeful, only, menus, base, base_rate, floor)
+        mode = next(iter(start.values())).option.mode if start else None
+        requests = []
+        for s in hopeful:
+            first = start.get(s, menus[s][0])
+            base += first.work - 1
+            base_rate += first.rate - 1
+            requests.append(Request(s, s.need / self.config.safety, (first, *(
+                p for p in menus[s] if p.work > first.work
+                and (mode is None or not self.config.same_mode or p.option.mode == mode)))))
+        chosen, _ = most_expected(requests, base, self._step, self._max_tokens,
+                                  base_rate, floor)
+        for s in hopeful:
+            self._switch(s, chosen[s])
+            # Those AR meets alone were only counted (at AR): the rescue pass is theirs.
+            s.searched = s in only
+
+    def _uniform_start(self, hopeful: list[Slot], only: set[Slot],
+                       menus: dict[Slot, list[Pace[Option]]], base: int, base_rate: float,
+                       floor: float) -> dict[Slot, Pace[Option]]:
+        """The pace of each speculation-only request under the uniform option that expects
+        the most requests met (the option most of them run now is kept unless another is
+        better by `switch_gain`); empty if none fits the budget and the floor."""
+        need = {s: s.need / self.config.safety for s in hopeful}
+        running = Counter(s.option for s in only if s.option != AR1).most_common(1)
+        incumbent = running[0][0] if running else None
+        best: tuple[float, dict[Slot, Pace[Option]]] = (-1.0, {})
+        for option in self._uniform_options(only):
+            paces = {s: next(p for p in menus[s] if p.option == option) for s in only}
+            tokens = base + sum(p.work - 1 for p in paces.values())
+            rate = base_rate + sum(p.rate - 1 for p in paces.values())
+            step = self._step(tokens)
+            if tokens > self._max_tokens or rate / step < floor:
+                continue
+            value = sum(p.p_met(step, need[s]) for s, p in paces.items()) + sum(
+                menus[s][0].p_met(step, need[s]) for s in hopeful if s not in only)
+            if option == incumbent:
+                value *= 1 + self.config.switch_gain
+            if value > best[0]:
+                best = (value, paces)
+        return best[1]
+
+    def _uniform_options(self, only: set[Slot]) -> list[Option]:
+        if not self.config.uniform or not only:
+            return []
+        common = set.intersection(*(set(self._options(s.view)) for s in only))
+        return sorted(o for o in common if o != AR1 and not o.draft_tokens)
