@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from policies.acceptance import AcceptanceEstimator
-from policies.cost_model import CostModel
+from policies.cost_model import CostCoefficients, CostModel
 from policies.option import AR1, LINEAR, PIPELINED, QUADRATIC, Option
 from policies.request_view import RequestView
 from policies.selector_config import SelectorConfig
@@ -22,6 +22,8 @@ class OptionPrices:
     cost: CostModel
     acceptance: AcceptanceEstimator
     config: SelectorConfig
+    _alone_coef: CostCoefficients | None = None  # the fit _alone_steps were priced under
+    _alone_steps: dict[Option, float]
 
     def _slot(self, v: RequestView, now: float, held: Option | None = None) -> Slot:
         is_free = v.fixed is None and not (v.is_mid_iteration and v.option is not None)
@@ -102,9 +104,19 @@ class OptionPrices:
         """v's time per token alone under option if it is one of v's options, else inf."""
         if option is None or option not in self._candidate_sets[v.allow_lossy]:
             return INF
-        cost = self.cost
-        return max(cost.predict(option.work_tokens, 1), cost.predict(option.draft_tokens, 1)
-                   ) / self._rate(v, option)
+        return self._alone_step(option) / self._rate(v, option)
+
+    def _alone_step(self, option: Option) -> float:
+        """The step of option alone under the cost fit now; kept while the fit is (asked
+        for every option of a lost request's menu in every select: _slot's is_lost)."""
+        coef = self.cost.coef
+        if coef is not self._alone_coef:
+            self._alone_coef, self._alone_steps = coef, {}
+        step = self._alone_steps.get(option)
+        if step is None:
+            step = self._alone_steps[option] = max(coef.predict(option.work_tokens, 1),
+                                                   coef.predict(option.draft_tokens, 1))
+        return step
 
     def best_alone(self, v: RequestView) -> float:
         alone = self._alone.get(v.id)

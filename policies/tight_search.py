@@ -52,13 +52,13 @@ class TightSearch(RescuePass):
                               for o in self._slots if o not in missing)
             loss = 1.0 if others_wait else self.config.tight_loss
         floor = self._base_throughput * (1 - loss)
+        if self.config.objective == "expected":
+            self._most_expected(hopeful, only, base, base_rate, floor)
+            return
         menus = [Menu.pruned(s, (1, 1.0), [
             (o.work_tokens, s.need * self._rate(s.view, o), o, self._rate(s.view, o))
             for o in (self._options(s.view) if s in only else [AR1])
             if not o.draft_tokens]) for s in hopeful]  # step_of prices one pool only
-        if self.config.objective == "expected":
-            self._most_expected(hopeful, only, base, base_rate, floor)
-            return
         chosen = meet_most(menus, base, self._step, self._max_tokens, base_rate, floor)
         for s in hopeful:
             self._switch(s, chosen.get(s, AR1))
@@ -110,8 +110,9 @@ class TightSearch(RescuePass):
         running = Counter(s.option for s in only if s.option != AR1).most_common(1)
         incumbent = running[0][0] if running else None
         best: tuple[float, dict[Slot, Pace[Option]]] = (-1.0, {})
+        by_option = {s: {p.option: p for p in menus[s]} for s in only}
         for option in self._uniform_options(only):
-            paces = {s: next(p for p in menus[s] if p.option == option) for s in only}
+            paces = {s: by_option[s][option] for s in only}
             tokens = base + sum(p.work - 1 for p in paces.values())
             rate = base_rate + sum(p.rate - 1 for p in paces.values())
             step = self._step(tokens)
