@@ -8,11 +8,13 @@ count, first-come scheduling in one fixed mode (so both do the same forwards), g
 ignore_eos so every request makes exactly max_tokens tokens, and the same closed loop: C
 clients, each sending its next request when the last one ends. Several serving layouts
 (`--variants`, see VARIANTS) run side by side as separate apps; at each concurrency the
-engine and every variant alternate, `--repeats` times, and the best run of each counts (the
-machine is shared). CPU per token is read from /proc around each HTTP run (bench/proc_cpu.py)
-and the best run's is shown; "stack" is the CPU of the processes on a token's path (proxy,
-replicas, engine core) minus the CPU the server's own engine.step() calls took on their
-thread in that run (its forwards, sampling and scheduling: /health's engine_step_cpu_s);
+engine and every variant alternate, `--repeats` rounds, and a variant's figure is the median
+of its per-round ratios (HTTP over the engine run just before it) with their range (the
+machine is shared: bench/serve_level.py). CPU per token is read from /proc around each HTTP
+run (bench/proc_cpu.py) and the median round's is shown; "stack" is the CPU of the
+processes on a token's path (proxy, replicas, engine core) minus the CPU the server's own
+engine.step() calls took on their thread in that run (its forwards, sampling and
+scheduling: /health's engine_step_cpu_s);
 "vs alone" subtracts instead what the engine alone spent on the same tokens in this
 process (noisier: another process, another time); the controller, Ray's daemons and the
 client are shown apart. Each HTTP run also shows the client's mean time to first token beside
@@ -33,10 +35,10 @@ from typing import Any
 
 import yaml
 
-from bench.proc_cpu import cpu_seconds, serve_groups, snapshot
-from bench.serve_clients import CLIENTS, RunResult, engine_run, http_run, percentile
+from bench.proc_cpu import serve_groups
+from bench.serve_clients import CLIENTS, engine_run, http_run
+from bench.serve_level import measure_level
 from cluster.config import TandemConfig, load_config
-from engine.engine import LLMEngine
 from engine.params import Mode
 from models.heldout import load_prompts
 
@@ -48,6 +50,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "single": {},
     # single without the chunk cap (the tick stays at stream_interval_ms at any load).
     "single-nocap": {"model": {"stream_max_chunks_per_s": 0}},
+    # single with the replica fetching the request body back from the proxy (a Ray call), as
+    # before cluster/inline_body.py, though the proxy carries it with the request.
+    "single-fetch": {"model_server": {"ray_actor_options": {"runtime_env": {
+        "env_vars": {"TANDEM_INLINE_BODY": "0"}}}}},
     # single with the engine core's admission gate (cluster/admission_gate.py): newcomers to
     # a busy engine held up to 4 steps so that they join the batch together.
     "single-hold4": {"model": {"admit_hold_steps": 4}},
@@ -60,12 +66,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # The layout before 2026-12-03: ingress deployment -> model server, engine thread.
     "split-thread": {"layout": "split", "model": {"engine_core": "thread"}},
 }
-
-
-# Processes not on a token's path: their CPU is shown, not counted in "stack" (the
-# controller's and Ray's own loops run at the same rate with no traffic at all).
-BACKGROUND = ("bench (client)", "controller", "ray daemons")
-ENGINE_STEP = "engine step"  # inside a replica's or the core's CPU, not a process
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -160,132 +160,6 @@ def settle(urls: list[str], seconds: float = 3.0) -> None:
     for url in urls:
         httpx.get(f"{url}/metrics", timeout=60).raise_for_status()
     time.sleep(seconds)
-
-
-# --- the run ---------------------------------------------------------------------------------
-
-
-def _lat(res: RunResult) -> dict[str, float]:
-    ms = 1e3
-    server = {} if res.server_ttft_mean_s is None else {
-        "ttft_mean_ms": round(sum(res.ttft_s) / max(1, len(res.ttft_s)) * ms, 1),
-        "server_ttft_mean_ms": round(res.server_ttft_mean_s * ms, 1),
-        "server_queue_mean_ms": round(res.server_queue_mean_s * ms, 1)}
-    return {**server, "ttft_p50_ms": round(percentile(res.ttft_s, 50) * ms, 1),
-            "ttft_p99_ms": round(percentile(res.ttft_s, 99) * ms, 1),
-            "itl_p50_ms": round(percentile(res.gaps_s, 50) * ms, 1),
-            "itl_p99_ms": round(percentile(res.gaps_s, 99) * ms, 1),
-            # tokens per output that carried text (an SSE chunk; an engine step's output)
-            "tokens_per_chunk": round(res.tokens / max(1, len(res.ttft_s) + len(res.gaps_s)),
-                                      2)}
-
-
-HEALTH_SUMS = ("engine_step_cpu_s", "ttft_total_s", "num_first_tokens", "queue_total_s",
-               "num_queued")
-
-
-def _server_sums(url: str) -> dict[str, float]:
-    """The server's running sums (its /health): the CPU seconds its engine.step() calls took,
-    and its own time to first token and queue time (from the request's arrival in the
-    replica), to compare with what the client saw."""
-    import httpx
-
-    health = httpx.get(f"{url}/health", timeout=60).json()
-    return {k: health[k] for k in HEALTH_SUMS}
-
-
-def _http_once(url: str, batch: list[str], c: int, args: argparse.Namespace, groups: list,
-               client: str) -> tuple[RunResult, dict[str, float]]:
-    """One closed-loop run: its result and CPU ms per token by process group, plus
-    "engine step": the server's own engine.step() CPU in that run."""
-    sums0, before = _server_sums(url), snapshot(groups)
-    res = asyncio.run(http_run(url, batch, c, args.max_tokens, args.mode, client))
-    after, sums1 = snapshot(groups), _server_sums(url)
-    d = {k: sums1[k] - sums0[k] for k in HEALTH_SUMS}
-    cpu = {k: (after[k] - before[k]) * 1e3 / max(1, res.tokens) for k in after}
-    cpu[ENGINE_STEP] = d["engine_step_cpu_s"] * 1e3 / max(1, res.tokens)
-    res.server_ttft_mean_s = d["ttft_total_s"] / max(1, d["num_first_tokens"])
-    res.server_queue_mean_s = d["queue_total_s"] / max(1, d["num_queued"])
-    return res, cpu
-
-
-def measure_level(engine: LLMEngine, urls: dict[str, str], groups: dict[str, list],
-                  args: argparse.Namespace, c: int, prompts: list[str]) -> dict[str, Any]:
-    n = args.requests or max(4, 2 * c)
-    batch = [prompts[i % len(prompts)] for i in range(n)]
-    mode = Mode(args.mode)
-    best_e: tuple[RunResult, float] | None = None
-    best_s: tuple[RunResult, float] | None = None  # the staggered engine, if asked
-    best_h: dict[str, tuple[RunResult, dict[str, float]]] = {}
-    paired: dict[str, list[float]] = {}  # per repeat: HTTP over the engine run just before
-    for _ in range(args.repeats):
-        res, engine_ms = _engine_once(engine, batch, c, args.max_tokens, mode, 0)
-        if best_e is None or res.tok_s > best_e[0].tok_s:
-            best_e = (res, engine_ms)
-        if args.engine_admit_per_step:
-            s = _engine_once(engine, batch, c, args.max_tokens, mode,
-                             args.engine_admit_per_step)
-            best_s = s if best_s is None or s[0].tok_s > best_s[0].tok_s else best_s
-        for name, variant, client in _runs(urls, args.clients):
-            h, cpu = _http_once(urls[variant], batch, c, args, groups[variant], client)
-            if h.tokens != res.tokens:
-                raise RuntimeError(f"{name}: HTTP made {h.tokens} tokens, the engine "
-                                   f"{res.tokens}")
-            paired.setdefault(name, []).append(round(h.tok_s / res.tok_s, 3))
-            if name not in best_h or h.tok_s > best_h[name][0].tok_s:
-                best_h[name] = (h, cpu)
-    e, engine_ms = best_e
-    row: dict[str, Any] = {"concurrency": c, "requests": n, "engine_tok_s": round(e.tok_s, 1),
-                           "engine_cpu_ms_per_token": round(engine_ms, 3), "engine": _lat(e)}
-    print(f"  C={c:<3} engine {e.tok_s:7.1f} tok/s, {engine_ms:.2f} CPU ms/token  "
-          f"{_fmt_lat(row['engine'])}", flush=True)
-    if best_s is not None:
-        row["engine_staggered"] = {"admit_per_step": args.engine_admit_per_step,
-                                   "tok_s": round(best_s[0].tok_s, 1),
-                                   "cpu_ms_per_token": round(best_s[1], 3), **_lat(best_s[0])}
-        print(f"        engine, {args.engine_admit_per_step} admitted per step: "
-              f"{best_s[0].tok_s:7.1f} tok/s, {best_s[1]:.2f} CPU ms/token  "
-              f"{_fmt_lat(row['engine_staggered'])}", flush=True)
-    for name, (h, cpu) in best_h.items():
-        path = sum(v for k, v in cpu.items() if k not in (*BACKGROUND, ENGINE_STEP))
-        stack, vs_alone = path - cpu[ENGINE_STEP], path - engine_ms
-        row[name] = {"http_tok_s": round(h.tok_s, 1), "ratio": round(h.tok_s / e.tok_s, 3),
-                     "ratios_paired": paired[name],
-                     "cpu_ms_per_token": {k: round(v, 3) for k, v in cpu.items()},
-                     "stack_cpu_ms_per_token": round(stack, 3),
-                     "stack_vs_engine_alone_ms_per_token": round(vs_alone, 3), **_lat(h)}
-        if best_s is not None:
-            row[name]["ratio_vs_staggered"] = round(h.tok_s / best_s[0].tok_s, 3)
-        procs = "  ".join(f"{k} {v:.2f}" for k, v in cpu.items())
-        vs_s = f" (vs staggered {h.tok_s / best_s[0].tok_s:.3f})" if best_s else ""
-        print(f"        {name:<8} HTTP {h.tok_s:7.1f} tok/s  ratio {h.tok_s / e.tok_s:.3f}{vs_s} "
-              f"(per repeat {', '.join(f'{r:.3f}' for r in paired[name])})  "
-              f"stack {stack:.2f} (vs alone {vs_alone:.2f}) CPU ms/token  "
-              f"{_fmt_lat(row[name])}\n"
-              f"                 CPU ms/token: {procs}", flush=True)
-    return row
-
-
-def _engine_once(engine: LLMEngine, batch: list[str], c: int, max_tokens: int, mode: Mode,
-                 admit_per_step: int) -> tuple[RunResult, float]:
-    """One closed loop over the engine in this process: its result and CPU ms per token."""
-    t0 = cpu_seconds(os.getpid())
-    res = engine_run(engine, batch, c, max_tokens, mode, admit_per_step)
-    return res, (cpu_seconds(os.getpid()) - t0) * 1e3 / max(1, res.tokens)
-
-
-def _runs(urls: dict[str, str], clients: list[str]) -> list[tuple[str, str, str]]:
-    """(name, variant, client) of each HTTP run of a repeat."""
-    return [(v if len(clients) == 1 else f"{v}/{c}", v, c) for v in urls for c in clients]
-
-
-def _fmt_lat(lat: dict[str, float]) -> str:
-    server = "" if "server_ttft_mean_ms" not in lat else (
-        f"TTFT mean {lat['ttft_mean_ms']} (in the server {lat['server_ttft_mean_ms']}, queued "
-        f"{lat['server_queue_mean_ms']}) ms  ")
-    return (server + f"TTFT p50/p99 {lat['ttft_p50_ms']}/{lat['ttft_p99_ms']} ms  "
-            f"gap p50/p99 {lat['itl_p50_ms']}/{lat['itl_p99_ms']} ms  "
-            f"{lat['tokens_per_chunk']} tokens/chunk")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cluster import job_builder, limits
+from cluster import inline_body, job_builder, limits
 from cluster.config import TandemConfig
 from cluster.job import ChoiceEvent, GenerateJob, JobAccepted, JobError
 from cluster.job_builder import BadRequest
@@ -179,6 +179,8 @@ def build_api(api: OpenAIApi) -> FastAPI:
     app = FastAPI(title="tandem", description="OpenAI-compatible tri-mode LLM server")
     app.add_middleware(limits.BodySizeLimit)  # 413 over config.limits.max_body_bytes
     app.state.max_body_bytes = api.config.limits.max_body_bytes
+    if inline_body.enabled():  # outermost: the body the proxy carried with the request
+        app.add_middleware(inline_body.InlineBody)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:

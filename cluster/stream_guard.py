@@ -6,8 +6,8 @@ split layout killed) or raises mid-stream, Serve's proxy stops forwarding and re
 HTTP server cuts the connection: the client sees a protocol error (httpx RemoteProtocolError,
 "peer closed connection without sending complete message body"), not an answer. Nothing in
 the dead replica can help. So this ASGI middleware runs inside the proxy (Serve's
-`RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH` hook) around every /v1/ request and, when the app
-underneath ends without finishing the response:
+`RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH` hook) around every request whose path has /v1/
+(under any route prefix) and, when the app underneath ends without finishing the response:
 - a stream that had started (text/event-stream) gets an error event in OpenAI's shape and
   `data: [DONE]`, so the client's SSE reader (the `openai` client raises APIError) ends
   cleanly;
@@ -15,6 +15,9 @@ underneath ends without finishing the response:
   routes it to a live replica, or waits for one to start), up to MAX_RESENDS times, then
   gets a 503 in OpenAI's shape;
 - a client that went away is left alone.
+It also reads every request's body (up to cluster/inline_body.py's MAX_INLINE_BYTES) before
+handing the request on, and carries it with the request, so that the replica need not fetch
+it back from the proxy with a Ray call.
 
 Install it where Ray starts (the proxy reads the variable once, at its own start):
 `controller_options()` for serve.start / a YAML's top-level `controller_options:` (the proxy
@@ -31,6 +34,8 @@ from typing import Any
 
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cluster import inline_body
 
 log = logging.getLogger("ray.serve")
 
@@ -80,6 +85,15 @@ class Exchange:
             self.disconnected = True
         return msg
 
+    async def read_whole(self) -> bytes | None:
+        """Receive the body to its end; None if the client went away first."""
+        while True:
+            msg = await self.recorded()
+            if msg["type"] != "http.request":
+                return None
+            if not msg.get("more_body", False):
+                return b"".join(m.get("body", b"") for m in self.body)
+
     def replay(self) -> Receive:
         pending = list(self.body)
 
@@ -105,15 +119,33 @@ class Attempt:
         await self._send(msg)
 
 
+def _inlinable(scope: Scope) -> bool:
+    """A body of a declared size the replica may get with the request (no Content-Length
+    and no Transfer-Encoding: no body at all, as a GET has)."""
+    headers = dict(scope.get("headers") or [])
+    if b"transfer-encoding" in headers:
+        return False
+    declared = headers.get(b"content-length", b"0")
+    return declared.isdigit() and int(declared) <= inline_body.MAX_INLINE_BYTES
+
+
 class StreamGuard:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope.get("path", "").startswith("/v1/"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         exchange = Exchange(receive)
+        if _inlinable(scope):
+            body = await exchange.read_whole()
+            if body is None:  # the client went away while sending it
+                return
+            inline_body.attach(scope, body)
+        if "/v1/" not in scope.get("path", ""):
+            await self.app(scope, exchange.replay(), send)
+            return
         for resend in range(MAX_RESENDS + 1):
             attempt = Attempt(send)
             await self._run(scope, exchange.replay(), attempt)

@@ -98,7 +98,9 @@ class OptionPrices:
         alone = self._alone.get(v.id)
         if alone is not None:
             return need < alone
-        return not any(need >= self._alone_at(v, o) for o in self._options(v))
+        rate, alone_step = self._rate, self._alone_step
+        # _alone_at over v's own options (a lost request: every one of them, every select)
+        return not any(need >= alone_step(o) / rate(v, o) for o in self._options(v))
 
     def _alone_at(self, v: RequestView, option: Option | None) -> float:
         """v's time per token alone under option if it is one of v's options, else inf."""

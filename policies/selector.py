@@ -74,6 +74,7 @@ class ModeSelector(TightSearch, SpareCompute):
         # (policies/decision_cache.py keeps their decisions, and with them these numbers).
         self._rates: dict[str, dict[Option, float]] = {}
         self._alone: dict[str, float] = {}
+        self._paces = {}  # TightSearch._pace's
         bounds = {m: (lo, hi) for m, lo, hi in config.block_bounds}
         self.pool = tuple(o for o in config.pool if o == AR1 or (
             o in acceptance.overall and (o.mode not in bounds

@@ -20,6 +20,8 @@ INF = math.inf
 
 
 class TightSearch(RescuePass):
+    # Each request's paces by option, with the rate and remaining tokens they were priced at.
+    _paces: dict[tuple[str, Option], tuple[float, int, Pace[Option]]]
 
     def _meet_most(self, order: list[Slot]) -> None:
         """Pass 2a, for requests whose pace only speculation meets (slower than AR alone is
@@ -67,12 +69,22 @@ class TightSearch(RescuePass):
                 self._fastest(s, self._guarded(s, s.view.priority), False, 0.0)
 
     def _pace(self, s: Slot, option: Option) -> Pace[Option]:
-        rate = self._rate(s.view, option)
+        v = s.view
+        rate, remaining = self._rate(v, option), v.remaining
+        key = (v.id, option)
+        kept = self._paces.get(key)
+        if kept is not None and kept[0] == rate and kept[1] == remaining:
+            return kept[2]  # the same pace (deferral's second select, a held request's)
         if option == AR1:
-            return Pace(option, 1, rate, self.config.spread_floor)
-        per_iteration = rate * FORWARDS_PER_ITERATION.get(option.mode, 1)
-        return Pace(option, option.work_tokens, rate, spread_of(
-            self.config.iteration_cv, per_iteration, s.view.remaining, self.config.spread_floor))
+            pace = Pace(option, 1, rate, self.config.spread_floor)
+        else:
+            per_iteration = rate * FORWARDS_PER_ITERATION.get(option.mode, 1)
+            pace = Pace(option, option.work_tokens, rate, spread_of(
+                self.config.iteration_cv, per_iteration, remaining, self.config.spread_floor))
+        if len(self._paces) > 4096:
+            self._paces.clear()  # of requests long gone, mostly
+        self._paces[key] = (rate, remaining, pace)
+        return pace
 
     def _most_expected(self, hopeful: list[Slot], only: set[Slot], base: int,
                        base_rate: float, floor: float) -> None:

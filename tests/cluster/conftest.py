@@ -49,6 +49,22 @@ def running_app(config: TandemConfig, name: str) -> Iterator[str]:
         serve.shutdown()
 
 
+@contextmanager
+def running_probe(app: Any, route_prefix: str) -> Iterator[str]:
+    """serve.run any bound app behind the proxy tandem serves with (the stream guard);
+    yields the proxy's base URL. Needs the ray_session fixture."""
+    from ray import serve
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port},
+                controller_options=stream_guard.controller_options())
+    try:
+        serve.run(app, name="probe", route_prefix=route_prefix)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+
+
 def metric_values(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Every sample of /metrics, keyed by (name, sorted labels without replica)."""
     from prometheus_client.parser import text_string_to_metric_families
