@@ -112,3 +112,20 @@ def test_through_serves_proxy_and_replica_the_body_rides_with_the_request() -> N
             yield b"2}"
         r = httpx.post(f"{url}/probe/v1/echo", content=chunked(), timeout=60)
         assert r.json() == {"carried": False, "body": '{"b": 2}'}
+
+
+def test_a_client_gone_while_sending_its_body_is_left_alone() -> None:
+    msgs = [{"type": "http.request", "body": b'{"pro', "more_body": True},
+            {"type": "http.disconnect"}]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return msgs.pop(0)
+
+    async def send(msg: dict) -> None:
+        sent.append(msg)
+    probe = Probe()
+    scope = {"type": "http", "method": "POST", "path": "/v1/completions",
+             "headers": [(b"content-length", b"20")]}
+    asyncio.run(StreamGuard(probe)(scope, receive, send))
+    assert probe.seen == [] and sent == [] and carried(scope) is None
