@@ -53,6 +53,7 @@ class SelectorConfig:
     # a deadline affords what keeps it within this share of its pace need.
     deadline_margin: float = 0.7
     budget_by_payer: bool = True
+    keep_running: bool = True  # pass 2a starts each request from the option it runs
     rescue_slack_steps: float = 20.0
     max_rescued: int = 3  # a rescue may re-rescue at most this many requests it broke
     pool: tuple[Option, ...] = LADDER
