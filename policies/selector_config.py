@@ -53,11 +53,6 @@ class SelectorConfig:
     # a deadline affords what keeps it within this share of its pace need.
     deadline_margin: float = 0.7
     budget_by_payer: bool = True
-    # Pass 2a reads the option each request runs (a free slot starts a select at AR): the
-    # uniform start keeps the incumbent by switch_gain, a running quadratic block is each
-    # request's first pace (NLD-8B tight low / medium_high 0.96 / 0.95 -> 0.99x; BENCHMARKS.md,
-    # "fifth session").
-    keep_running: bool = True
     rescue_slack_steps: float = 20.0
     max_rescued: int = 3  # a rescue may re-rescue at most this many requests it broke
     pool: tuple[Option, ...] = LADDER

@@ -11,7 +11,7 @@ from policies.acceptance import FORWARDS_PER_ITERATION
 from policies.expected_met import Pace, Request, most_expected, spread_of
 from policies.loss_budget import Payer, loss_budget
 from policies.meet_most import Menu, meet_most
-from policies.option import AR1, QUADRATIC, Option
+from policies.option import AR1, Option
 from policies.preemption import slack_of
 from policies.rescue_pass import RescuePass
 from policies.selector_slot import Slot
@@ -100,9 +100,6 @@ class TightSearch(RescuePass):
         requests = []
         for s in hopeful:
             first = start.get(s, menus[s][0])
-            kept = self._kept(s, first, menus[s])
-            if kept is not None:
-                first = kept
             base += first.work - 1
             base_rate += first.rate - 1
             requests.append(Request(s, s.need / self.config.safety, (first, *(
@@ -115,24 +112,6 @@ class TightSearch(RescuePass):
             # Those AR meets alone were only counted (at AR): the rescue pass is theirs.
             s.searched = s in only
 
-    def _running(self, s: Slot) -> Option:
-        """The option s runs now: a free slot starts each select at AR, its view knows."""
-        if not self.config.keep_running or s.option != AR1 or s.view.option is None:
-            return s.option
-        return s.view.option
-
-    def _kept(self, s: Slot, first: Pace[Option], menu: list[Pace[Option]]
-              ) -> Pace[Option] | None:
-        """s's pace at the quadratic block it runs now where that is cheaper than first's
-        (same mode): a block change is a new entry pass that emits nothing, so it starts
-        from what it runs and the search buys the change only for what it gains."""
-        running = self._running(s)
-        if running == first.option or running.mode != first.option.mode or (
-                running.mode != QUADRATIC):
-            return None
-        pace = next((p for p in menu if p.option == running), None)
-        return pace if pace is not None and pace.work < first.work else None
-
     def _uniform_start(self, hopeful: list[Slot], only: set[Slot],
                        menus: dict[Slot, list[Pace[Option]]], base: int, base_rate: float,
                        floor: float) -> dict[Slot, Pace[Option]]:
@@ -140,8 +119,8 @@ class TightSearch(RescuePass):
         the most requests met (the option most of them run now is kept unless another is
         better by `switch_gain`); empty if none fits the budget and the floor."""
         need = {s: s.need / self.config.safety for s in hopeful}
-        running = Counter(self._running(s) for s in only).most_common(1)
-        incumbent = running[0][0] if running and running[0][0] != AR1 else None
+        running = Counter(s.option for s in only if s.option != AR1).most_common(1)
+        incumbent = running[0][0] if running else None
         best: tuple[float, dict[Slot, Pace[Option]]] = (-1.0, {})
         by_option = {s: {p.option: p for p in menus[s]} for s in only}
         for option in self._uniform_options(only):

@@ -174,27 +174,3 @@ def test_a_deadline_payer_affords_what_keeps_it_within_its_margin() -> None:
     assert loss_budget([batch], 0.007, 0.7, 0.03, 0.01) == 1.0  # all with slack: no floor
     with pytest.raises(ValueError):
         Payer(SLO(), need=0.01, rate=0.0, slack=0.0)
-
-
-def test_pass_2a_starts_from_the_option_its_requests_run() -> None:
-    # Eight tight requests run quadratic B=6. A free request starts each select at AR, so
-    # the uniform start saw no incumbent and moved all eight to linear B=8 (a re-entry pass
-    # later, when they come back: the churn that lost NLD-8B tight low / medium_high);
-    # read from what they run, quadratic B=6 is kept unless another is better by
-    # switch_gain.
-    q5 = Option("spec_quadratic", 5)
-    traces = {Q4: [[(1, 3)] * 20] * 4, q5: [[(1, 4)] * 20] * 4, Q6: [[(1, 5)] * 20] * 4,
-              L8: [[(2, 5)] * 20] * 4}
-    p = SLOPolicy(Profile(GPU, traces))
-
-    def chosen(keep_running: bool) -> set[Option]:
-        views = []
-        for i in range(8):
-            v = _tight(f"t{i}", 1.0, 2.0)
-            v.option = Q6
-            views.append(v)
-        config = SelectorConfig(keep_running=keep_running)
-        return set(ModeSelector(p.cost, p.acceptance, config).select(views, 1.0).values())
-
-    assert chosen(keep_running=False) == {L8}
-    assert chosen(keep_running=True) == {Q6}
