@@ -138,10 +138,22 @@ def one_round(engine: LLMEngine, urls: dict[str, str], groups: dict[str, list],
     return Round(e, s, http)
 
 
+def warm_up(engine: LLMEngine, urls: dict[str, str], args: argparse.Namespace, c: int,
+            batch: list[str]) -> None:
+    """Untimed, before a level's rounds: one short closed loop at C on every side, so that
+    the one-off costs of a new batch size (allocations at new shapes, the server's first
+    streams at this load) do not land in round 1 (in the fifth session's qC the engine alone
+    ran 754 tok/s in round 1 against 900 and 928 after, at C = 16, with only a C = 2 warm-up)."""
+    engine_run(engine, batch[:c], c, 8, Mode(args.mode))
+    for _, variant, client in runs(urls, args.clients):
+        asyncio.run(http_run(urls[variant], batch[:c], c, 8, args.mode, client))
+
+
 def measure_level(engine: LLMEngine, urls: dict[str, str], groups: dict[str, list],
                   args: argparse.Namespace, c: int, prompts: list[str]) -> dict[str, Any]:
     n = args.requests or max(4, 2 * c)
     batch = [prompts[i % len(prompts)] for i in range(n)]
+    warm_up(engine, urls, args, c, batch)
     rounds = [one_round(engine, urls, groups, args, c, batch) for _ in range(args.repeats)]
     row: dict[str, Any] = {"concurrency": c, "requests": n, **engine_row(rounds)}
     print(f"  C={c:<3} engine {row['engine_tok_s']['median']:7.1f} tok/s median (per round "

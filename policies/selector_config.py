@@ -49,6 +49,10 @@ class SelectorConfig:
     # Pass 2a (requests whose bound only speculation meets) may cost the batch this much:
     # they have no cheaper way to be met, and a fixed speculative mode would cost more.
     tight_loss: float = 0.03
+    # ... a share the requests that pay decide (policies/loss_budget.py): a request with only
+    # a deadline affords what keeps it within this share of its pace need.
+    deadline_margin: float = 0.7
+    budget_by_payer: bool = True
     rescue_slack_steps: float = 20.0
     max_rescued: int = 3  # a rescue may re-rescue at most this many requests it broke
     pool: tuple[Option, ...] = LADDER

@@ -9,6 +9,7 @@ from collections import Counter
 
 from policies.acceptance import FORWARDS_PER_ITERATION
 from policies.expected_met import Pace, Request, most_expected, spread_of
+from policies.loss_budget import Payer, loss_budget
 from policies.meet_most import Menu, meet_most
 from policies.option import AR1, Option
 from policies.preemption import slack_of
@@ -41,9 +42,18 @@ class TightSearch(RescuePass):
         base_rate = self._rate_sum - sum(s.rate - 1 for s in hopeful)
         step = self._step()
         spare = self.config.rescue_slack_steps * step
-        others_wait = all(slack_of(o.view, self._now, step / o.rate) >= spare
-                          for o in self._slots if o not in missing)
-        floor = 0.0 if others_wait else self._base_throughput * (1 - self.config.tight_loss)
+        if self.config.budget_by_payer:
+            counted = set(hopeful)
+            loss = loss_budget((Payer(
+                o.view.slo, o.need, self._rate(o.view, AR1) if o in counted else o.rate,
+                slack_of(o.view, self._now, step / o.rate))
+                for o in self._slots if o not in missing),
+                self._step(base), self.config.deadline_margin, self.config.tight_loss, spare)
+        else:
+            others_wait = all(slack_of(o.view, self._now, step / o.rate) >= spare
+                              for o in self._slots if o not in missing)
+            loss = 1.0 if others_wait else self.config.tight_loss
+        floor = self._base_throughput * (1 - loss)
         if self.config.objective == "expected":
             self._most_expected(hopeful, only, base, base_rate, floor)
             return

@@ -11,12 +11,14 @@ import pytest
 
 from policies.decision import StepRecord, WorkRecord
 from policies.entry_stay import EntryStay
+from policies.loss_budget import Payer, loss_budget
 from policies.modes import ChunkKind
 from policies.option import AR1, Option
 from policies.policy import PolicyConfig, SLOPolicy
 from policies.profile import Profile
 from policies.request_view import RequestView
-from policies.selector import QUAD_HORIZON, SelectorConfig
+from policies.selector import QUAD_HORIZON, ModeSelector, SelectorConfig
+from policies.slo import SLO
 from tests.policies.helpers import synthetic_profile, view
 
 Q4, Q6, L8 = (Option("spec_quadratic", 4), Option("spec_quadratic", 6),
@@ -132,3 +134,43 @@ def test_admission_paces_a_tight_newcomer_with_its_fellows_at_its_option() -> No
     busy = admit(20)
     assert busy is not None and busy.status == 429 and "tpot_ms=2.5" in busy.reason
     assert admit(5) is None
+
+
+def test_pass_2a_may_cost_deadline_only_payers_what_their_pace_affords() -> None:
+    # One tight request runs linear B=8 (its option fixed), three more are free, 25 others
+    # run AR. Speculation at 1.5-2 tokens a forward lowers the batch's tokens per second:
+    # where the 25 pay with a TPOT bound, tight_loss (3 %) leaves a tight request at AR;
+    # where they only have a far deadline they afford it, and all three speculate.
+    traces = {L8: [[(2, 3)] * 20] * 4, Q4: [[(1, 2)] * 20] * 4}
+    p = SLOPolicy(Profile(GPU, traces))
+
+    def tight_options(payer_slo: dict[str, float], by_payer: bool) -> list[Option]:
+        fixed = _tight("fixed", 1.0, 3.0)
+        fixed.fixed = fixed.option = L8
+        views = [fixed] + [_tight(f"t{i}", 1.0, 3.0) for i in range(3)]
+        for i in range(25):
+            b = view(f"b{i}", 1.0, max_tokens=41, **payer_slo)
+            b.fixed = b.option = AR1
+            views.append(b)
+        config = SelectorConfig(budget_by_payer=by_payer, uniform_speed_up=False)
+        chosen = ModeSelector(p.cost, p.acceptance, config).select(views, 1.0)
+        return [chosen[f"t{i}"] for i in range(3)]
+
+    batch, interactive = {"deadline_ms": 2000.0}, {"tpot_ms": 6.5}
+    assert AR1 in tight_options(batch, by_payer=False)  # one share for all: 3 %
+    assert AR1 not in tight_options(batch, by_payer=True)
+    assert AR1 in tight_options(interactive, by_payer=True)  # TPOT payers keep 3 %
+    assert tight_options(interactive, True) == tight_options(interactive, False)
+
+
+def test_a_deadline_payer_affords_what_keeps_it_within_its_margin() -> None:
+    batch = Payer(SLO(deadline_ms=1000.0), need=0.02, rate=1.0, slack=0.05)
+    behind = Payer(SLO(deadline_ms=1000.0), need=0.006, rate=1.0, slack=0.01)
+    tight = Payer(SLO(tpot_ms=3.0), need=0.0025, rate=2.0, slack=-0.01)
+    assert batch.affords(0.007, 0.7, 0.03) == pytest.approx(0.5)  # 7 ms of 0.7 x 20 ms
+    assert behind.affords(0.007, 0.7, 0.03) == 0.03  # past its margin: tight_loss
+    assert tight.affords(0.007, 0.7, 0.03) == 0.03
+    assert loss_budget([batch, tight], 0.007, 0.7, 0.03, 0.1) == pytest.approx(0.265)
+    assert loss_budget([batch], 0.007, 0.7, 0.03, 0.01) == 1.0  # all with slack: no floor
+    with pytest.raises(ValueError):
+        Payer(SLO(), need=0.01, rate=0.0, slack=0.0)
