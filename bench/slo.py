@@ -72,12 +72,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--engine-policies", default=",".join(ENGINE_POLICIES))
     p.add_argument("--sim-requests", type=int, default=300)
     p.add_argument("--sim-seeds", type=int, default=3)
+    p.add_argument("--drift", type=float, default=0.0,
+                   help="sim: sigma of a slow AR(1) wander of step times (0: off)")
+    p.add_argument("--drift-rho", type=float, default=0.995,
+                   help="sim: the wander's step-to-step correlation")
     p.add_argument("--engine-requests", type=int, default=40)
     p.add_argument("--engine-repeats", type=int, default=2,
                    help="engine runs per load and policy (different arrivals), averaged")
     p.add_argument("--threads", type=int, default=1, help="torch threads for the engine")
     p.add_argument("--plot", type=Path, default=None, help=f"write a PNG (e.g. {PLOT})")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.drift < 0 or not 0 <= args.drift_rho < 1:
+        sys.exit(f"tandem bench slo: --drift must be >= 0 and --drift-rho in [0, 1), got "
+                 f"{args.drift} and {args.drift_rho}")
+    return args
 
 
 def _split(text: str) -> list[str]:
@@ -137,7 +145,8 @@ def sim_runs(profile: Profile, args: argparse.Namespace,
                     specs = generate(mix, rate, args.sim_requests, cost,
                                      _num_prompts(profile), seed)
                     policy = SLOPolicy(profile, policy_config(name))
-                    sim = Simulator(profile, policy, SimConfig(seed=seed))
+                    sim = Simulator(profile, policy, SimConfig(
+                        seed=seed, drift=args.drift, drift_rho=args.drift_rho))
                     per_seed.append(_row("sim", workload, load, name, sim.run(specs), rate))
                 runs.append(_mean(per_seed))
     return runs

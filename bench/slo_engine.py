@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from engine.engine import EngineConfig, LLMEngine
 from engine.executor import ModelExecutor
@@ -70,10 +70,12 @@ class EngineBench:
         return max(1.0, statistics.median(ratios))
 
     def run(self, specs: Sequence[RequestSpec], profile: Profile, config: PolicyConfig,
-            policy_type: type[SLOSchedulingPolicy] = SLOSchedulingPolicy
+            wrap: Callable[[SchedulingPolicy], SchedulingPolicy] | None = None
             ) -> list[RequestResult]:
-        """policy_type: the engine-side wrapper (bench/slo_engine_diag.py times it)."""
-        policy = policy_type(SLOPolicy(profile, config))
+        """wrap: around the engine-side policy (bench/slo_engine_diag.py times it)."""
+        policy: SchedulingPolicy = SLOSchedulingPolicy(SLOPolicy(profile, config))
+        if wrap is not None:
+            policy = wrap(policy)
         eng = self.engine(policy)
         arrivals = sorted(specs, key=lambda s: s.arrival_s)
         results = {s.id: RequestResult(s.id, s.kind, s.arrival_s, s.slo) for s in arrivals}

@@ -18,7 +18,9 @@ fixed mode, both on the same requests); and the same-seed noise (the largest rel
 difference between two runs of one policy on one seed). A policy run on fewer seeds than
 auto is marked with its seed count. Load average before each run, the machine's slowdown
 against the profile (SLOs and arrival rates are scaled by it) and the code's commit are
-recorded per run.
+recorded per run. One SLO scale per call: `--slowdown F` fixes it (e.g. the factor an earlier
+call printed, so that calls are comparable); without it the machine is probed once, before
+the first seed, and every seed and policy of the call shares that scale.
 """
 
 from __future__ import annotations
@@ -43,12 +45,16 @@ OUT = Path(__file__).with_name("slo_engine_grid.json")
 POLICIES = ("auto", "ar", "spec_linear", "spec_quadratic")
 FIXED = POLICIES[1:]
 AUTO_AR = "auto_ar"  # auto's machinery with AR as its only option (the A/B of #12)
+NO_GATE = "_nogate"  # suffix: the policy without the pace gate (policies/pace_gate.py)
 
 
 def engine_policy_config(name: str) -> PolicyConfig:
     """bench.slo's policy names, plus auto_ar: auto restricted to an AR-only pool, so that
     auto's own machinery (deferral, admission, rescues at AR) is compared with fixed AR
-    without any speculation."""
+    without any speculation; NAME_nogate: NAME with the pace gate off."""
+    if name.endswith(NO_GATE):
+        base = engine_policy_config(name.removesuffix(NO_GATE))
+        return replace(base, pace_gate=replace(base.pace_gate, enabled=False))
     if name == AUTO_AR:
         base = policy_config("auto")
         return replace(base, selector=replace(base.selector, pool=(AR1,)))
@@ -72,7 +78,7 @@ def _code_id() -> str:
 
 def run_cell(workload: str, load: str, seeds: list[int], num_requests: int, out: Path,
              threads: int, policies: tuple[str, ...] = POLICIES, repeats: int = 1,
-             profile_path: Path = PROFILE) -> None:
+             profile_path: Path = PROFILE, slowdown: float | None = None) -> None:
     import torch
 
     from bench.slo_engine import EngineBench, ScaledCost
@@ -81,10 +87,13 @@ def run_cell(workload: str, load: str, seeds: list[int], num_requests: int, out:
     profile = Profile.load(profile_path)
     bench, code = EngineBench(), _code_id()
     base = SLOPolicy(profile).cost
+    probe = bench.slowdown(base)  # printed and recorded even when --slowdown fixes the scale
+    slowdown = probe if slowdown is None else slowdown
+    print(f"SLO scale x{slowdown:.3f} for every seed and policy of this call (probe "
+          f"x{probe:.3f})", flush=True)
+    cost = ScaledCost(base, slowdown)
     rows = []
     for seed in seeds:
-        slowdown = bench.slowdown(base)
-        cost = ScaledCost(base, slowdown)
         rate = LOADS[load] * capacity_rps(WORKLOADS[workload], cost)
         specs = generate(WORKLOADS[workload], rate, num_requests, cost, len(bench.prompts),
                          seed=100 + seed)
@@ -93,6 +102,7 @@ def run_cell(workload: str, load: str, seeds: list[int], num_requests: int, out:
             results = bench.run(specs, profile, engine_policy_config(name))
             row = _row("engine", workload, load, name, results, rate) | {
                 "seed": seed, "repeat": repeat, "slowdown": round(slowdown, 3),
+                "probe": round(probe, 3),
                 "load_avg": round(load_avg, 2), "wall_s": round(time.monotonic() - t0, 1),
                 "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "code": code,
                 "profile": profile_path.name}
@@ -172,6 +182,11 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
+def check_slowdown(value: float | None) -> None:
+    if value is not None and not 1.0 <= value <= 10.0:
+        sys.exit(f"--slowdown: a factor in [1, 10] (the probe never goes below 1), got {value}")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.slo_engine_cells",
                                 description=__doc__.split("\n")[0])
@@ -188,6 +203,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="comma-separated; auto_full = auto with the decision cache off, "
                         "auto_ar = auto with AR as its only option")
     r.add_argument("--profile", type=Path, default=PROFILE)
+    r.add_argument("--slowdown", type=float, default=None,
+                   help="the SLO and arrival-rate scale of every run (default: probe once)")
     r.add_argument("--out", type=Path, default=OUT)
     s = sub.add_parser("summary")
     s.add_argument("--out", type=Path, default=OUT)
@@ -195,6 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "run":
         if args.requests < 1 or args.repeats < 1:
             sys.exit("--requests and --repeats must be >= 1")
+        check_slowdown(args.slowdown)
         policies = tuple(x for x in args.policies.split(",") if x)
         for name in policies:
             try:
@@ -202,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
             except (KeyError, ValueError):
                 sys.exit(f"--policies: unknown policy {name!r}")
         run_cell(args.workload, args.load, _seeds(args.seeds), args.requests, args.out,
-                 args.threads, policies, args.repeats, args.profile)
+                 args.threads, policies, args.repeats, args.profile, args.slowdown)
     else:
         print(summary(args.out))
 

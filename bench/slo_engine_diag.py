@@ -1,12 +1,14 @@
 """Why policies differ on one engine cell (#12): per run, what failed (refused, first token
 late, pace missed), how many decoders a step carried, the share of decoding request-steps in
-each mode, and the host time per step of the policy's plan and of the executor.
+each mode, and the time per step of the policy's plan (CPU time, bench/step_overhead.py's
+TimedPolicy) and of the executor (wall time).
 
   /work/bin/quiet python -m bench.slo_engine_diag --workload interactive --load high \
       --seeds 0,1 --policies auto,ar,ar,auto [--requests 200]
 
 The same requests as bench/slo_engine_cells.py (seed s: arrivals drawn with 100 + s); a
-policy named twice runs twice (the same seed twice shows the run-to-run noise).
+policy named twice runs twice (the same seed twice shows the run-to-run noise). One SLO
+scale for the whole call: probed once, or fixed with `--slowdown F`.
 """
 
 from __future__ import annotations
@@ -16,31 +18,28 @@ import os
 import statistics
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.slo import PROFILE
-from bench.slo_engine_cells import _seeds, engine_policy_config
+from bench.slo_engine_cells import _seeds, check_slowdown, engine_policy_config
+from bench.step_overhead import TimedPolicy
 from engine.executor import Executor
 from engine.plan import StepOutput, StepPlan
-from engine.slo_policy import SLOSchedulingPolicy
-from policies.decision import BatchDecision, SchedulerView
+from engine.policy import SchedulingPolicy
 from policies.metrics import RequestResult, summarize
 from policies.modes import ChunkKind
 from policies.policy import SLOPolicy
 from policies.profile import Profile
 from policies.workloads import LOADS, WORKLOADS, capacity_rps, generate
 
-PLAN_S: list[float] = []  # filled by TimedPolicy, emptied per run
-DEFERRED: list[int] = []  # requests sitting a step out, per plan
 
-
-class TimedPolicy(SLOSchedulingPolicy):
-    def plan(self, view: SchedulerView) -> BatchDecision:
-        t0 = time.perf_counter()
-        decision = super().plan(view)
-        PLAN_S.append(time.perf_counter() - t0)
-        DEFERRED.append(len(decision.deferred))
-        return decision
+def timed_into(out: list[TimedPolicy]) -> Callable[[SchedulingPolicy], TimedPolicy]:
+    """A wrapper for EngineBench.run that times the run's policy and keeps it in out."""
+    def wrap(policy: SchedulingPolicy) -> TimedPolicy:
+        out.append(TimedPolicy(policy))
+        return out[-1]
+    return wrap
 
 
 class RecordingExecutor(Executor):
@@ -70,17 +69,17 @@ def failures(results: list[RequestResult]) -> Counter:
     return out
 
 
-def describe(name: str, results: list[RequestResult], steps: list, plan_s: list,
+def describe(name: str, results: list[RequestResult], steps: list, policy: TimedPolicy,
              num_preemptions: int = 0) -> str:
     s = summarize(results)
     modes = Counter(m for _, ms in steps for m in ms)
     total = sum(modes.values()) or 1
     mix = " ".join(f"{m} {n / total:.0%}" for m, n in modes.most_common())
     return (f"{name:<14} good {s.num_good:>3} goodput {s.goodput:6.2f}  fail "
-            f"{dict(failures(results))}  deferred {sum(DEFERRED)} preempted "
+            f"{dict(failures(results))}  deferred {sum(policy.num_deferred)} preempted "
             f"{num_preemptions}  steps {len(steps)}  decoders/step "
             f"{statistics.fmean(len(ms) for _, ms in steps):.1f}  modes [{mix}]  plan "
-            f"{1e3 * statistics.fmean(plan_s):.2f} ms  executor "
+            f"{1e3 * statistics.fmean(policy.plan_s):.2f} ms  executor "
             f"{1e3 * statistics.fmean(t for t, _ in steps):.2f} ms")
 
 
@@ -93,7 +92,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--policies", default="auto,ar")
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--profile", type=Path, default=PROFILE)
+    p.add_argument("--slowdown", type=float, default=None,
+                   help="the SLO and arrival-rate scale of every run (default: probe once)")
     args = p.parse_args(argv)
+    check_slowdown(args.slowdown)
     import torch
 
     from bench.slo_engine import EngineBench, ScaledCost
@@ -106,19 +108,20 @@ def main(argv: list[str] | None = None) -> None:
     make_engine = bench.engine
     bench.engine = lambda policy: engines.append(make_engine(policy)) or engines[-1]
     base = SLOPolicy(profile).cost
+    probe = bench.slowdown(base)
+    cost = ScaledCost(base, probe if args.slowdown is None else args.slowdown)
+    print(f"SLO scale x{cost.factor:.3f} for the whole call (probe x{probe:.3f})", flush=True)
     for seed in _seeds(args.seeds):
-        cost = ScaledCost(base, bench.slowdown(base))
         rate = LOADS[args.load] * capacity_rps(WORKLOADS[args.workload], cost)
         specs = generate(WORKLOADS[args.workload], rate, args.requests, cost,
                          len(bench.prompts), seed=100 + seed)
         for name in (x for x in args.policies.split(",") if x):
             recorder.steps.clear()
-            PLAN_S.clear()
-            DEFERRED.clear()
+            timed: list[TimedPolicy] = []
             load = os.getloadavg()[0]
-            results = bench.run(specs, profile, engine_policy_config(name), TimedPolicy)
+            results = bench.run(specs, profile, engine_policy_config(name), timed_into(timed))
             print(f"seed {seed} load {load:4.1f} x{cost.factor:.2f} "
-                  + describe(name, results, recorder.steps, PLAN_S,
+                  + describe(name, results, recorder.steps, timed[-1],
                              engines[-1].scheduler.num_preemptions), flush=True)
 
 

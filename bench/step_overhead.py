@@ -69,10 +69,13 @@ class ZeroCostExecutor(Executor):
 
 
 class TimedPolicy:
-    """A scheduling policy's plan() with its CPU time recorded."""
+    """A scheduling policy's plan() with its CPU time and its deferrals recorded (also the
+    engine diagnosis's: bench/slo_engine_diag.py)."""
 
     def __init__(self, inner: SchedulingPolicy) -> None:
-        self.inner, self.plan_s = inner, []
+        self.inner = inner
+        self.plan_s: list[float] = []
+        self.num_deferred: list[int] = []  # decoders sitting the step out, per plan
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.inner, name)
@@ -81,6 +84,7 @@ class TimedPolicy:
         start = time.process_time()
         decision = self.inner.plan(view)
         self.plan_s.append(time.process_time() - start)
+        self.num_deferred.append(len(decision.deferred))
         return decision
 
 

@@ -15,6 +15,7 @@ the SLO-aware one (engine/slo_policy.py) sits behind the same interface.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engine.kv_cache import KVCacheManager
@@ -139,15 +140,26 @@ class Scheduler:
                 deferred.append(req)  # sits out this step, making room for others
                 continue
             add(req)
+        held: list[Request] = []
         for req in sorted(self.waiting, key=lambda r: rank[r.id]):  # with those just preempted
-            if budget <= 0 or len(self.running) >= self.config.max_num_seqs:
-                break
-            if not self._admit(req, budget) or not add(req):
+            if req.id in decision.held:
+                held.append(req)  # waits to start (policies/pace_gate.py)
+                continue
+            if not self._start(req, budget, add):
                 break
         for req in deferred if not works else []:  # never an empty step for a deferral
             if req in self.running:
                 add(req)
+        for req in held if not works else []:  # nor for a hold
+            if not self._start(req, budget, add):
+                break
         return StepPlan(works)
+
+    def _start(self, req: Request, budget: int, add: Callable[[Request], bool]) -> bool:
+        """Move a waiting request into the batch if budget, a sequence slot and cache allow."""
+        if budget <= 0 or len(self.running) >= self.config.max_num_seqs:
+            return False
+        return self._admit(req, budget) and add(req)
 
     def _ranks(self, decision: BatchDecision) -> dict[str, int]:
         """Each live request's place in the decision's order (which must name them all)."""

@@ -43,6 +43,8 @@ class SimConfig:
     num_kv_blocks: int = 512
     block_size: int = 16
     noise: float | None = None  # lognormal sigma of step times (None: the profile's own)
+    drift: float = 0.0  # sigma of a slow AR(1) wander in log step time (policies/step_clock.py)
+    drift_rho: float = 0.995  # its correlation from one step to the next
     seed: int = 0
     record_plans: bool = False  # keep every step's plan in Simulator.plans
 
@@ -61,8 +63,10 @@ class Simulator:
         self.profile, self.config = profile, config
         self.clock = SimClock()
         self.plans: list[PlanRecord] = []
-        self.executor = TraceExecutor(profile, StepClock(profile.cost, config.noise, config.seed),
-                                      self.clock, self._on_step if config.record_plans else None)
+        step_clock = StepClock(profile.cost, config.noise, config.seed, drift=config.drift,
+                               drift_rho=config.drift_rho)
+        self.executor = TraceExecutor(profile, step_clock, self.clock,
+                                      self._on_step if config.record_plans else None)
         if isinstance(policy, SLOPolicy):
             policy = SLOSchedulingPolicy(policy, self.clock)
         self.engine = LLMEngine(self.executor, SIM_MODEL, None, config.engine_config(), policy,

@@ -86,6 +86,9 @@ class BatchDecision:
     # The diffusion commit threshold for a request that starts a diffusion block this step,
     # where the policy chooses it (else the request's own).
     thresholds: Mapping[str, float] = field(default_factory=dict)
+    # Waiting requests that do not start this step (policies/pace_gate.py); the scheduler
+    # starts them anyway when nothing else would run.
+    held: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if len(set(self.order)) != len(self.order):

@@ -22,8 +22,9 @@ from policies.decision_cache import CacheConfig, DecisionCache
 from policies.deferral import Deferral, DeferralConfig
 from policies.entry_stay import EntryStay
 from policies.modes import ChunkKind
-from policies.option import AR1, DIFFUSION, QUADRATIC, Option, candidates
+from policies.option import AR, AR1, DIFFUSION, QUADRATIC, Option, candidates
 from policies.ordering import by_urgency
+from policies.pace_gate import PaceGate, PaceGateConfig
 from policies.pipelined import tokens_per_step
 from policies.preemption import victim_order
 from policies.profile import Profile
@@ -38,6 +39,7 @@ class PolicyConfig:
     cache: CacheConfig = field(default_factory=CacheConfig)  # when options are re-chosen
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
     deferral: DeferralConfig = field(default_factory=DeferralConfig)
+    pace_gate: PaceGateConfig = field(default_factory=PaceGateConfig)
     demote_missed: bool = True
     # False: first come, first served, nobody refused, nobody deferred, the newest request
     # preempted (the engine's FirstComePolicy): the baseline without SLO scheduling.
@@ -61,6 +63,7 @@ class SLOPolicy:
         self.decisions = DecisionCache(self.selector, config.cache)
         self.admission = AdmissionControl(self.cost, config.admission)
         self.deferral = Deferral(self.cost, self.acceptance, config.deferral)
+        self.pace_gate = PaceGate(self.cost, config.pace_gate)
         self.interference_s = 0.0  # mean seconds that prefill chunks add to a step
         self.quad_stay = EntryStay(prior=QUAD_HORIZON)  # forwards per quadratic entry
 
@@ -85,7 +88,22 @@ class SLOPolicy:
         options.update({v.id: self._pinned(v) for v in view.requests if v.id not in options})
         return BatchDecision(tuple(v.id for v in order), options, frozenset(deferred),
                              tuple(v.id for v in self.victims(view.running, now)),
-                             self.thresholds(running, options))
+                             self.thresholds(running, options),
+                             self.held(running, options, view, order, now))
+
+    def held(self, decoders: Sequence[RequestView], options: Mapping[str, Option],
+             view: SchedulerView, order: Sequence[RequestView], now: float) -> frozenset[str]:
+        """Deadline-only waiting requests that wait to start (policies/pace_gate.py)."""
+        if not self.config.slo_aware or not view.waiting:
+            return frozenset()
+        ids = {v.id for v in view.waiting}
+        waiting = [v for v in order if v.id in ids]
+        tpf = self.acceptance.tokens_per_forward
+        work = {v.id: options[v.id].work_tokens for v in decoders}
+        rate = {v.id: 1.0 if (o := options[v.id]).mode == AR else tpf(o, v.id)
+                for v in decoders}
+        starting = [v for v in view.running if v.num_pending > 1]
+        return self.pace_gate.held(decoders, work, rate, starting, waiting, now)
 
     def thresholds(self, decoders: Sequence[RequestView], options: Mapping[str, Option]
                    ) -> dict[str, float]:
@@ -226,6 +244,7 @@ class SLOPolicy:
         decay = self.config.interference_decay
         self.interference_s = decay * self.interference_s + (1 - decay) * extra
         self.selector.interference_s = self.deferral.interference_s = self.interference_s
+        self.pace_gate.interference_s = self.interference_s
 
     def observe_request(self, request_id: str, option: Option, forwards: int,
                         tokens: int) -> None:
