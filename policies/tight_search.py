@@ -90,7 +90,7 @@ class TightSearch(RescuePass):
                        base_rate: float, floor: float) -> None:
         """Pass 2a by expected requests met (policies/expected_met.py), searched from the
         best plan with one option for every speculation-only request (what a fixed mode
-        runs: policies/uniform.py), so that the choice never expects fewer met than that
+        runs: _uniform_start), so that the choice never expects fewer met than that
         fixed mode: the search only buys faster options on top of it."""
         menus = {s: [self._pace(s, o) for o in ([AR1] + [
             o for o in self._options(s.view) if o != AR1 and not o.draft_tokens]
