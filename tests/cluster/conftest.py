@@ -100,3 +100,13 @@ def assert_serves_ar_text(base_url: str, model, codec, prompt: str, modes: tuple
     assert "".join(c.choices[0].text for c in stream if c.choices) == want
     health = httpx.get(f"{base_url}/health").json()
     assert health["kv_free_blocks"] == health["kv_blocks"]
+
+
+async def read_body(receive) -> bytes:  # noqa: ANN001
+    """An ASGI app's whole request body, message by message (for test apps)."""
+    body = b""
+    while True:
+        msg = await receive()
+        body += msg.get("body", b"")
+        if not msg.get("more_body"):
+            return body

@@ -13,6 +13,7 @@ import pytest
 
 from cluster.inline_body import MAX_INLINE_BYTES, InlineBody, carried
 from cluster.stream_guard import StreamGuard
+from tests.cluster.conftest import read_body
 
 
 class Probe:
@@ -22,12 +23,7 @@ class Probe:
         self.seen: list[tuple[bytes | None, bytes]] = []
 
     async def __call__(self, scope, receive, send) -> None:
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
+        body = await read_body(receive)
         self.seen.append((carried(scope), body))
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok", "more_body": False})

@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from cluster.stream_guard import StreamGuard, proxy_middlewares
+from tests.cluster.conftest import read_body
 
 SSE = [(b"content-type", b"text/event-stream")]
 
@@ -34,12 +35,7 @@ class DyingApp:
         self.bodies: list[bytes] = []
 
     async def __call__(self, scope, receive, send) -> None:
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
+        body = await read_body(receive)
         self.bodies.append(body)
         if len(self.bodies) <= self.fail_first:
             return  # nothing sent: the replica was lost before it answered
