@@ -45,16 +45,16 @@ OUT = Path(__file__).with_name("slo_engine_grid.json")
 POLICIES = ("auto", "ar", "spec_linear", "spec_quadratic")
 FIXED = POLICIES[1:]
 AUTO_AR = "auto_ar"  # auto's machinery with AR as its only option (the A/B of #12)
-NO_GATE = "_nogate"  # suffix: the policy without the pace gate (policies/pace_gate.py)
+WITH_GATE = "_gate"  # suffix: the policy with the pace gate on (policies/pace_gate.py)
 
 
 def engine_policy_config(name: str) -> PolicyConfig:
     """bench.slo's policy names, plus auto_ar: auto restricted to an AR-only pool, so that
     auto's own machinery (deferral, admission, rescues at AR) is compared with fixed AR
-    without any speculation; NAME_nogate: NAME with the pace gate off."""
-    if name.endswith(NO_GATE):
-        base = engine_policy_config(name.removesuffix(NO_GATE))
-        return replace(base, pace_gate=replace(base.pace_gate, enabled=False))
+    without any speculation; NAME_gate: NAME with the pace gate on (off by default)."""
+    if name.endswith(WITH_GATE):
+        base = engine_policy_config(name.removesuffix(WITH_GATE))
+        return replace(base, pace_gate=replace(base.pace_gate, enabled=True))
     if name == AUTO_AR:
         base = policy_config("auto")
         return replace(base, selector=replace(base.selector, pool=(AR1,)))

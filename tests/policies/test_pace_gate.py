@@ -21,6 +21,7 @@ from policies.step_clock import StepClock
 from tests.policies.helpers import synthetic_profile, view
 
 NOW = 100.0
+GATED = PolicyConfig(pace_gate=PaceGateConfig(enabled=True))  # off by default
 
 
 def running(n: int, limit_s: float) -> list:
@@ -40,17 +41,17 @@ def held(policy: SLOPolicy, decoders: list, queue: list) -> frozenset[str]:
 
 
 def test_starts_as_many_as_keep_the_running_deadlines_on_pace():
-    policy = SLOPolicy(synthetic_profile())
+    policy = SLOPolicy(synthetic_profile(), GATED)
     batch = running(10, 0.0138)  # 11 decoders: 13.5 ms fits, 12: 14.0 ms does not
     queue = [waiting(f"w{i}", deadline_ms=600_000.0) for i in range(3)]
     assert held(policy, batch, queue) == {"w1", "w2"}
     assert held(policy, running(10, 0.030), queue) == frozenset()  # plenty of room
-    off = SLOPolicy(synthetic_profile(), PolicyConfig(pace_gate=PaceGateConfig(enabled=False)))
-    assert held(off, batch, queue) == frozenset()  # the gate off: everyone starts
+    off = SLOPolicy(synthetic_profile())
+    assert held(off, batch, queue) == frozenset()  # the gate off (the default): everyone starts
 
 
 def test_keeps_order_and_never_holds_a_request_with_a_first_token_bound():
-    policy = SLOPolicy(synthetic_profile())
+    policy = SLOPolicy(synthetic_profile(), GATED)
     queue = [waiting("w0", deadline_ms=600_000.0), waiting("w1", deadline_ms=600_001.0),
              waiting("i", ttft_ms=600_002.0, tpot_ms=500.0)]
     # Room for none: the first waits, so the later deadline-only one waits behind it.
@@ -58,7 +59,7 @@ def test_keeps_order_and_never_holds_a_request_with_a_first_token_bound():
 
 
 def test_a_lost_request_does_not_hold_back_one_that_can_still_be_met():
-    policy = SLOPolicy(synthetic_profile())
+    policy = SLOPolicy(synthetic_profile(), GATED)
     lost = replace(waiting("lost", deadline_ms=100.0), arrival_s=NOW - 1.0)  # due long ago
     fresh = waiting("fresh", deadline_ms=600_000.0)
     assert held(policy, running(10, 0.0138), [lost, fresh]) == {"lost"}
@@ -66,7 +67,7 @@ def test_a_lost_request_does_not_hold_back_one_that_can_still_be_met():
 
 
 def test_an_idle_engine_starts_what_fits_the_newcomers_own_deadlines():
-    policy = SLOPolicy(synthetic_profile())
+    policy = SLOPolicy(synthetic_profile(), GATED)
     lost = replace(waiting("lost", deadline_ms=100.0), arrival_s=NOW - 1.0)
     assert held(policy, [], [lost, waiting("w", deadline_ms=600_000.0)]) == frozenset()
     # Two fresh requests whose own deadline allows one decoder's step (8.5 ms) but not two.
