@@ -59,13 +59,18 @@ class PaceGate:
         self.cost, self.config = cost, config
         self.interference_s = 0.0  # mean time prefill chunks add to a step (set by the policy)
 
+    def applies(self, waiting: Sequence[RequestView]) -> bool:
+        """Whether the gate could hold any of these (the caller may skip preparing held()'s
+        inputs, every step, where it cannot)."""
+        return self.config.enabled and any(map(is_deadline_only, waiting))
+
     def held(self, decoders: Sequence[RequestView], work: Mapping[str, int],
              rate: Mapping[str, float], starting: Sequence[RequestView],
              waiting: Sequence[RequestView], now: float) -> frozenset[str]:
         """Ids of the waiting requests that must not start this step. decoders: the running
         requests past their prefill, with their work tokens and tokens per forward this
         step; starting: running requests still prefilling; waiting: in the policy's order."""
-        if not self.config.enabled or not any(map(is_deadline_only, waiting)):
+        if not self.applies(waiting):
             return frozenset()
         target = min((self._limit(v, work[v.id], rate[v.id], now) for v in decoders),
                      default=math.inf)

@@ -22,7 +22,7 @@ from policies.decision_cache import CacheConfig, DecisionCache
 from policies.deferral import Deferral, DeferralConfig
 from policies.entry_stay import EntryStay
 from policies.modes import ChunkKind
-from policies.option import AR, AR1, DIFFUSION, QUADRATIC, Option, candidates
+from policies.option import AR1, DIFFUSION, QUADRATIC, Option, candidates
 from policies.ordering import by_urgency
 from policies.pace_gate import PaceGate, PaceGateConfig
 from policies.pipelined import tokens_per_step
@@ -94,14 +94,13 @@ class SLOPolicy:
     def held(self, decoders: Sequence[RequestView], options: Mapping[str, Option],
              view: SchedulerView, order: Sequence[RequestView], now: float) -> frozenset[str]:
         """Deadline-only waiting requests that wait to start (policies/pace_gate.py)."""
-        if not self.config.slo_aware or not view.waiting:
+        if not self.config.slo_aware or not self.pace_gate.applies(view.waiting):
             return frozenset()
         ids = {v.id for v in view.waiting}
         waiting = [v for v in order if v.id in ids]
-        tpf = self.acceptance.tokens_per_forward
+        tpf = self.acceptance.tokens_per_forward  # 1 at AR
         work = {v.id: options[v.id].work_tokens for v in decoders}
-        rate = {v.id: 1.0 if (o := options[v.id]).mode == AR else tpf(o, v.id)
-                for v in decoders}
+        rate = {v.id: tpf(options[v.id], v.id) for v in decoders}
         starting = [v for v in view.running if v.num_pending > 1]
         return self.pace_gate.held(decoders, work, rate, starting, waiting, now)
 
