@@ -69,6 +69,15 @@ class EngineBench:
         # in a lull would tighten every SLO for a run that may not get one.
         return max(1.0, statistics.median(ratios))
 
+    def call_scale(self, cost: CostModel, slowdown: float | None) -> tuple[ScaledCost, float]:
+        """One SLO and arrival-rate scale for every run of a call: `slowdown` where given,
+        else the probe's; with the probe, which is measured (and printed) either way."""
+        probe = self.slowdown(cost)
+        scaled = ScaledCost(cost, probe if slowdown is None else slowdown)
+        print(f"SLO scale x{scaled.factor:.3f} for every seed and policy of this call (probe "
+              f"x{probe:.3f})", flush=True)
+        return scaled, probe
+
     def run(self, specs: Sequence[RequestSpec], profile: Profile, config: PolicyConfig,
             wrap: Callable[[SchedulingPolicy], SchedulingPolicy] | None = None
             ) -> list[RequestResult]:

@@ -81,17 +81,12 @@ def run_cell(workload: str, load: str, seeds: list[int], num_requests: int, out:
              profile_path: Path = PROFILE, slowdown: float | None = None) -> None:
     import torch
 
-    from bench.slo_engine import EngineBench, ScaledCost
+    from bench.slo_engine import EngineBench
 
     torch.set_num_threads(threads)
     profile = Profile.load(profile_path)
     bench, code = EngineBench(), _code_id()
-    base = SLOPolicy(profile).cost
-    probe = bench.slowdown(base)  # printed and recorded even when --slowdown fixes the scale
-    slowdown = probe if slowdown is None else slowdown
-    print(f"SLO scale x{slowdown:.3f} for every seed and policy of this call (probe "
-          f"x{probe:.3f})", flush=True)
-    cost = ScaledCost(base, slowdown)
+    cost, probe = bench.call_scale(SLOPolicy(profile).cost, slowdown)  # probe: recorded
     rows = []
     for seed in seeds:
         rate = LOADS[load] * capacity_rps(WORKLOADS[workload], cost)
@@ -101,7 +96,7 @@ def run_cell(workload: str, load: str, seeds: list[int], num_requests: int, out:
             load_avg, t0 = os.getloadavg()[0], time.monotonic()
             results = bench.run(specs, profile, engine_policy_config(name))
             row = _row("engine", workload, load, name, results, rate) | {
-                "seed": seed, "repeat": repeat, "slowdown": round(slowdown, 3),
+                "seed": seed, "repeat": repeat, "slowdown": round(cost.factor, 3),
                 "probe": round(probe, 3),
                 "load_avg": round(load_avg, 2), "wall_s": round(time.monotonic() - t0, 1),
                 "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "code": code,

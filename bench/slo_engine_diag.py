@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     check_slowdown(args.slowdown)
     import torch
 
-    from bench.slo_engine import EngineBench, ScaledCost
+    from bench.slo_engine import EngineBench
 
     torch.set_num_threads(1)
     profile = Profile.load(args.profile)
@@ -107,10 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     engines: list = []  # the last run's engine, for its scheduler's preemption count
     make_engine = bench.engine
     bench.engine = lambda policy: engines.append(make_engine(policy)) or engines[-1]
-    base = SLOPolicy(profile).cost
-    probe = bench.slowdown(base)
-    cost = ScaledCost(base, probe if args.slowdown is None else args.slowdown)
-    print(f"SLO scale x{cost.factor:.3f} for the whole call (probe x{probe:.3f})", flush=True)
+    cost, _ = bench.call_scale(SLOPolicy(profile).cost, args.slowdown)
     for seed in _seeds(args.seeds):
         rate = LOADS[args.load] * capacity_rps(WORKLOADS[args.workload], cost)
         specs = generate(WORKLOADS[args.workload], rate, args.requests, cost,
