@@ -172,21 +172,22 @@ def measure_level(engine: LLMEngine, urls: dict[str, str], groups: dict[str, lis
     return row
 
 
+def engine_summary(runs: list[Timed]) -> tuple[dict[str, Any], Timed]:
+    """Engine-alone runs, one per round: tok/s median and per round, and the median run."""
+    tok_s = [t.res.tok_s for t in runs]
+    return ({"median": round(statistics.median(tok_s), 1),
+             "per_round": [round(t, 1) for t in tok_s]}, runs[median_round(tok_s)])
+
+
 def engine_row(rounds: list[Round]) -> dict[str, Any]:
-    tok_s = [r.engine.res.tok_s for r in rounds]
-    mid = rounds[median_round(tok_s)].engine
-    return {"engine_tok_s": {"median": round(statistics.median(tok_s), 1),
-                             "per_round": [round(t, 1) for t in tok_s]},
-            "engine_cpu_ms_per_token": round(mid.cpu["all"], 3), "engine": lat(mid.res)}
+    tok_s, mid = engine_summary([r.engine for r in rounds])
+    return {"engine_tok_s": tok_s, "engine_cpu_ms_per_token": round(mid.cpu["all"], 3),
+            "engine": lat(mid.res)}
 
 
 def staggered_row(rounds: list[Round], admit_per_step: int) -> dict[str, Any]:
-    st = [r.staggered for r in rounds if r.staggered is not None]
-    tok_s = [s.res.tok_s for s in st]
-    mid = st[median_round(tok_s)]
-    return {"admit_per_step": admit_per_step,
-            "tok_s": {"median": round(statistics.median(tok_s), 1),
-                      "per_round": [round(t, 1) for t in tok_s]},
+    tok_s, mid = engine_summary([r.staggered for r in rounds if r.staggered is not None])
+    return {"admit_per_step": admit_per_step, "tok_s": tok_s,
             "cpu_ms_per_token": round(mid.cpu["all"], 3), **lat(mid.res)}
 
 
