@@ -69,3 +69,19 @@ def test_paces_check_themselves() -> None:
         Pace("x", 1, 1.0, 0.0)
     with pytest.raises(ValueError):
         Request("r", 0.001, ())
+
+
+def test_the_hulls_inlined_p_met_is_pace_p_met_to_the_bit():
+    """_hull computes P(met) inline for speed: it must stay Pace.p_met's arithmetic."""
+    import random
+
+    from policies.expected_met import _hull
+
+    rng = random.Random(7)
+    for _ in range(200):
+        paces = tuple(Pace(i, rng.randint(1, 48), rng.uniform(0.5, 6.0), rng.uniform(0.01, 0.5))
+                      for i in range(rng.randint(1, 8)))
+        need = rng.choice([float("inf"), rng.uniform(1e-4, 0.02)])
+        r, step = Request("r", need, paces), rng.uniform(1e-3, 0.05)
+        _, met = _hull(r, step)
+        assert met == [p.p_met(step, need) for p in paces]
