@@ -79,7 +79,7 @@ class Kept:
 KEEP, CHANGE, MAYBE = object(), object(), object()  # verdict()'s answers
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # one a select: a frozen init of 11 fields costs ~10 us
 class Bands:
     """What every kept request is compared against in one select."""
 
