@@ -85,9 +85,11 @@ class TightSearch(RescuePass):
         rate, remaining = self._rate(v, option), v.remaining
         key = (v.id, option)
         kept = self._paces.get(key)
-        if kept is not None and kept[0] == rate and kept[1] == remaining:
-            return kept[2]  # the same pace (deferral's second select, a held request's)
-        if option == AR1:
+        if kept is not None and kept[0] == rate and (kept[1] == remaining or option is AR1):
+            # The same pace (deferral's second select, a held request's; AR's spread is the
+            # floor, whatever is left).
+            return kept[2]
+        if option is AR1:
             pace = Pace(option, 1, rate, self.config.spread_floor)
         else:
             per_iteration = rate * FORWARDS_PER_ITERATION.get(option.mode, 1)
