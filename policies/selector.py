@@ -5,7 +5,8 @@ request in auto, chosen for the whole batch at once because they share one step 
   (tpf: its tokens per forward under the option, from the acceptance estimator).
 
 1. Start every free auto request at AR: the least device work per token.
-2a. Requests whose TPOT bound AR misses even alone (or who fell that far behind): one search
+2a. Requests whose TPOT bound AR misses even alone (or, without a TPOT bound, who fell that
+   far behind their deadline; one whose TPOT bound AR meets is the rescue pass's): one search
    for the options that maximise the requests *expected* to meet their SLO by the end
    (policies/expected_met.py), started from the best single option for all of them (what a
    fixed mode runs), so that it never expects fewer met than that fixed mode.
