@@ -13,6 +13,7 @@ from policies.loss_budget import Payer, loss_budget
 from policies.meet_most import Menu, meet_most
 from policies.option import AR1, Option
 from policies.preemption import slack_of
+from policies.request_view import RequestView
 from policies.rescue_pass import RescuePass
 from policies.selector_slot import Slot
 
@@ -32,7 +33,8 @@ class TightSearch(RescuePass):
         option that breaks nobody met). Others are counted at AR so that none is broken."""
         hopeful = [s for s in order if s.need != INF and not math.isnan(s.need)]
         alone = self.cost.predict(1, 1)
-        only = {s for s in hopeful if s.need / self.config.safety < alone or (
+        only = {s for s in hopeful if (s.need / self.config.safety < alone
+                                       and not self._late_rescue(s.view, alone)) or (
             self.config.search_by_bound and self.config.objective == "expected"
             and s.view.slo.tpot_below(alone))}  # ahead now, but its bound is below AR's
         missing = {s for s in only if not self._meets(s, self._step())}
@@ -79,6 +81,14 @@ class TightSearch(RescuePass):
             out.append(Payer(o.view.slo, o.need,
                              self._rate(o.view, AR1) if o in counted else o.rate, slack))
         return out
+
+    def _late_rescue(self, v: RequestView, alone: float) -> bool:
+        """v's TPOT bound is one AR meets alone, and v fell behind it: a rescue, left to the
+        rescue pass, which buys speculation with none of the others' throughput. In the
+        search, pass 2a's loss budget bought it (tandem-tiny interactive overload, one seed:
+        all 9 it moved off AR missed; BENCHMARKS.md, "sixth session")."""
+        return (not self.config.late_in_search and v.slo.tpot_ms is not None
+                and not v.slo.tpot_below(alone))
 
     def _pace(self, s: Slot, option: Option) -> Pace[Option]:
         v = s.view
