@@ -35,7 +35,7 @@ from typing import Any
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cluster import inline_body
+from cluster import cpu_placement, inline_body
 
 log = logging.getLogger("ray.serve")
 
@@ -47,7 +47,9 @@ LOST = ("the server process writing this response was lost (replica or node fail
 
 
 def proxy_middlewares() -> list[Middleware]:
-    """What Serve's proxy calls at start (RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH)."""
+    """What Serve's proxy calls at start (RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH); it
+    also keeps the proxy off the engine cores' CPUs if its environment names them."""
+    cpu_placement.proxy_keep_off()
     return [Middleware(StreamGuard)]
 
 
