@@ -43,7 +43,6 @@ def check_spread() -> dict[str, Any]:
     _, args = deploy.yaml_args("local.yaml")
     args = pinned(args)
     args["model_server"].update(num_replicas=3, max_replicas_per_node=1)
-    args["model"].pop("engine_core_cpus")  # three "nodes" on one box: one CPU for 3 cores
     return _deploy_and_place("spread", args, want_replicas=3)
 
 

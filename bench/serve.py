@@ -55,10 +55,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # before cluster/inline_body.py, though the proxy carries it with the request.
     "single-fetch": {"model_server": {"ray_actor_options": {"runtime_env": {
         "env_vars": {"TANDEM_INLINE_BODY": "0"}}}}},
-    # single as before the sixth session: the engine core shares the CPUs with the replica
-    # at Ray's worker niceness (15) (the proxy, shared by every variant, still keeps off the
-    # YAML's engine CPUs: `--serve-env TANDEM_PROXY_AVOID_CPUS=` lets it use them all).
-    "single-shared": {"model": {"engine_core_cpus": None, "engine_core_nice": None}},
+    # single with the engine core alone on CPU 1 at nice 0 and the replica off it
+    # (cluster/cpu_placement.py); the proxy, shared by every variant, keeps off it too with
+    # `--serve-env TANDEM_PROXY_AVOID_CPUS=1`.
+    "single-pinned": {"model": {"engine_core_cpus": [1], "engine_core_nice": 0}},
     # single with the engine core's admission gate (cluster/admission_gate.py): newcomers to
     # a busy engine held up to 4 steps so that they join the batch together.
     "single-hold4": {"model": {"admit_hold_steps": 4}},

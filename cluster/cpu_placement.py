@@ -2,11 +2,12 @@
 
 On a CPU node the engine core's step loop and the serving processes (the replica's event
 loop, Serve's proxy) share the cores, and Ray starts every worker at nice 15
-(RAY_worker_niceness), which the engine core inherits from its replica: at C = 64 on a
-2-core box the core's thread then waited for a CPU 10-14 % of its run while the proxy and
-the replica streamed, and the HTTP path kept 0.80-0.82 of the engine alone's tokens per
-second; with the core alone on one CPU at nice 0 and the replica and proxy on the other,
-0.96 (`tandem bench serve`, BENCHMARKS.md > Serving, sixth session).
+(RAY_worker_niceness), which the engine core inherits from its replica. Measured at C = 64
+on the 2-core box (BENCHMARKS.md > Serving, sixth session): shared, the core's thread waited
+for a CPU 10-14 % of an HTTP run; pinned alone to one CPU at nice 0, 1-2 %, and the ratio to
+the engine alone rose from 0.80-0.82 to 0.96 (pinned from outside a running server); but in
+a later run with the core pinning itself, its steps took ~50 % more CPU per token at C = 64
+and the ratio fell to 0.57. Off by default until that is understood.
 
 Linux keeps affinity and niceness per thread, and a new thread inherits its creator's: so
 each call here sets every thread the process has now, and threads started later follow.
