@@ -69,6 +69,21 @@ def failures(results: list[RequestResult]) -> Counter:
     return out
 
 
+def refusals(results: list[RequestResult]) -> Counter:
+    """Refused requests by class and the admission rule that refused them: "alone" (not
+    even on an idle engine), "ttft" (the predicted first token under load is late), "tpot"
+    (the predicted pace beside the requests that cannot wait is too slow), else "other"."""
+    out: Counter = Counter()
+    for r in results:
+        if r.refused is None:
+            continue
+        rule = ("alone" if "even alone" in r.refused
+                else "ttft" if "time to first token" in r.refused
+                else "tpot" if "time per output token" in r.refused else "other")
+        out[f"{r.kind} {rule}"] += 1
+    return out
+
+
 def describe(name: str, results: list[RequestResult], steps: list, policy: TimedPolicy,
              num_preemptions: int = 0) -> str:
     s = summarize(results)
@@ -76,7 +91,7 @@ def describe(name: str, results: list[RequestResult], steps: list, policy: Timed
     total = sum(modes.values()) or 1
     mix = " ".join(f"{m} {n / total:.0%}" for m, n in modes.most_common())
     return (f"{name:<14} good {s.num_good:>3} goodput {s.goodput:6.2f}  fail "
-            f"{dict(failures(results))}  deferred {sum(policy.num_deferred)} preempted "
+            f"{dict(failures(results))}  refused by {dict(refusals(results))}  deferred {sum(policy.num_deferred)} preempted "
             f"{num_preemptions}  steps {len(steps)}  decoders/step "
             f"{statistics.fmean(len(ms) for _, ms in steps):.1f}  modes [{mix}]  plan "
             f"{1e3 * statistics.fmean(policy.plan_s):.2f} ms  executor "

@@ -3,6 +3,7 @@ decoding request, deferral included) over N running requests, in CPU time (proce
 so other jobs on a shared machine do not count).
 
   python -m bench.slo_selector_cost [--requests 64] [--profile FILE] [--calls 200]
+  python -m bench.slo_selector_cost --hash      # decisions, not times (identity checks)
 
 Batches: `slack` (every request has a loose deadline: AR for all, the common case under
 load), `tight` (a quarter of them need speculation to meet a TPOT below AR alone: the
@@ -21,6 +22,7 @@ median and mean CPU time per call and the share of calls that re-planned in full
 from __future__ import annotations
 
 import argparse
+import hashlib
 import random
 import statistics
 import time
@@ -55,8 +57,10 @@ def batch(kind: str, n: int, ar_s: float, seed: int = 0) -> list[RequestView]:
     return [new_request(kind, i, ar_s, 0.0, rng, False) for i in range(n)]
 
 
-def run(policy: SLOPolicy, kind: str, n: int, calls: int, seed: int = 0) -> list[float]:
-    """CPU seconds of each of `calls` choose() calls along one sequence of steps."""
+def run(policy: SLOPolicy, kind: str, n: int, calls: int, seed: int = 0,
+        digest: hashlib._Hash | None = None) -> list[float]:
+    """CPU seconds of each of `calls` choose() calls along one sequence of steps; each
+    call's options and deferrals go into `digest` when given."""
     rng = random.Random(seed)
     ar_s = policy.cost.predict(1, 1)
     views, next_id, now, times = batch(kind, n, ar_s, seed), n, 0.0, []
@@ -64,6 +68,9 @@ def run(policy: SLOPolicy, kind: str, n: int, calls: int, seed: int = 0) -> list
         t = time.process_time()
         options, deferred = policy.choose(views, now)
         times.append(time.process_time() - t)
+        if digest is not None:
+            digest.update(repr((sorted((k, str(o)) for k, o in options.items()),
+                                sorted(deferred))).encode())
         running = [v for v in views if v.id not in deferred]
         tokens = sum(options[v.id].work_tokens for v in running)
         step = policy.cost.predict(tokens, len(running)) * rng.uniform(0.95, 1.05)
@@ -92,7 +99,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--requests", type=int, default=64)
     p.add_argument("--profile", type=Path, default=PROFILE)
     p.add_argument("--calls", type=int, default=200)
+    p.add_argument("--hash", action="store_true",
+                   help="print a hash of every sequence's decisions (16 and 64 requests, "
+                        "both bench profiles) instead of times")
     args = p.parse_args(argv)
+    if args.hash:
+        print_hashes(args.calls)
+        return
     profile = Profile.load(args.profile)
     print(f"{args.requests} requests, {args.calls} steps, {args.profile.name}: CPU ms per "
           f"choose() (median / mean), share of calls re-planned in full")
@@ -109,6 +122,20 @@ def main(argv: list[str] | None = None) -> None:
                          f"{statistics.fmean(times) * 1e3:6.3f} ms" + (
                              f" (full {share:4.0%})" if config.fixed is None else ""))
         print(f"{kind:6s} " + "   ".join(cells))
+
+
+def print_hashes(calls: int) -> None:
+    """One hash per sequence of every choose()'s options and deferrals: a change that must
+    not change decisions leaves all of them equal."""
+    for path in (PROFILE, Path(__file__).parent / "slo_profile.json"):
+        profile = Profile.load(path)
+        for n in (16, 64):
+            for kind in ("slack", "mixed", "tight"):
+                for name, config in (("kept", PolicyConfig()),
+                                     ("full", PolicyConfig(cache=CacheConfig(enabled=False)))):
+                    digest = hashlib.sha256()
+                    run(SLOPolicy(profile, config), kind, n, calls, digest=digest)
+                    print(f"{path.name} {n} {kind} {name} {digest.hexdigest()[:16]}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,15 @@ time: weighting by 1/measured^2 counts a slow step less than a fast one, and und
 noise of a shared CPU the fit then sat under the mean step (lognormal spread 0.2 / 0.3:
 9 % / 20 % under), so admission and the selector planned paces the engine did not keep
 (tests/policies/test_estimators.py). The mean is what a request's time per token adds up.
+
+The prior moves with the machine: its points are scaled by the mean ratio of measured steps
+to the prior's own prediction (`machine_scale`) before they join the fit (and a refit that
+fails, singular or with a negative slope, falls back to the prior so scaled). Unscaled, on a
+machine slower than its profile, the prior's multi-token points looked cheap next to the
+measured AR-only steps (which say nothing about `d`), every refit came out with d < 0 and
+was discarded, and the model never left the profile: on the engine, steps ran 1.2-2.5x its
+prediction through whole runs, so admission and pass 3 saw spare compute that was not there
+(BENCHMARKS.md, "#12's CPU-engine target, sixth session").
 """
 
 from __future__ import annotations
@@ -46,9 +55,11 @@ class CostCoefficients:
     def predict(self, num_tokens: int, num_requests: int) -> float:
         if num_tokens <= 0:
             return 0.0
-        x = features(num_tokens, num_requests)
-        return (self.intercept_s * x[0] + self.per_token_s * x[1] + self.per_request_s * x[2]
-                + self.multi_token_s * x[3])
+        # features(), inlined (asked ~100x a select): the same products, summed in order
+        requests = num_requests if num_requests > 1 else 1
+        return (self.intercept_s * 1.0 + self.per_token_s * float(num_tokens)
+                + self.per_request_s * float(requests)
+                + self.multi_token_s * (1.0 if num_tokens > requests else 0.0))
 
 
 class CostModel:
@@ -59,12 +70,13 @@ class CostModel:
             raise ValueError(f"the cost profile needs at least {NUM_FEATURES} points")
         # (batch tokens, batch requests, seconds, the prediction its error is relative to)
         self.window: deque[tuple[int, int, float, float]] = deque(maxlen=window)
-        self.max_ratio = max_ratio
+        self.max_ratio, self.prior_weight = max_ratio, prior_weight
         self._prior = _normal_sums(points, prior_weight / len(points))
         self.coef = _solve(self._prior) or _fallback(points)
         self.prior_coef = self.coef
         self.num_observed = 0
         self._sums = [0.0] * len(self._prior)  # the window's normal sums, kept incrementally
+        self._ratio_sum = 0.0  # the window's sum of measured / prior_coef's prediction
 
     def predict(self, num_tokens: int, num_requests: int = 1) -> float:
         """Seconds for one step of num_tokens tokens over num_requests requests."""
@@ -83,12 +95,19 @@ class CostModel:
         self.window.append(point)
         self._add(point, 1.0)
         self.num_observed += 1
-        fit = _solve([p + q for p, q in zip(self._prior, self._sums, strict=True)])
-        if fit is not None:
-            self.coef = fit
+        scale = self.machine_scale()
+        self.coef = _solve(_scaled(self._prior, scale, self._sums)) or _times(
+            self.prior_coef, scale)
+
+    def machine_scale(self) -> float:
+        """How much slower than its profile the machine ran over the window: the mean ratio
+        of measured steps to the prior's prediction, with the profile counted as
+        `prior_weight` steps at ratio 1 (so that one clipped outlier cannot triple it)."""
+        return (self.prior_weight + self._ratio_sum) / (self.prior_weight + len(self.window))
 
     def _add(self, point: tuple[int, int, float, float], sign: float) -> None:
         tokens, requests, seconds, guess = point
+        self._ratio_sum += sign * seconds / self.prior_coef.predict(tokens, requests)
         for i, value in enumerate(_normal_sums([(tokens, requests, seconds)], sign, guess)):
             self._sums[i] += value
 
@@ -108,6 +127,19 @@ def _normal_sums(points: Iterable[Point], weight: float, scale: float | None = N
             for j in range(n):
                 out[n * i + j] += w * x[i] * x[j]
     return out
+
+
+def _scaled(prior: Sequence[float], scale: float, window: Sequence[float]) -> list[float]:
+    """The normal sums of the prior's points with every time times `scale` (relative
+    weights 1/(scale s)^2: X^T W X / scale^2, X^T W y / scale), plus the window's."""
+    n2 = NUM_FEATURES * NUM_FEATURES
+    return ([p / scale**2 + q for p, q in zip(prior[:n2], window[:n2], strict=True)]
+            + [p / scale + q for p, q in zip(prior[n2:], window[n2:], strict=True)])
+
+
+def _times(coef: CostCoefficients, scale: float) -> CostCoefficients:
+    return CostCoefficients(coef.intercept_s * scale, coef.per_token_s * scale,
+                            coef.per_request_s * scale, coef.multi_token_s * scale)
 
 
 def _solve(sums: Sequence[float]) -> CostCoefficients | None:

@@ -3,24 +3,8 @@ its option depends on has moved, so that a step costs O(requests that changed), 
 O(requests x options) (policies/selector.py decides; this module decides *when*).
 
 A request's option is kept (held: it counts as load and is guarded like any other, but is
-not re-chosen) while all of these hold since it was chosen:
-- it met its pace then (with the selector's margin) and still would at the time per token
-  predicted then, with `step_band` to spare; or no option meets it even alone (lost). A
-  request that missed but could be met is chosen for again as soon as what its rescue failed
-  on moved by `fail_band` (policies/rescue_memo.py: its need, the batch's step and tokens
-  per second, the tightest cap of the requests it must not break);
-- it runs the option chosen for it (not deferred, preempted or pinned in between);
-- its slack did not grow by more than `need_band` (it may afford a cheaper option now); a
-  loose request (a need of `loose_steps` predicted steps per token or more) is kept until
-  it stops being loose;
-- its tokens per forward under that option (its own acceptance and the option's overall
-  one) moved by less than `tpf_band`;
-- its remaining tokens stayed in the same power-of-two band below 64 (speculation's rates
-  are capped by what is left);
-- the batch did not shrink by more than `step_band` of its size since (spare compute: pass
-  3's speed-ups raise the batch's tokens per second, a sum over its requests; a lost request
-  kept at AR beside one other lost H200 tight medium 0.1 attainment on one seed);
-- it was chosen less than `max_age_steps` selects ago (a bound on drift of any kind).
+not re-chosen) while its verdict says so (policies/kept_choice.py: what it was chosen on,
+and the bands it may move by).
 The others (new ones included) are chosen for with the held ones counted as load; when one
 of them needs speculation (`joint_search`: a TPOT bound or a need below AR alone), so are
 all that do, since the selector's search for the most requests met is a joint one (chosen
@@ -42,102 +26,26 @@ random evolving batches; bench/slo_selector_cost.py measures both.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 from policies.acceptance import AcceptanceEstimator
 from policies.cost_model import CostCoefficients, CostModel
+from policies.kept_choice import CHANGE, KEEP, Bands, CacheConfig, Kept, remaining_band, verdict
 from policies.option import AR, Option
 from policies.request_view import RequestView
 from policies.rescue_memo import BatchAfter, FailedAt
 from policies.selector import ModeSelector
 
 INF = math.inf
-
-
-@dataclass(frozen=True)
-class CacheConfig:
-    enabled: bool = True
-    need_band: float = 0.05  # re-choose when its slack grew by this share
-    loose_steps: float = 50.0  # a need of this many predicted steps per token is loose
-    tpf_band: float = 0.05  # ... or its tokens per forward moved by this share
-    step_band: float = 0.05  # margin on the time per token; re-plan all when steps move so
-    max_age_steps: int = 64
-    max_dirty_share: float = 0.5
-    strict: bool = True
-    joint_search: bool = True
-    # An unmet request that could be met is tried again only when what its rescue failed
-    # on moved by this share: its need, the batch's step and tokens per second, the
-    # tightest cap of the requests it must not break (off: every step).
-    fail_band: float = 0.05
-
-    def __post_init__(self) -> None:
-        for name in ("need_band", "tpf_band", "step_band", "max_dirty_share", "fail_band"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"CacheConfig.{name} must be in [0, 1]")
-        if self.max_age_steps < 1 or self.loose_steps <= 0:
-            raise ValueError("CacheConfig.max_age_steps must be >= 1, loose_steps > 0")
-
-
-@dataclass
-class _Kept:
-    """What a request's option was chosen on."""
-
-    option: Option
-    due: float  # its finish deadline (fixed while it decodes)
-    need: float  # its needed seconds per token then (inf: none)
-    is_loose: bool
-    tpf: float  # its tokens per forward under option then
-    pace: float  # its predicted seconds per token then
-    num_decoders: int  # in the batch then
-    remaining_band: int
-    chosen_at: int  # select count
-    was_met: bool
-    is_lost: bool  # no option meets it even alone
-    failed_at: FailedAt | None = None  # what it was left unmet at (None: met or lost)
-
-
-_KEEP, _CHANGE, _MAYBE = object(), object(), object()  # DecisionCache._verdict's answers
-
-
-@dataclass(frozen=True)
-class _Bands:
-    """What _held compares every kept request against this select."""
-
-    oldest: int  # kept before this select count: too old
-    loose: float  # a need of this many seconds per token is loose
-    up: float  # slack grown by this factor
-    miss: float  # a met request within step_band of missing, over its pace
-    tpf: float
-    num: int  # decoders now
-    # A batch that shrank by more than `step_band` since an option was kept may have spare
-    # compute for it (pass 3's speed-ups: the batch's tokens per second is a sum over its
-    # requests, so one request less among few moves it by a lot).
-    num_band: float
-    after: BatchAfter | None
-    fail: float
-    alone: float  # AR's time per token alone
-    tpf_of: Callable[[Option, str], float]
-
-    @staticmethod
-    def of(cache: DecisionCache, num: int) -> _Bands:
-        cfg = cache.config
-        return _Bands(cache.num_selects - cfg.max_age_steps, cfg.loose_steps * cache._step_ref,
-                      1.0 + cfg.need_band, (1.0 + cfg.step_band) / cache.selector.config.safety,
-                      cfg.tpf_band, num, cfg.step_band * num, cache._after, cfg.fail_band,
-                      cache.cost.predict(1, 1), cache.acceptance.tokens_per_forward)
-
-
-def remaining_band(remaining: int, option: Option) -> int:
-    return 0 if option.mode == AR else min(remaining, 64).bit_length()
+DEFAULT_CACHE = CacheConfig()
 
 
 class DecisionCache:
-    def __init__(self, selector: ModeSelector, config: CacheConfig = CacheConfig()) -> None:
+    def __init__(self, selector: ModeSelector, config: CacheConfig = DEFAULT_CACHE) -> None:
         self.selector, self.config = selector, config
         self.cost: CostModel = selector.cost
         self.acceptance: AcceptanceEstimator = selector.acceptance
-        self.kept: dict[str, _Kept] = {}
+        self.kept: dict[str, Kept] = {}
         self.num_selects = self.num_full = self.num_partial = self.num_rechosen = 0
         self._coef: CostCoefficients | None = None  # the cost fit of the last full re-plan
         self._interference = 0.0  # and the prefill interference then
@@ -270,7 +178,10 @@ class DecisionCache:
         if not any(only(v) and not lost(v) for v in changed):
             return
         for v in decoders:
-            if v.id in held and only(v) and not lost(v):
+            if v.id not in held:
+                continue
+            tpot = v.slo.tpot_ms  # only(v), inlined: asked of every held request
+            if ((tpot is not None and tpot / 1e3 < alone) or needs[v.id] < alone) and not lost(v):
                 del held[v.id]
                 changed.append(v)
 
@@ -297,7 +208,7 @@ class DecisionCache:
         held: dict[str, Option] = {}
         changed: list[RequestView] = []
         needs: dict[str, float] = {}
-        bands = _Bands.of(self, len(decoders))
+        bands = self._bands(len(decoders))
         maybe: list[tuple[RequestView, Option]] = []  # met at AR; batch shrank or slack grew
         rate_total = 0.0  # the batch's tokens per forward, about (new and pinned ones at 1)
         for v in decoders:
@@ -315,10 +226,10 @@ class DecisionCache:
             # The finish deadline is fixed once a request decodes (RequestView.finish_deadline).
             need = needs[v.id] = (kept.due - now) / remaining if (
                 kept.due != INF and remaining > 0) else INF
-            verdict = self._verdict(v, kept, need, remaining, bands)
-            if verdict is _KEEP:
+            answer = verdict(v, kept, need, remaining, bands)
+            if answer is KEEP:
                 held[v.id] = kept.option
-            elif verdict is _CHANGE:
+            elif answer is CHANGE:
                 changed.append(v)
             else:
                 maybe.append((v, kept.option))
@@ -332,42 +243,19 @@ class DecisionCache:
                 held[v.id] = option
         return held, changed, needs
 
-    def _verdict(self, v: RequestView, kept: _Kept, need: float, remaining: int,
-                 bands: _Bands) -> object:
-        """_KEEP, _CHANGE, or _MAYBE (kept at AR, met or lost: only a shrunk batch or grown
-        slack moved, which can buy it only pass 3's speed; one left unmet is chosen for
-        then: a smaller batch may make room for it)."""
-        option = kept.option
-        is_ar = option.mode == AR
-        if (kept.chosen_at <= bands.oldest or (v.option is not None and v.option != option)
-                or (not is_ar and (
-                    kept.remaining_band != remaining_band(remaining, option)
-                    or abs(bands.tpf_of(option, v.id) - kept.tpf) > bands.tpf * kept.tpf))):
-            return _CHANGE
-        if kept.was_met:
-            if need < kept.pace * bands.miss:
-                return _CHANGE
-        elif not (kept.is_lost or (
-                # Not met: again when what its rescue failed on moved (others may make room
-                # for it), never if no option meets it even alone (lost).
-                kept.failed_at is not None and bands.after is not None
-                and (need < bands.alone) == (kept.failed_at.need < bands.alone)
-                and kept.failed_at.holds(need, bands.after, v.id, v.priority, bands.fail))):
-            return _CHANGE
-        shrank = kept.num_decoders - bands.num > bands.num_band
-        grew = need < bands.loose if kept.is_loose else need > kept.need * bands.up
-        if not (shrank or grew):
-            return _KEEP
-        if is_ar and not kept.is_loose and (kept.was_met or kept.is_lost) and not (
-                need < bands.alone or v.slo.tpot_below(bands.alone)):
-            return _MAYBE
-        return _CHANGE
+    def _bands(self, num: int) -> Bands:
+        """What _held compares every kept request against in this select."""
+        cfg = self.config
+        return Bands(self.num_selects - cfg.max_age_steps, cfg.loose_steps * self._step_ref,
+                     1.0 + cfg.need_band, (1.0 + cfg.step_band) / self.selector.config.safety,
+                     cfg.tpf_band, num, cfg.step_band * num, self._after, cfg.fail_band,
+                     self.cost.predict(1, 1), self.acceptance.tokens_per_forward)
 
     def _same_steps(self, held: dict[str, Option]) -> bool:
         """The held batch's step under the cost fit and prefill interference now is within
         `step_band` of what the last full re-plan's fit predicted for it."""
         assert self._coef is not None
-        tokens = sum(o.work_tokens for o in held.values()) or 1
+        tokens = sum([o.work_tokens for o in held.values()]) or 1
         n = max(1, len(held))
         now_s = self.cost.predict(tokens, n) + self.selector.interference_s
         then_s = self._coef.predict(tokens, n) + self._interference
@@ -404,7 +292,7 @@ class DecisionCache:
             # one of them is, _join_search releases those held by their failure too.)
             failed = FailedAt.of(need, after, v.id, v.priority, option.mode == AR) if (
                 memo and not (met or lost)) else None
-            self.kept[v.id] = _Kept(option, v.finish_deadline, need, need >= loose, tpf, pace,
+            self.kept[v.id] = Kept(option, v.finish_deadline, need, need >= loose, tpf, pace,
                                     self._num_decoders,
                                     remaining_band(v.remaining, option), self.num_selects, met,
                                     lost, failed)

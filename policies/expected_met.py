@@ -35,7 +35,7 @@ K = TypeVar("K", bound=Hashable)
 Opt = TypeVar("Opt")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: ~20 built a select, and a frozen init costs ~6x
 class Pace(Generic[Opt]):
     option: Opt
     work: int  # tokens it puts in the batch per forward
@@ -55,7 +55,7 @@ class Pace(Generic[Opt]):
         return 0.5 * (1.0 + math.erf(z / SQRT2))
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # as Pace
 class Request(Generic[K, Opt]):
     key: K
     need: float  # seconds per token it may take from now on (raw, no safety margin)
@@ -74,7 +74,10 @@ def spread_of(cv: float, tokens_per_iteration: float, remaining: int, floor: flo
 
 def expected_met(requests: Sequence[Request[K, Opt]], choice: dict[K, Pace[Opt]],
                  step: float) -> float:
-    return sum(choice[r.key].p_met(step, r.need) for r in requests)
+    erf, inf = math.erf, math.inf  # Pace.p_met, inlined (the search's sum, 17x a search)
+    return sum([1.0 if r.need == inf else 0.5 * (1.0 + erf(
+        (1.0 - step / (r.need * (p := choice[r.key]).rate)) / p.spread / SQRT2))
+        for r in requests])
 
 
 def most_expected(requests: Sequence[Request[K, Opt]], base_tokens: int,
@@ -87,10 +90,17 @@ def most_expected(requests: Sequence[Request[K, Opt]], base_tokens: int,
     extra = sum(max(p.work for p in r.paces) - r.paces[0].work for r in requests)
     hi = step_of(min(max_tokens, base_tokens + extra))
     best = (expected_met(requests, start, lo), start)
+    # A choice met again at a longer bound cannot win now if it did not then (best only
+    # grows): its value is not summed again (most bounds repeat one of a few choices).
+    seen = {tuple(map(id, start.values()))}
     for i in range(1, num_steps + 1):
         bound = lo + (hi - lo) * i / num_steps
         choice, tokens = _fill(requests, start, bound, base_tokens, step_of, max_tokens,
                                base_rate, floor)
+        key = tuple(map(id, choice.values()))
+        if key in seen:
+            continue
+        seen.add(key)
         value = expected_met(requests, choice, step_of(tokens))
         if value > best[0] + 1e-9:
             best = (value, choice)

@@ -6,7 +6,7 @@ that module's table, the one the engine's modes read too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from policies.modes import (
     CONCRETE_MODES,
@@ -25,49 +25,60 @@ PIPELINED = Mode.SPEC_PIPELINED
 MODES = CONCRETE_MODES
 LOSSLESS = LOSSLESS_MODES
 
+_INTERNED: dict[tuple[Mode | str, int], Option] = {}  # Option.__new__'s
 
-@dataclass(frozen=True, order=True)
+
+@dataclass(frozen=True, eq=False, init=False)
 class Option:
+    """One instance per (mode, block): Option(...) returns it. Equality and hashing are then
+    identity's, done in C: the selector keys its memos by option and compares options
+    ~1e5 times a second under load (each was a Python call: bench/slo_selector_cost.py)."""
+
     mode: Mode  # a plain string is converted
     block: int = 1
+    # Set once by __new__; plain attributes, not properties: read ~450 times a choose.
+    work_tokens: int = field(init=False, repr=False)  # tokens one steady forward puts in the batch
+    draft_tokens: int = field(init=False, repr=False)  # ... on a draft pool (pipelined only)
+    is_lossless: bool = field(init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; expected one of "
+    def __new__(cls, mode: Mode | str, block: int = 1) -> Option:
+        option = _INTERNED.get((mode, block))
+        if option is not None:
+            return option
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; expected one of "
                              f"{[str(m) for m in MODES]}")
-        object.__setattr__(self, "mode", Mode(self.mode))
-        if self.mode == AR and self.block != 1:
+        mode = Mode(mode)
+        if mode == AR and block != 1:
             raise ValueError("ar has block 1")
-        if self.mode != AR and not 2 <= self.block <= 64:
-            raise ValueError(f"{self.mode} block must be in [2, 64], got {self.block}")
-        # The selector keys its memos by option and reads its work ~1e5 times a second under
-        # load: hash and look up once.
-        object.__setattr__(self, "_hash", hash((self.mode, self.block)))
-        object.__setattr__(self, "_work", work_tokens(self.mode, self.block))
-        object.__setattr__(self, "_draft", MODE_FACTS[self.mode].draft_tokens(self.block))
-        object.__setattr__(self, "_lossless", self.mode.is_lossless)
+        if mode != AR and not 2 <= block <= 64:
+            raise ValueError(f"{mode} block must be in [2, 64], got {block}")
+        option = object.__new__(cls)
+        for name, value in (("mode", mode), ("block", block),
+                            ("work_tokens", work_tokens(mode, block)),
+                            ("draft_tokens", MODE_FACTS[mode].draft_tokens(block)),
+                            ("is_lossless", mode.is_lossless)):
+            object.__setattr__(option, name, value)
+        # setdefault: two threads making the same new option get one instance
+        return _INTERNED.setdefault((mode, block), option)
 
-    def __hash__(self) -> int:
-        return self._hash
+    def __reduce__(self) -> tuple[type[Option], tuple[Mode, int]]:
+        return Option, (self.mode, self.block)  # unpickled and copied: the one instance
 
-    def __eq__(self, other: object) -> bool:  # the generated one compares tuples: ~3x slower
-        if other.__class__ is not Option:
-            return NotImplemented
-        return self is other or (self.block == other.block and self.mode is other.mode)
+    def _key(self) -> tuple[Mode, int]:
+        return self.mode, self.block
 
-    @property
-    def work_tokens(self) -> int:
-        """Tokens one steady-state forward puts in the batch."""
-        return self._work
+    def __lt__(self, other: Option) -> bool:
+        return self._key() < other._key() if other.__class__ is Option else NotImplemented
 
-    @property
-    def draft_tokens(self) -> int:
-        """Tokens one step puts on a draft pool (pipelined speculation only)."""
-        return self._draft
+    def __le__(self, other: Option) -> bool:
+        return self._key() <= other._key() if other.__class__ is Option else NotImplemented
 
-    @property
-    def is_lossless(self) -> bool:
-        return self._lossless
+    def __gt__(self, other: Option) -> bool:
+        return self._key() > other._key() if other.__class__ is Option else NotImplemented
+
+    def __ge__(self, other: Option) -> bool:
+        return self._key() >= other._key() if other.__class__ is Option else NotImplemented
 
     @property
     def key(self) -> str:

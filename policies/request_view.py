@@ -34,7 +34,8 @@ class RequestView:
 
     @property
     def remaining(self) -> int:
-        return max(0, self.max_tokens - self.num_output)
+        left = self.max_tokens - self.num_output  # max(0, left): a builtin call less
+        return left if left > 0 else 0
 
     @property
     def is_prefilling(self) -> bool:

@@ -5,7 +5,8 @@ request in auto, chosen for the whole batch at once because they share one step 
   (tpf: its tokens per forward under the option, from the acceptance estimator).
 
 1. Start every free auto request at AR: the least device work per token.
-2a. Requests whose TPOT bound AR misses even alone (or who fell that far behind): one search
+2a. Requests whose TPOT bound AR misses even alone (or, without a TPOT bound, who fell that
+   far behind their deadline; one whose TPOT bound AR meets is the rescue pass's): one search
    for the options that maximise the requests *expected* to meet their SLO by the end
    (policies/expected_met.py), started from the best single option for all of them (what a
    fixed mode runs), so that it never expects fewer met than that fixed mode.
@@ -114,9 +115,10 @@ class ModeSelector(TightSearch, SpareCompute):
         self._journal: list[tuple[Slot, Option, float]] = []  # switches, for _undo
         self._version = self._new_version = self._new_version + 1
         self._max_tokens = max_tokens if max_tokens is not None else 1 << 30
-        self._tokens = sum(s.option.work_tokens for s in slots)
-        self._draft_tokens = sum(s.option.draft_tokens for s in slots)  # on the draft pool
-        self._rate_sum = sum(s.rate for s in slots)  # tokens per forward of the whole batch
+        # (sums of lists, not generators: the same sums, without a resume per request)
+        self._tokens = sum([s.option.work_tokens for s in slots])
+        self._draft_tokens = sum([s.option.draft_tokens for s in slots])  # on the draft pool
+        self._rate_sum = sum([s.rate for s in slots])  # tokens per forward of the whole batch
         self._base_throughput = self._throughput()  # rescues together lose at most a share
         by_urgency = sorted((s for s in slots if s.is_free), key=self._urgency(now))
         if self.config.meet_most:

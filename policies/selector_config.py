@@ -69,6 +69,9 @@ class SelectorConfig:
     spread_floor: float = 0.05  # of any pace: step-time noise, estimate error
     search_by_bound: bool = True  # pass 2 takes every request whose TPOT bound AR misses
     same_mode: bool = True  # pass 2's upgrades stay in the uniform start's mode
+    # Pass 2 also takes a request whose TPOT bound AR meets alone but that fell behind
+    # (off: the rescue pass has it, with no loss budget: TightSearch._late_rescue).
+    late_in_search: bool = False
 
     def __post_init__(self) -> None:
         check_block_bounds(self.block_bounds, "SelectorConfig.block_bounds")

@@ -55,7 +55,9 @@ class SpareCompute(BatchLedger):
         gain, all of them together win (NLD-8B, 30 requests: one at linear B=8 +2 %, all
         +30 %).
         O(options x movers), with arithmetic only until one option is chosen."""
-        if any(self._only_speculation(s) for s in self._slots):
+        alone = self._ar_alone  # _only_speculation over the batch, inlined (every select)
+        if any(t is not None and t / 1e3 < alone for t in (s.view.slo.tpot_ms
+                                                            for s in self._slots)):
             return  # requests only speculation serves have the device's extra work first
         movers = [s for s in order if s.option == AR1]
         if len(movers) < 2:

@@ -13,6 +13,7 @@ from policies.loss_budget import Payer, loss_budget
 from policies.meet_most import Menu, meet_most
 from policies.option import AR1, Option
 from policies.preemption import slack_of
+from policies.request_view import RequestView
 from policies.rescue_pass import RescuePass
 from policies.selector_slot import Slot
 
@@ -32,7 +33,8 @@ class TightSearch(RescuePass):
         option that breaks nobody met). Others are counted at AR so that none is broken."""
         hopeful = [s for s in order if s.need != INF and not math.isnan(s.need)]
         alone = self.cost.predict(1, 1)
-        only = {s for s in hopeful if s.need / self.config.safety < alone or (
+        only = {s for s in hopeful if (s.need / self.config.safety < alone
+                                       and not self._late_rescue(s.view, alone)) or (
             self.config.search_by_bound and self.config.objective == "expected"
             and s.view.slo.tpot_below(alone))}  # ahead now, but its bound is below AR's
         missing = {s for s in only if not self._meets(s, self._step())}
@@ -43,12 +45,9 @@ class TightSearch(RescuePass):
         step = self._step()
         spare = self.config.rescue_slack_steps * step
         if self.config.budget_by_payer:
-            counted = set(hopeful)
-            loss = loss_budget((Payer(
-                o.view.slo, o.need, self._rate(o.view, AR1) if o in counted else o.rate,
-                slack_of(o.view, self._now, step / o.rate))
-                for o in self._slots if o not in missing),
-                self._step(base), self.config.deadline_margin, self.config.tight_loss, spare)
+            loss = loss_budget(self._payers(missing, set(hopeful), step, spare),
+                               self._step(base), self.config.deadline_margin,
+                               self.config.tight_loss, spare)
         else:
             others_wait = all(slack_of(o.view, self._now, step / o.rate) >= spare
                               for o in self._slots if o not in missing)
@@ -68,14 +67,39 @@ class TightSearch(RescuePass):
             if s in only and s not in chosen:
                 self._fastest(s, self._guarded(s, s.view.priority), False, 0.0)
 
+    def _payers(self, missing: set[Slot], counted: set[Slot], step: float,
+                spare: float) -> list[Payer]:
+        """Every request but the missing ones, as pass 2a's payers (counted ones at AR).
+        Past the first that cannot wait `spare`, slack decides nothing (loss_budget's
+        every-payer-waits test has failed): theirs is not computed (-inf)."""
+        out, waiting, now = [], True, self._now
+        for o in self._slots:
+            if o in missing:
+                continue
+            slack = slack_of(o.view, now, step / o.rate) if waiting else -INF
+            waiting = slack >= spare
+            out.append(Payer(o.view.slo, o.need,
+                             self._rate(o.view, AR1) if o in counted else o.rate, slack))
+        return out
+
+    def _late_rescue(self, v: RequestView, alone: float) -> bool:
+        """v's TPOT bound is one AR meets alone, and v fell behind it: a rescue, left to the
+        rescue pass, which buys speculation with none of the others' throughput. In the
+        search, pass 2a's loss budget bought it (tandem-tiny interactive overload, one seed:
+        all 9 it moved off AR missed; BENCHMARKS.md, "sixth session")."""
+        return (not self.config.late_in_search and v.slo.tpot_ms is not None
+                and not v.slo.tpot_below(alone))
+
     def _pace(self, s: Slot, option: Option) -> Pace[Option]:
         v = s.view
         rate, remaining = self._rate(v, option), v.remaining
         key = (v.id, option)
         kept = self._paces.get(key)
-        if kept is not None and kept[0] == rate and kept[1] == remaining:
-            return kept[2]  # the same pace (deferral's second select, a held request's)
-        if option == AR1:
+        if kept is not None and kept[0] == rate and (kept[1] == remaining or option is AR1):
+            # The same pace (deferral's second select, a held request's; AR's spread is the
+            # floor, whatever is left).
+            return kept[2]
+        if option is AR1:
             pace = Pace(option, 1, rate, self.config.spread_floor)
         else:
             per_iteration = rate * FORWARDS_PER_ITERATION.get(option.mode, 1)

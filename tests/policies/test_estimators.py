@@ -24,6 +24,26 @@ def test_cost_model_recovers_the_profile_and_follows_the_machine():
     assert 1.6 < m.predict(40, 4) / step_s(40, 4) < 2.1  # most of the way, the prior holds
 
 
+def test_cost_model_follows_a_slower_machine_on_steps_of_one_token_each():
+    """A machine 2.3x slower than its profile runs only AR steps (tokens == requests: they
+    say nothing about the multi-token term). The prior moves with it: before, the prior's
+    multi-token points looked cheap next to those steps, every refit had d < 0 and was
+    discarded, and the model stayed at the profile (ratio 2.3 for ever)."""
+    def profile_s(tokens: int, requests: int) -> float:
+        return step_s(tokens, requests) + (0.002 if tokens > requests else 0.0)
+
+    points = [(t, r, profile_s(t, r)) for t, r in
+              [(1, 1), (8, 1), (20, 1), (72, 1), (8, 8), (32, 32), (64, 64), (12, 9),
+               (16, 4), (24, 8), (256, 16), (512, 32)]]
+    m = CostModel(points)
+    for i in range(300):
+        n = 4 + i % 24
+        m.observe(n, n, 2.3 * profile_s(n, n))
+    assert m.machine_scale() == pytest.approx((50 + 256 * 2.3) / (50 + 256))  # 2.09
+    for tokens, reqs in ((20, 20), (12, 9), (40, 12)):  # AR, one spec request, several
+        assert 2.0 < m.predict(tokens, reqs) / profile_s(tokens, reqs) < 2.4
+
+
 def test_cost_model_predicts_the_mean_step_under_noise():
     """Steps spread around the profile (lognormal 0.3, as a shared CPU's): the fit follows
     their mean, what a request's time per token adds up to (weighting errors by the measured

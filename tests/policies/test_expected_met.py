@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from policies.expected_met import Pace, Request, most_expected, spread_of
+from policies.expected_met import Pace, Request, expected_met, most_expected, spread_of
 
 
 def step_of(tokens: int) -> float:  # a GPU-shaped step: 4 ms + 0.02 ms per token
@@ -85,3 +85,17 @@ def test_the_hulls_inlined_p_met_is_pace_p_met_to_the_bit():
         r, step = Request("r", need, paces), rng.uniform(1e-3, 0.05)
         _, met = _hull(r, step)
         assert met == [p.p_met(step, need) for p in paces]
+
+
+def test_the_inlined_sum_of_expected_met_is_p_mets_to_the_bit():
+    """expected_met sums P(met) inline for speed: the same floats, in the same order."""
+    import random
+
+    rng = random.Random(11)
+    for _ in range(200):
+        requests = [Request(i, rng.choice([float("inf"), rng.uniform(1e-4, 0.02)]), (Pace(
+            "ar", 1, rng.uniform(0.5, 6.0), rng.uniform(0.01, 0.5)),)) for i in range(
+            rng.randint(1, 12))]
+        choice, step = {r.key: r.paces[0] for r in requests}, rng.uniform(1e-3, 0.05)
+        assert expected_met(requests, choice, step) == sum(
+            choice[r.key].p_met(step, r.need) for r in requests)

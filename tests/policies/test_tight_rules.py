@@ -174,3 +174,28 @@ def test_a_deadline_payer_affords_what_keeps_it_within_its_margin() -> None:
     assert loss_budget([batch], 0.007, 0.7, 0.03, 0.01) == 1.0  # all with slack: no floor
     with pytest.raises(ValueError):
         Payer(SLO(), need=0.01, rate=0.0, slack=0.0)
+
+
+def test_a_late_request_whose_bound_ar_meets_is_the_rescue_pass_s() -> None:
+    # A request with a 6 ms TPOT bound (AR alone: ~4 ms) fell behind: 3.9 ms a token left
+    # for its last 20, which only speculation makes. Pass 2a's loss budget (3 %) bought it
+    # linear B=8 at a small cost to the 25 others' tokens per second; the rescue pass, its
+    # own since late_in_search is off, buys no speculation with their throughput.
+    traces = {L8: [[(2, 3)] * 20] * 4, Q4: [[(1, 2)] * 20] * 4}
+    p = SLOPolicy(Profile(GPU, traces))
+
+    def late_option(late_in_search: bool) -> Option:
+        late = view("late", 1.0, tpot_ms=6.0, max_tokens=41, num_output=21,
+                    arrival_s=1.0 - 0.162 - 0.02)
+        assert late.needed_time_per_token(1.0) == pytest.approx(0.0039)
+        views = [late]
+        for i in range(25):
+            b = view(f"b{i}", 1.0, tpot_ms=6.5, max_tokens=41)
+            b.fixed = b.option = AR1
+            views.append(b)
+        config = SelectorConfig(late_in_search=late_in_search, uniform_speed_up=False)
+        return ModeSelector(p.cost, p.acceptance, config).select(views, 1.0)["late"]
+
+    assert late_option(late_in_search=True) == L8
+    assert late_option(late_in_search=False) == AR1
+
