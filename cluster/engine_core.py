@@ -63,8 +63,8 @@ def run_engine_core(conn: Connection) -> None:
 
 
 def place_engine_core(config: TandemConfig) -> None:
-    """Before torch starts its threads (they inherit it): this process's CPUs and niceness
-    (cluster/cpu_placement.py)."""
+    """Before the engine is built (threads started later inherit it): this process's CPUs
+    and niceness (cluster/cpu_placement.py)."""
     m = config.model
     if m.engine_core_cpus is not None:
         cpu_placement.pin_to(set(m.engine_core_cpus))
