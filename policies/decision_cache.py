@@ -30,15 +30,7 @@ from collections.abc import Sequence
 
 from policies.acceptance import AcceptanceEstimator
 from policies.cost_model import CostCoefficients, CostModel
-from policies.kept_choice import (
-    CHANGE,
-    KEEP,
-    Bands,
-    CacheConfig,
-    Kept,
-    remaining_band,
-    verdict,
-)
+from policies.kept_choice import CHANGE, KEEP, Bands, CacheConfig, Kept, remaining_band, verdict
 from policies.option import AR, Option
 from policies.request_view import RequestView
 from policies.rescue_memo import BatchAfter, FailedAt
@@ -186,7 +178,10 @@ class DecisionCache:
         if not any(only(v) and not lost(v) for v in changed):
             return
         for v in decoders:
-            if v.id in held and only(v) and not lost(v):
+            if v.id not in held:
+                continue
+            tpot = v.slo.tpot_ms  # only(v), inlined: asked of every held request
+            if ((tpot is not None and tpot / 1e3 < alone) or needs[v.id] < alone) and not lost(v):
                 del held[v.id]
                 changed.append(v)
 
@@ -260,7 +255,7 @@ class DecisionCache:
         """The held batch's step under the cost fit and prefill interference now is within
         `step_band` of what the last full re-plan's fit predicted for it."""
         assert self._coef is not None
-        tokens = sum(o.work_tokens for o in held.values()) or 1
+        tokens = sum([o.work_tokens for o in held.values()]) or 1
         n = max(1, len(held))
         now_s = self.cost.predict(tokens, n) + self.selector.interference_s
         then_s = self._coef.predict(tokens, n) + self._interference

@@ -63,7 +63,7 @@ class Deferral:
         tpf = self.acceptance.tokens_per_forward
         rate = {v.id: 1.0 if (o := options[v.id]).mode == AR else tpf(o, v.id)
                 for v in decoders}
-        tokens = sum(options[v.id].work_tokens for v in decoders)
+        tokens = sum([options[v.id].work_tokens for v in decoders])
         step = self.cost.predict(tokens, len(decoders)) + self.interference_s
         target, priority = self._target(decoders, options, rate, step, now)
         if target >= step:

@@ -6,7 +6,7 @@ that module's table, the one the engine's modes read too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from policies.modes import (
     CONCRETE_MODES,
@@ -36,6 +36,10 @@ class Option:
 
     mode: Mode  # a plain string is converted
     block: int = 1
+    # Set once by __new__; plain attributes, not properties: read ~450 times a choose.
+    work_tokens: int = field(init=False, repr=False)  # tokens one steady forward puts in the batch
+    draft_tokens: int = field(init=False, repr=False)  # ... on a draft pool (pipelined only)
+    is_lossless: bool = field(init=False, repr=False)
 
     def __new__(cls, mode: Mode | str, block: int = 1) -> Option:
         option = _INTERNED.get((mode, block))
@@ -51,9 +55,9 @@ class Option:
             raise ValueError(f"{mode} block must be in [2, 64], got {block}")
         option = object.__new__(cls)
         for name, value in (("mode", mode), ("block", block),
-                            ("_work", work_tokens(mode, block)),
-                            ("_draft", MODE_FACTS[mode].draft_tokens(block)),
-                            ("_lossless", mode.is_lossless)):
+                            ("work_tokens", work_tokens(mode, block)),
+                            ("draft_tokens", MODE_FACTS[mode].draft_tokens(block)),
+                            ("is_lossless", mode.is_lossless)):
             object.__setattr__(option, name, value)
         # setdefault: two threads making the same new option get one instance
         return _INTERNED.setdefault((mode, block), option)
@@ -75,20 +79,6 @@ class Option:
 
     def __ge__(self, other: Option) -> bool:
         return self._key() >= other._key() if other.__class__ is Option else NotImplemented
-
-    @property
-    def work_tokens(self) -> int:
-        """Tokens one steady-state forward puts in the batch."""
-        return self._work
-
-    @property
-    def draft_tokens(self) -> int:
-        """Tokens one step puts on a draft pool (pipelined speculation only)."""
-        return self._draft
-
-    @property
-    def is_lossless(self) -> bool:
-        return self._lossless
 
     @property
     def key(self) -> str:

@@ -115,9 +115,10 @@ class ModeSelector(TightSearch, SpareCompute):
         self._journal: list[tuple[Slot, Option, float]] = []  # switches, for _undo
         self._version = self._new_version = self._new_version + 1
         self._max_tokens = max_tokens if max_tokens is not None else 1 << 30
-        self._tokens = sum(s.option.work_tokens for s in slots)
-        self._draft_tokens = sum(s.option.draft_tokens for s in slots)  # on the draft pool
-        self._rate_sum = sum(s.rate for s in slots)  # tokens per forward of the whole batch
+        # (sums of lists, not generators: the same sums, without a resume per request)
+        self._tokens = sum([s.option.work_tokens for s in slots])
+        self._draft_tokens = sum([s.option.draft_tokens for s in slots])  # on the draft pool
+        self._rate_sum = sum([s.rate for s in slots])  # tokens per forward of the whole batch
         self._base_throughput = self._throughput()  # rescues together lose at most a share
         by_urgency = sorted((s for s in slots if s.is_free), key=self._urgency(now))
         if self.config.meet_most:
