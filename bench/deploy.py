@@ -77,11 +77,11 @@ def deploy(config: TandemConfig | dict[str, Any], name: str,
 
     from cluster.app import make_app
 
-    port = free_port()
+    port, config = free_port(), load_config(config)
     serve.start(http_options={"host": "127.0.0.1", "port": port},
                 proxy_location=proxy_location,
-                controller_options=stream_guard.controller_options())
-    serve.run(make_app(load_config(config)), name=name, route_prefix="/")
+                controller_options=stream_guard.controller_options(config))
+    serve.run(make_app(config), name=name, route_prefix="/")
     return f"http://127.0.0.1:{port}"
 
 

@@ -42,6 +42,7 @@ from cluster.config import TandemConfig, load_config
 from engine.params import Mode
 from models.heldout import load_prompts
 
+ON_PATH = ("proxy", "ModelServer", "OpenAIIngress", "engine core")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "ray_configs" / "local.yaml"
 
 # Serving layouts to compare (config overrides on top of the YAML's args).
@@ -54,6 +55,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # before cluster/inline_body.py, though the proxy carries it with the request.
     "single-fetch": {"model_server": {"ray_actor_options": {"runtime_env": {
         "env_vars": {"TANDEM_INLINE_BODY": "0"}}}}},
+    # single with the engine core alone on CPU 1 at nice 0 and the replica off it
+    # (cluster/cpu_placement.py); the proxy, shared by every variant, keeps off it too with
+    # `--serve-env TANDEM_PROXY_AVOID_CPUS=1`.
+    "single-pinned": {"model": {"engine_core_cpus": [1], "engine_core_nice": 0}},
     # single with the engine core's admission gate (cluster/admission_gate.py): newcomers to
     # a busy engine held up to 4 steps so that they join the batch together.
     "single-hold4": {"model": {"admit_hold_steps": 4}},
@@ -189,6 +194,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"tandem bench serve: mode {args.mode}, max_tokens {args.max_tokens}, torch threads "
           f"{args.threads}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}, variants "
           f"{', '.join(urls)}, clients {', '.join(args.clients)}", flush=True)
+    for v, gs in groups.items():  # where each serving process may run (cpu_placement.py)
+        print(f"  {v}: CPUs " + ", ".join(f"{g.name} {sorted(os.sched_getaffinity(g.pids[0]))}"
+                                         for g in gs if g.name in ON_PATH), flush=True)
     try:
         rows = [measure_level(engine, urls, groups, args, c, prompts)
                 for c in args.concurrency]

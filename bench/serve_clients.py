@@ -25,6 +25,10 @@ class RunResult:
     # arrival in the replica (the rest of the client's TTFT is Serve's proxy and the way back)
     server_ttft_mean_s: float | None = None
     server_queue_mean_s: float | None = None
+    # the engine's steps in the run, and how long its thread waited for a CPU while runnable
+    # (bench/proc_cpu.py run_queue_seconds): is the batch kept full, is the engine starved?
+    num_steps: int | None = None
+    engine_wait_s: float | None = None
 
     @property
     def tok_s(self) -> float:

@@ -15,7 +15,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from bench.proc_cpu import cpu_seconds, snapshot
+from bench.proc_cpu import cpu_seconds, run_queue_seconds, snapshot
 from bench.serve_clients import RunResult, engine_run, http_run, percentile
 from engine.engine import LLMEngine
 from engine.params import Mode
@@ -25,7 +25,7 @@ from engine.params import Mode
 BACKGROUND = ("bench (client)", "controller", "ray daemons")
 ENGINE_STEP = "engine step"  # inside a replica's or the core's CPU, not a process
 HEALTH_SUMS = ("engine_step_cpu_s", "ttft_total_s", "num_first_tokens", "queue_total_s",
-               "num_queued")
+               "num_queued", "num_steps")
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,16 @@ def lat(res: RunResult) -> dict[str, float]:
             "itl_p99_ms": round(percentile(res.gaps_s, 99) * ms, 1),
             # tokens per output that carried text (an SSE chunk; an engine step's output)
             "tokens_per_chunk": round(res.tokens / max(1, len(res.ttft_s) + len(res.gaps_s)),
-                                      2)}
+                                      2), **engine_use(res)}
+
+
+def engine_use(res: RunResult) -> dict[str, float]:
+    """Tokens per engine step (AR: the running batch, on average) and the share of the run
+    the engine's thread spent runnable but off the CPU."""
+    if res.num_steps is None or res.engine_wait_s is None:
+        return {}
+    return {"tokens_per_step": round(res.tokens / max(1, res.num_steps), 1),
+            "engine_wait_pct": round(100 * res.engine_wait_s / max(1e-9, res.seconds), 1)}
 
 
 def fmt_lat(d: dict[str, float]) -> str:
@@ -80,7 +89,9 @@ def fmt_lat(d: dict[str, float]) -> str:
         f"{d['server_queue_mean_ms']}) ms  ")
     return (server + f"TTFT p50/p99 {d['ttft_p50_ms']}/{d['ttft_p99_ms']} ms  "
             f"gap p50/p99 {d['itl_p50_ms']}/{d['itl_p99_ms']} ms  "
-            f"{d['tokens_per_chunk']} tokens/chunk")
+            f"{d['tokens_per_chunk']} tokens/chunk" + (
+                f"  {d['tokens_per_step']} tokens/step, engine waited for a CPU "
+                f"{d['engine_wait_pct']} % of the run" if "tokens_per_step" in d else ""))
 
 
 def _server_sums(url: str) -> dict[str, float]:
@@ -97,23 +108,30 @@ def http_once(url: str, batch: list[str], c: int, args: argparse.Namespace, grou
               client: str) -> Timed:
     """One closed-loop HTTP run: CPU ms per token by process group, plus "engine step": the
     server's own engine.step() CPU in that run."""
+    core = next((g.pids[0] for g in groups if g.name == "engine core"), None)  # a process
+    wait0 = run_queue_seconds(core) if core else 0.0
     sums0, before = _server_sums(url), snapshot(groups)
     res = asyncio.run(http_run(url, batch, c, args.max_tokens, args.mode, client))
     after, sums1 = snapshot(groups), _server_sums(url)
+    res.engine_wait_s = run_queue_seconds(core) - wait0 if core else None
     d = {k: sums1[k] - sums0[k] for k in HEALTH_SUMS}
     cpu = {k: (after[k] - before[k]) * 1e3 / max(1, res.tokens) for k in after}
     cpu[ENGINE_STEP] = d["engine_step_cpu_s"] * 1e3 / max(1, res.tokens)
     res.server_ttft_mean_s = d["ttft_total_s"] / max(1, d["num_first_tokens"])
     res.server_queue_mean_s = d["queue_total_s"] / max(1, d["num_queued"])
+    res.num_steps = int(d["num_steps"])
     return Timed(res, cpu)
 
 
 def engine_once(engine: LLMEngine, batch: list[str], c: int, max_tokens: int, mode: Mode,
                 admit_per_step: int) -> Timed:
     """One closed loop over the engine in this process: its result and CPU ms per token."""
-    t0 = cpu_seconds(os.getpid())
+    t0, wait0, steps0 = cpu_seconds(os.getpid()), run_queue_seconds(os.getpid()), \
+        engine.num_steps
     res = engine_run(engine, batch, c, max_tokens, mode, admit_per_step)
     ms = (cpu_seconds(os.getpid()) - t0) * 1e3 / max(1, res.tokens)
+    res.engine_wait_s = run_queue_seconds(os.getpid()) - wait0  # engine_run: main thread
+    res.num_steps = engine.num_steps - steps0
     return Timed(res, {"all": ms})
 
 

@@ -93,6 +93,17 @@ class ModelSettings(_Strict):
         "the engine-core process has the gate (tp = 1).")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads in the "
                                       "replica (None: leave Ray's / torch's default).")
+    engine_core_cpus: list[int] | None = Field(
+        None, description="CPUs the engine-core process runs on, alone: it pins itself to "
+        "them, the replica keeps off them, and so does Serve's proxy if its environment names "
+        "them (cluster/cpu_placement.py PROXY_ENV, in controller_options). For one replica per "
+        "node on a CPU box, where the step loop and the serving processes share the cores. "
+        "None: no pinning.")
+    engine_core_nice: int | None = Field(
+        None, ge=-20, le=19, description="The engine-core process's niceness. Ray starts its "
+        "workers at 15 (RAY_worker_niceness) and the core inherits it from the replica, which "
+        "ranks the step loop below every ordinary process on the node. Lowering it needs "
+        "CAP_SYS_NICE (root has it); without, a warning and Ray's value. None: inherit.")
     engine_core: Literal["auto", "process", "thread"] = Field(
         "auto", description="Where a replica's engine runs: `process` = an engine-core "
         "process beside the replica (its step loop never waits on the replica's event loop "
@@ -125,6 +136,13 @@ class ModelSettings(_Strict):
                                 ) -> tuple[float, float] | None:
         if v is not None:
             check_threshold_bounds(v, "auto_threshold_bounds")
+        return v
+
+    @field_validator("engine_core_cpus")
+    @classmethod
+    def _check_cpus(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or min(v) < 0 or len(set(v)) != len(v)):
+            raise ValueError(f"engine_core_cpus: distinct CPU numbers >= 0, got {v}")
         return v
 
     @model_validator(mode="after")

@@ -22,6 +22,7 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
+from cluster import cpu_placement
 from cluster.config import TandemConfig
 from cluster.engine_core import EngineFactory
 from cluster.job import GenerateJob, JobError
@@ -41,6 +42,8 @@ class EngineCoreClient:
         self.metrics = metrics
         self.router = StreamRouter(metrics, pacing)
         self.proc, self.conn = _spawn()
+        if config.model.engine_core_cpus is not None:  # the core pins itself; the replica
+            cpu_placement.keep_off(set(config.model.engine_core_cpus))  # keeps off them
         self.conn.send((config, factory))  # a factory must be importable (pickled by name)
         if not self.conn.poll(START_TIMEOUT_S):
             raise RuntimeError(f"the engine core did not start in {START_TIMEOUT_S:.0f} s")

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+from cluster import cpu_placement
 from cluster.admission_gate import AdmissionGate, GateConfig
 from cluster.config import TandemConfig
 from cluster.job import GenerateJob
@@ -47,6 +48,7 @@ def run_engine_core(conn: Connection) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s engine-core "
                         "%(name)s: %(message)s")
     try:
+        place_engine_core(config)
         if config.model.torch_threads:
             import torch
 
@@ -58,6 +60,16 @@ def run_engine_core(conn: Connection) -> None:
         conn.send(("failed", traceback.format_exc()))
         raise
     EngineCore(engine, conn, GateConfig(config.model.admit_hold_steps)).run()
+
+
+def place_engine_core(config: TandemConfig) -> None:
+    """Before the engine is built (threads started later inherit it): this process's CPUs
+    and niceness (cluster/cpu_placement.py)."""
+    m = config.model
+    if m.engine_core_cpus is not None:
+        cpu_placement.pin_to(set(m.engine_core_cpus))
+    if m.engine_core_nice is not None:
+        cpu_placement.set_nice(m.engine_core_nice)
 
 
 class EngineCore:

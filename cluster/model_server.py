@@ -182,7 +182,8 @@ class ModelServer:
         st = self.loop.stats()
         return {"replica": self.replica, "kv_free_blocks": st.kv_free_blocks,
                 "kv_blocks": st.kv_blocks, "num_running": st.num_running,
-                "num_waiting": st.num_waiting, "kv_cache": self.loop.kv_cache,
+                "num_waiting": st.num_waiting, "num_steps": st.num_steps,
+                "kv_cache": self.loop.kv_cache,
                 "engine_step_cpu_s": round(self.loop.step_cpu_s, 6),
                 **self.prom.latency_sums()}
 

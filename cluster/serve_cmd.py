@@ -71,7 +71,7 @@ def start(app: dict[str, Any], config: TandemConfig, host: str, port: int,
     ray.init(address=address, include_dashboard=False, ignore_reinit_error=True,
              runtime_env=app.get("runtime_env") or None)
     serve.start(http_options={"host": host, "port": port},  # streams end with an error event
-                controller_options=stream_guard.controller_options())
+                controller_options=stream_guard.controller_options(config))
     serve.run(make_app(config), name=app.get("name", "tandem"),
               route_prefix=app.get("route_prefix", "/"))
 

@@ -30,12 +30,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cluster import inline_body
+from cluster import cpu_placement, inline_body
+
+if TYPE_CHECKING:  # not at run time: the proxy imports this module, and config pulls torch
+    from cluster.config import TandemConfig
 
 log = logging.getLogger("ray.serve")
 
@@ -47,7 +50,9 @@ LOST = ("the server process writing this response was lost (replica or node fail
 
 
 def proxy_middlewares() -> list[Middleware]:
-    """What Serve's proxy calls at start (RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH)."""
+    """What Serve's proxy calls at start (RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH); it
+    also keeps the proxy off the engine cores' CPUs if its environment names them."""
+    cpu_placement.proxy_keep_off()
     return [Middleware(StreamGuard)]
 
 
@@ -58,10 +63,15 @@ def proxy_middlewares() -> list[Middleware]:
 PROXY_ENV = {"RAY_SERVE_PROXY_USE_GRPC": "1"}
 
 
-def controller_options() -> dict[str, Any]:
+def controller_options(config: TandemConfig | None = None) -> dict[str, Any]:
     """serve.start(controller_options=...): the proxy, started by the controller, inherits
-    its environment and with it this guard (and PROXY_ENV)."""
-    return {"runtime_env": {"env_vars": {ENV: CALLBACK, **PROXY_ENV}}}
+    its environment and with it this guard (and PROXY_ENV), and the CPUs to keep off where
+    the app's engine core has its own (cluster/cpu_placement.py)."""
+    env = {ENV: CALLBACK, **PROXY_ENV}
+    cpus = config.model.engine_core_cpus if config is not None else None
+    if cpus is not None:
+        env[cpu_placement.PROXY_ENV] = ",".join(map(str, cpus))
+    return {"runtime_env": {"env_vars": env}}
 
 
 def error_event(message: str, code: str) -> bytes:

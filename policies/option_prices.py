@@ -38,10 +38,13 @@ class OptionPrices:
         if need != INF:  # inf: no finish bound
             need *= safety
             # AR alone, and the option it runs alone, bound the best time alone from above:
-            # no need to ask below them.
-            if need <= 0 or self.is_lost(v, need / safety):
+            # no need to ask below them (is_lost's first test, inlined: every slot).
+            raw = need / safety
+            if need <= 0 or (raw < self._ar_alone and self.is_lost(v, raw)):
                 need = math.nan  # lost: even alone, no option makes it
-        return Slot(v, option, self._rate(v, option), need, is_free)
+        rates = self._rates.get(v.id)  # _rate's memo, inlined: every slot
+        rate = rates.get(option) if rates is not None else None
+        return Slot(v, option, self._rate(v, option) if rate is None else rate, need, is_free)
 
     def _options(self, v: RequestView) -> list[Option]:
         return self._candidates[v.allow_lossy]

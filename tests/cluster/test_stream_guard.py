@@ -117,17 +117,29 @@ def test_healthy_streams_and_other_paths_pass_untouched() -> None:
 
 
 def test_every_serving_yaml_gives_the_proxy_the_same_environment() -> None:
-    """The YAMLs' controller_options say what controller_options() says (tandem serve,
-    tests, benches), so `serve run` gets the same proxy as `tandem serve`."""
+    """The YAMLs' controller_options say what controller_options(their app's config) says
+    (tandem serve, tests, benches), so `serve run` gets the same proxy as `tandem serve`."""
     from pathlib import Path
 
     import yaml
 
+    from cluster.config import load_config
     from cluster.stream_guard import controller_options
 
     configs = sorted((Path(__file__).parents[2] / "ray_configs").glob("*.yaml"))
-    served = [c for c in configs if "controller_options" in yaml.safe_load(c.read_text())]
+    served = [yaml.safe_load(c.read_text()) for c in configs]
+    served = [(c, y) for c, y in zip(configs, served, strict=True) if "controller_options" in y]
     assert len(served) >= 6
-    for path in served:
-        assert yaml.safe_load(path.read_text())["controller_options"] == \
-            controller_options(), path.name
+    for path, doc in served:
+        config = load_config(doc["applications"][0].get("args"))
+        assert doc["controller_options"] == controller_options(config), path.name
+
+
+def test_the_proxy_is_told_the_cpus_of_an_engine_core_that_has_its_own() -> None:
+    from cluster.config import load_config
+    from cluster.cpu_placement import PROXY_ENV
+    from cluster.stream_guard import controller_options
+
+    env = controller_options(load_config({"model": {"engine_core_cpus": [1, 3]}}))
+    assert env["runtime_env"]["env_vars"][PROXY_ENV] == "1,3"
+    assert PROXY_ENV not in controller_options(load_config({}))["runtime_env"]["env_vars"]

@@ -1,0 +1,80 @@
+"""Where the engine core and the serving processes run on a node's CPUs.
+
+On a CPU node the engine core's step loop and the serving processes (the replica's event
+loop, Serve's proxy) share the cores, and Ray starts every worker at nice 15
+(RAY_worker_niceness), which the engine core inherits from its replica. Measured at C = 64
+on the 2-core box (BENCHMARKS.md > Serving, sixth session): shared, the core's thread waited
+for a CPU 10-14 % of an HTTP run; pinned alone to one CPU at nice 0, 1-2 %, and the ratio to
+the engine alone rose from 0.80-0.82 to 0.96 (pinned from outside a running server); but in
+a later run with the core pinning itself, its steps took ~50 % more CPU per token at C = 64
+and the ratio fell to 0.57. Off by default until that is understood.
+
+Linux keeps affinity and niceness per thread, and a new thread inherits its creator's: so
+each call here sets every thread the process has now, and threads started later follow.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+# Serve's proxy has no app config: it reads the engine cores' CPUs from its environment
+# (a YAML's controller_options; the proxy inherits the controller's env).
+PROXY_ENV = "TANDEM_PROXY_AVOID_CPUS"
+
+
+def _threads() -> list[int]:
+    return [int(t) for t in os.listdir("/proc/self/task")]
+
+
+def pin_to(cpus: set[int]) -> None:
+    """Run every thread of this process on cpus only."""
+    for tid in _threads():
+        try:
+            os.sched_setaffinity(tid, cpus)
+        except ProcessLookupError:  # the thread ended meanwhile
+            continue
+
+
+def keep_off(cpus: set[int]) -> set[int]:
+    """Run every thread of this process on the CPUs it may use now, less cpus; returns them.
+    Raises if none would be left (the engine core would have the node to itself)."""
+    left = os.sched_getaffinity(0) - set(cpus)
+    if not left:
+        raise ValueError(f"keeping off CPUs {sorted(cpus)} leaves this process none "
+                         f"(it may use {sorted(os.sched_getaffinity(0))})")
+    pin_to(left)
+    return left
+
+
+def set_nice(nice: int) -> bool:
+    """Every thread of this process at niceness nice. Lowering it (below Ray's 15) needs
+    CAP_SYS_NICE (root has it): without, a warning, the old value kept, and False."""
+    try:
+        for tid in _threads():
+            try:
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+            except ProcessLookupError:  # the thread ended meanwhile
+                continue
+    except PermissionError:
+        log.warning("could not set the engine core's niceness to %d (needs CAP_SYS_NICE); "
+                    "it keeps %d", nice, os.getpriority(os.PRIO_PROCESS, 0))
+        return False
+    return True
+
+
+def parse_cpus(text: str) -> set[int]:
+    """'1' or '2,3' -> {1} or {2, 3}."""
+    return {int(c) for c in text.split(",") if c.strip()}
+
+
+def proxy_keep_off() -> None:
+    """In Serve's proxy (cluster/stream_guard.py calls it at the proxy's start): keep off
+    the CPUs named by PROXY_ENV, if set."""
+    text = os.environ.get(PROXY_ENV, "")
+    if text.strip():
+        left = keep_off(parse_cpus(text))
+        log.info("Serve proxy: running on CPUs %s (the engine core has %s)", sorted(left),
+                 text)

@@ -1,0 +1,102 @@
+"""cluster/cpu_placement.py: every thread of a process moves (Linux keeps affinity and nice
+per thread), the replica keeps off the engine core's CPUs and the core runs on them alone.
+Each case runs in a child process, so that pytest's own threads are never pinned."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cluster.config import load_config
+
+CPUS = sorted(os.sched_getaffinity(0))
+needs_two = pytest.mark.skipif(len(CPUS) < 2, reason="needs two CPUs")
+
+# The child's report: every thread's CPUs and niceness.
+REPORT = """
+import json, os
+def threads(pid):
+    return {t: (sorted(os.sched_getaffinity(int(t))), os.getpriority(os.PRIO_PROCESS, int(t)))
+            for t in os.listdir(f"/proc/{pid}/task")}
+"""
+
+
+def child(code: str, env: dict[str, str] | None = None) -> dict:
+    out = subprocess.run([sys.executable, "-c", REPORT + code], capture_output=True,
+                         text=True, timeout=300, env={**os.environ, **(env or {})},
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@needs_two
+def test_every_thread_keeps_off_the_cpus_and_later_threads_follow() -> None:
+    got = child(f"""
+import threading, time
+from cluster import cpu_placement
+stop = threading.Event()
+threading.Thread(target=stop.wait, daemon=True).start()  # a thread from before
+left = cpu_placement.keep_off({{{CPUS[0]}}})
+threading.Thread(target=stop.wait, daemon=True).start()  # and one from after
+cpu_placement.set_nice(os.getpriority(os.PRIO_PROCESS, 0) + 3)
+threading.Thread(target=stop.wait, daemon=True).start()
+print(json.dumps({{"left": sorted(left), "threads": threads(os.getpid())}}))
+""")
+    assert got["left"] == CPUS[1:]
+    assert len(got["threads"]) == 4
+    assert all(cpus == CPUS[1:] for cpus, _ in got["threads"].values())
+    nice = {n for _, n in got["threads"].values()}
+    assert len(nice) == 1 and nice != {os.getpriority(os.PRIO_PROCESS, 0)}
+
+
+def test_keeping_off_every_cpu_is_refused() -> None:
+    got = child(f"""
+from cluster import cpu_placement
+try:
+    cpu_placement.keep_off({set(CPUS)!r})
+    print(json.dumps("kept"))
+except ValueError as err:
+    print(json.dumps(str(err)))
+""")
+    assert "leaves this process none" in got
+
+
+@needs_two
+def test_the_proxy_keeps_off_the_cpus_its_environment_names() -> None:
+    code = """
+from cluster.stream_guard import proxy_middlewares
+proxy_middlewares()
+print(json.dumps(threads(os.getpid())))
+"""
+    pinned = child(code, {"TANDEM_PROXY_AVOID_CPUS": f"{CPUS[-1]}"})
+    assert all(cpus == CPUS[:-1] for cpus, _ in pinned.values())
+    free = child(code, {"TANDEM_PROXY_AVOID_CPUS": ""})
+    assert all(cpus == CPUS for cpus, _ in free.values())
+
+
+@needs_two
+def test_the_engine_core_runs_alone_on_its_cpus_and_the_replica_elsewhere() -> None:
+    """A replica (ModelServer with the engine-core process) in a child: the core's every
+    thread (torch's among them) on the configured CPU at the configured niceness; the
+    replica's threads on the others."""
+    nice = os.getpriority(os.PRIO_PROCESS, 0) + 2  # raising needs no privilege
+    got = child(f"""
+from cluster.model_server import ModelServer
+s = ModelServer({{"model": {{"num_kv_blocks": 64, "max_model_len": 256, "engine_core": "process",
+                 "policy": "first_come", "torch_threads": 1, "engine_core_cpus": [{CPUS[-1]}],
+                 "engine_core_nice": {nice}}}}})
+core = threads(s.loop.proc.pid)
+s.loop.shutdown()
+print(json.dumps({{"core": core, "replica": threads(os.getpid())}}))
+""")
+    assert got["core"] and all(v == [[CPUS[-1]], nice] for v in got["core"].values())
+    assert all(cpus == CPUS[:-1] for cpus, _ in got["replica"].values())
+
+
+@pytest.mark.parametrize("cpus", [[], [-1], [1, 1]])
+def test_engine_core_cpus_must_name_distinct_cpus(cpus: list[int]) -> None:
+    with pytest.raises(ValueError, match="engine_core_cpus"):
+        load_config({"model": {"engine_core_cpus": cpus}})
