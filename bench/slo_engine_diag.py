@@ -91,10 +91,10 @@ def describe(name: str, results: list[RequestResult], steps: list, policy: Timed
     total = sum(modes.values()) or 1
     mix = " ".join(f"{m} {n / total:.0%}" for m, n in modes.most_common())
     return (f"{name:<14} good {s.num_good:>3} goodput {s.goodput:6.2f}  fail "
-            f"{dict(failures(results))}  refused by {dict(refusals(results))}  deferred {sum(policy.num_deferred)} preempted "
-            f"{num_preemptions}  steps {len(steps)}  decoders/step "
-            f"{statistics.fmean(len(ms) for _, ms in steps):.1f}  modes [{mix}]  plan "
-            f"{1e3 * statistics.fmean(policy.plan_s):.2f} ms  executor "
+            f"{dict(failures(results))}  refused by {dict(refusals(results))}  deferred "
+            f"{sum(policy.num_deferred)} preempted {num_preemptions}  steps {len(steps)}  "
+            f"decoders/step {statistics.fmean(len(ms) for _, ms in steps):.1f}  modes [{mix}]  "
+            f"plan {1e3 * statistics.fmean(policy.plan_s):.2f} ms  executor "
             f"{1e3 * statistics.fmean(t for t, _ in steps):.2f} ms")
 
 
