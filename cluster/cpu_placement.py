@@ -23,6 +23,19 @@ log = logging.getLogger(__name__)
 # Serve's proxy has no app config: it reads the engine cores' CPUs from its environment
 # (a YAML's controller_options; the proxy inherits the controller's env).
 PROXY_ENV = "TANDEM_PROXY_AVOID_CPUS"
+# Read by the raylet when it starts: the niceness of every worker it spawns (Ray's own
+# default is 15; Ray's job manager sets 0 for job drivers).
+RAY_NICE_ENV = "RAY_worker_niceness"
+SERVING_WORKER_NICE = 0
+
+
+def serving_worker_nice() -> None:
+    """Before a ray.init that may start a Ray of our own: its workers (Serve's proxy, the
+    replicas, the engine cores they spawn) at nice 0, level with the load they serve and
+    with Ray's daemons, instead of Ray's 15, which ranked the step loop below every ordinary
+    process on a CPU node (BENCHMARKS.md > Serving, seventh session). A value the caller
+    set in the environment wins; a Ray already running keeps its own."""
+    os.environ.setdefault(RAY_NICE_ENV, str(SERVING_WORKER_NICE))
 
 
 def _threads() -> list[int]:
