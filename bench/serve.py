@@ -60,9 +60,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # (cluster/cpu_placement.py); the proxy, shared by every variant, keeps off it too with
     # `--serve-env TANDEM_PROXY_AVOID_CPUS=1`.
     "single-pinned": {"model": {"engine_core_cpus": [1], "engine_core_nice": 0}},
-    # single with the engine core alone lowering its niceness to 0 (the rest at the bench
-    # Ray's --worker-niceness).
-    "single-core-nice0": {"model": {"engine_core_nice": 0}},
+    # single with the engine core at its replica's niceness (the bench Ray's
+    # --worker-niceness), as before 2026-12-03's seventh session, instead of nice 0.
+    "single-core-inherit": {"model": {"engine_core_nice": None}},
     # single with the engine core's admission gate (cluster/admission_gate.py): newcomers to
     # a busy engine held up to 4 steps so that they join the batch together.
     "single-hold4": {"model": {"admit_hold_steps": 4}},

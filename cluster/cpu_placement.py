@@ -7,7 +7,12 @@ on the 2-core box (BENCHMARKS.md > Serving, sixth session): shared, the core's t
 for a CPU 10-14 % of an HTTP run; pinned alone to one CPU at nice 0, 1-2 %, and the ratio to
 the engine alone rose from 0.80-0.82 to 0.96 (pinned from outside a running server); but in
 a later run with the core pinning itself, its steps took ~50 % more CPU per token at C = 64
-and the ratio fell to 0.57. Off by default until that is understood.
+and the ratio fell to 0.57. Pinning is off by default until that is understood.
+
+Niceness is on by default (seventh session, same section): a Ray that tandem starts runs its
+workers at nice 0 (serving_worker_nice), and the engine core sets itself to nice 0
+(`model.engine_core_nice`), so under a Ray started elsewhere at Ray's 15 it still ranks
+level with ordinary processes where it may (CAP_SYS_NICE).
 
 Linux keeps affinity and niceness per thread, and a new thread inherits its creator's: so
 each call here sets every thread the process has now, and threads started later follow.
