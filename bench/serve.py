@@ -63,6 +63,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # single with the engine core at its replica's niceness (the bench Ray's
     # --worker-niceness), as before 2026-12-03's seventh session, instead of nice 0.
     "single-core-inherit": {"model": {"engine_core_nice": None}},
+    # single with the engine core ranked above the rest (nice -5, needs CAP_SYS_NICE).
+    "single-core-nice-5": {"model": {"engine_core_nice": -5}},
     # single with the engine core's admission gate (cluster/admission_gate.py): newcomers to
     # a busy engine held up to 4 steps so that they join the batch together.
     "single-hold4": {"model": {"admit_hold_steps": 4}},
