@@ -8,7 +8,7 @@ import math
 
 from policies.acceptance import AcceptanceEstimator
 from policies.cost_model import CostCoefficients, CostModel
-from policies.option import AR1, LINEAR, PIPELINED, QUADRATIC, Option
+from policies.option import AR, AR1, LINEAR, PIPELINED, QUADRATIC, Option
 from policies.request_view import RequestView
 from policies.selector_config import SelectorConfig
 from policies.selector_slot import Slot
@@ -101,9 +101,27 @@ class OptionPrices:
         alone = self._alone.get(v.id)
         if alone is not None:
             return need < alone
+        # Below every option's step alone over its most tokens per forward (caps and
+        # quadratic's entry only lower a rate; AR is out: tested above), v is lost without
+        # pricing its menu. The 1e-9 is far above the few ulps the two quotients may differ
+        # by, so the answer is the scan's.
+        if need * (1.0 + 1e-9) * self.acceptance.factor(v.id) < self._least_alone(
+                v.allow_lossy) and v.remaining > 0:
+            return True
         rate, alone_step = self._rate, self._alone_step
         # _alone_at over v's own options (a lost request: every one of them, every select)
         return not any(need >= alone_step(o) / rate(v, o) for o in self._options(v))
+
+    def _least_alone(self, lossy: bool) -> float:
+        """The least step alone per overall tokens per forward of any speculative option
+        (a request's rate under it is at most that times its factor); once per select."""
+        least = self._lost_below.get(lossy)
+        if least is None:
+            overall = self.acceptance.overall_value
+            least = self._lost_below[lossy] = min(
+                (self._alone_step(o) / overall(o) for o in self._candidates[lossy]
+                 if o.mode != AR), default=INF)
+        return least
 
     def _alone_at(self, v: RequestView, option: Option | None) -> float:
         """v's time per token alone under option if it is one of v's options, else inf."""
