@@ -73,6 +73,7 @@ class SpareCompute(BatchLedger):
         # Each mover's rate is at most the option's overall rate times the largest factor:
         # an option whose bound does not pass is not priced request by request.
         most = max(self.acceptance.factor(s.view.id) for s in movers)
+        views = [s.view for s in movers]
         for option in pool:
             tokens = self._tokens + n * (option.work_tokens - 1)
             if tokens > self._max_tokens:
@@ -80,7 +81,7 @@ class SpareCompute(BatchLedger):
             step = self._step(tokens)
             if (others + n * self.acceptance.overall_value(option) * most) / step <= best_value:
                 continue
-            value = (others + sum(self._rate(s.view, option) for s in movers)) / step
+            value = (others + sum(self._rates_under(option, views))) / step
             if value <= best_value or step > cap or not all(
                     s.need == INF or step / self._rate_low(s.view, option) <= s.need * margin
                     for s in movers):
