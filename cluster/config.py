@@ -100,10 +100,11 @@ class ModelSettings(_Strict):
         "node on a CPU box, where the step loop and the serving processes share the cores. "
         "None: no pinning.")
     engine_core_nice: int | None = Field(
-        None, ge=-20, le=19, description="The engine-core process's niceness. Ray starts its "
-        "workers at 15 (RAY_worker_niceness) and the core inherits it from the replica, which "
-        "ranks the step loop below every ordinary process on the node. Lowering it needs "
-        "CAP_SYS_NICE (root has it); without, a warning and Ray's value. None: inherit.")
+        0, ge=-20, le=19, description="The engine-core process's niceness. Ray starts its "
+        "workers at 15 (RAY_worker_niceness) unless told otherwise (`tandem serve` tells it "
+        "0), and the core would inherit that from the replica, ranking the step loop below "
+        "every ordinary process on the node. Lowering it needs CAP_SYS_NICE (root has it); "
+        "without, a warning and the inherited value. None: inherit.")
     engine_core: Literal["auto", "process", "thread"] = Field(
         "auto", description="Where a replica's engine runs: `process` = an engine-core "
         "process beside the replica (its step loop never waits on the replica's event loop "
