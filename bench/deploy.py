@@ -52,6 +52,7 @@ def start_cluster(num_workers: int, worker_cpus: int, head: dict[str, float],
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    cpu_placement.serving_worker_nice()
     import ray
     import ray._private.utils as ray_utils
     from ray.cluster_utils import Cluster
