@@ -190,6 +190,9 @@ class DeploymentSettings(_Strict):
     graceful_shutdown_timeout_s: float | None = Field(
         None, ge=0, description="How long a replica that is going away (downscaling, a "
         "redeploy) may finish its open streams before it is killed; Serve's default: 20 s.")
+    health_check_period_s: float | None = Field(
+        None, gt=0, description="How often Serve checks that each replica is alive; a dead "
+        "replica is replaced only after this (Serve's default: 10 s).")
     ray_actor_options: ActorOptions = Field(default_factory=ActorOptions,
                                             description="Resources of each replica actor.")
 
@@ -220,8 +223,9 @@ class DeploymentSettings(_Strict):
             opts["num_replicas"] = self.num_replicas
         if self.max_replicas_per_node is not None:
             opts["max_replicas_per_node"] = self.max_replicas_per_node
-        if self.graceful_shutdown_timeout_s is not None:
-            opts["graceful_shutdown_timeout_s"] = self.graceful_shutdown_timeout_s
+        for name in ("graceful_shutdown_timeout_s", "health_check_period_s"):
+            if (value := getattr(self, name)) is not None:
+                opts[name] = value
         return opts
 
 
