@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from cluster import stream_guard
+from cluster import cpu_placement, stream_guard
 from cluster.config import TandemConfig, load_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "ray_configs"
@@ -33,6 +33,7 @@ def free_port() -> int:
 def start_ray(num_cpus: int = 4) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    cpu_placement.serving_worker_nice()
     import ray
 
     # address="local": a new Ray of our own, never one another job on this machine started.
@@ -51,6 +52,7 @@ def start_cluster(num_workers: int, worker_cpus: int, head: dict[str, float],
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    cpu_placement.serving_worker_nice()
     import ray
     import ray._private.utils as ray_utils
     from ray.cluster_utils import Cluster

@@ -90,20 +90,31 @@ async def probe_until_served(url: str, since: float, timeout_s: float) -> float 
 
 
 async def under_load(url: str, kill: Callable[[], str], clients: int, kill_at: float,
-                     duration: float, timeout_s: float) -> dict[str, Any]:
+                     duration: float, timeout_s: float,
+                     stop_after: int | None = None) -> dict[str, Any]:
+    """stop_after: stop the clients once this many requests started after the recovery (as
+    `judge` counts them) have ended, instead of running the whole duration."""
     t0 = time.monotonic()
+    stop = asyncio.Event()
+    outcomes: list[Outcome] = []
 
     async def killer() -> tuple[str, float, float | None]:
         await asyncio.sleep(kill_at)
         what = await asyncio.to_thread(kill)
         killed = time.monotonic()
         back = await probe_until_served(url, killed, duration)
+        if back is not None and stop_after is not None:
+            since = killed - t0 + back + 1.0
+            while (sum(o.start > since for o in outcomes) < stop_after
+                   and time.monotonic() - t0 < duration):
+                await asyncio.sleep(0.25)
+            stop.set()
         return what, killed - t0, back
 
     task = asyncio.create_task(killer())
-    outcomes = await run_clients(url, lambda t: clients, duration,
-                                 lambda rng: body_of(rng, 24, SLO), clients,
-                                 timeout_s=timeout_s, refusal_pause_s=0.5)
+    await run_clients(url, lambda t: clients, duration, lambda rng: body_of(rng, 24, SLO),
+                      clients, timeout_s=timeout_s, refusal_pause_s=0.5, stop=stop,
+                      sink=outcomes)
     what, killed_at, back = await task
     return judge(outcomes, what, killed_at, back, timeout_s)
 

@@ -38,6 +38,7 @@ import yaml
 from bench.proc_cpu import serve_groups
 from bench.serve_clients import CLIENTS, engine_run, http_run
 from bench.serve_level import measure_level
+from cluster import cpu_placement
 from cluster.config import TandemConfig, load_config
 from engine.params import Mode
 from models.heldout import load_prompts
@@ -59,6 +60,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # (cluster/cpu_placement.py); the proxy, shared by every variant, keeps off it too with
     # `--serve-env TANDEM_PROXY_AVOID_CPUS=1`.
     "single-pinned": {"model": {"engine_core_cpus": [1], "engine_core_nice": 0}},
+    # single with the engine core at its replica's niceness (the bench Ray's
+    # --worker-niceness), as before 2026-12-03's seventh session, instead of nice 0.
+    "single-core-inherit": {"model": {"engine_core_nice": None}},
+    # single with the engine core ranked above the rest (nice -5, needs CAP_SYS_NICE).
+    "single-core-nice-5": {"model": {"engine_core_nice": -5}},
     # single with the engine core's admission gate (cluster/admission_gate.py): newcomers to
     # a busy engine held up to 4 steps so that they join the batch together.
     "single-hold4": {"model": {"admit_hold_steps": 4}},
@@ -98,6 +104,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--serve-env", nargs="*", default=[], metavar="NAME=VALUE",
                    help="env vars for Serve's proxy (through controller_options) and every "
                         "replica, on top of the config YAML's (e.g. Serve's RAY_SERVE_* options)")
+    p.add_argument("--worker-niceness", type=int, default=cpu_placement.SERVING_WORKER_NICE,
+                   help="niceness of the Ray workers (proxy, replicas and the engine cores "
+                        "they spawn) in the bench's Ray: 0 as `tandem serve` starts them; 15 "
+                        "is Ray's own default")
     p.add_argument("--stream-interval-ms", type=float, default=None,
                    help="override the config's stream_interval_ms")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -128,11 +138,12 @@ def serve_env(path: Path, extra: dict[str, str]) -> dict[str, Any]:
     return _merge(opts, {"runtime_env": {"env_vars": extra}}) if extra else opts
 
 
-def start_serve(controller_options: dict[str, Any]) -> int:
+def start_serve(controller_options: dict[str, Any], worker_nice: int) -> int:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ[cpu_placement.RAY_NICE_ENV] = str(worker_nice)  # read by the raylet at start
     import ray
     from ray import serve
 
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(address="local", include_dashboard=False, ignore_reinit_error=True,
              log_to_driver=False)
     with socket.socket() as s:
@@ -183,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
 
     engine = build_engine(next(iter(configs.values())))
     prompts = load_prompts(next(iter(configs.values())).model.model_dir, 32)
-    port = start_serve(serve_env(args.config, extra_env))
+    port = start_serve(serve_env(args.config, extra_env), args.worker_niceness)
     urls = {v: start_app(cfg, port, v) for v, cfg in configs.items()}
     groups = {v: serve_groups(v) for v in urls}
     engine_run(engine, prompts[:2], 2, 4, Mode(args.mode))  # warm every side
@@ -194,9 +205,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"tandem bench serve: mode {args.mode}, max_tokens {args.max_tokens}, torch threads "
           f"{args.threads}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}, variants "
           f"{', '.join(urls)}, clients {', '.join(args.clients)}", flush=True)
-    for v, gs in groups.items():  # where each serving process may run (cpu_placement.py)
-        print(f"  {v}: CPUs " + ", ".join(f"{g.name} {sorted(os.sched_getaffinity(g.pids[0]))}"
-                                         for g in gs if g.name in ON_PATH), flush=True)
+    for v, gs in groups.items():  # where each serving process may run, at what niceness
+        print(f"  {v}: CPUs (nice) " + ", ".join(
+            f"{g.name} {sorted(os.sched_getaffinity(g.pids[0]))} "
+            f"({os.getpriority(os.PRIO_PROCESS, g.pids[0])})"
+            for g in gs if g.name in ON_PATH), flush=True)
     try:
         rows = [measure_level(engine, urls, groups, args, c, prompts)
                 for c in args.concurrency]

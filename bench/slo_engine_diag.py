@@ -72,13 +72,16 @@ def failures(results: list[RequestResult]) -> Counter:
 def refusals(results: list[RequestResult]) -> Counter:
     """Refused requests by class and the admission rule that refused them: "alone" (not
     even on an idle engine), "ttft" (the predicted first token under load is late), "tpot"
-    (the predicted pace beside the requests that cannot wait is too slow), else "other"."""
+    (the predicted pace beside the requests that cannot wait is too slow; "tpot idle" when
+    none of those was running, so only the prefill interference added to its pace alone
+    refused it), else "other"."""
     out: Counter = Counter()
     for r in results:
         if r.refused is None:
             continue
         rule = ("alone" if "even alone" in r.refused
                 else "ttft" if "time to first token" in r.refused
+                else "tpot idle" if "beside 0 running" in r.refused
                 else "tpot" if "time per output token" in r.refused else "other")
         out[f"{r.kind} {rule}"] += 1
     return out

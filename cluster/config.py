@@ -100,10 +100,11 @@ class ModelSettings(_Strict):
         "node on a CPU box, where the step loop and the serving processes share the cores. "
         "None: no pinning.")
     engine_core_nice: int | None = Field(
-        None, ge=-20, le=19, description="The engine-core process's niceness. Ray starts its "
-        "workers at 15 (RAY_worker_niceness) and the core inherits it from the replica, which "
-        "ranks the step loop below every ordinary process on the node. Lowering it needs "
-        "CAP_SYS_NICE (root has it); without, a warning and Ray's value. None: inherit.")
+        0, ge=-20, le=19, description="The engine-core process's niceness. Ray starts its "
+        "workers at 15 (RAY_worker_niceness) unless told otherwise (`tandem serve` tells it "
+        "0), and the core would inherit that from the replica, ranking the step loop below "
+        "every ordinary process on the node. Lowering it needs CAP_SYS_NICE (root has it); "
+        "without, a warning and the inherited value. None: inherit.")
     engine_core: Literal["auto", "process", "thread"] = Field(
         "auto", description="Where a replica's engine runs: `process` = an engine-core "
         "process beside the replica (its step loop never waits on the replica's event loop "
@@ -189,6 +190,9 @@ class DeploymentSettings(_Strict):
     graceful_shutdown_timeout_s: float | None = Field(
         None, ge=0, description="How long a replica that is going away (downscaling, a "
         "redeploy) may finish its open streams before it is killed; Serve's default: 20 s.")
+    health_check_period_s: float | None = Field(
+        None, gt=0, description="How often Serve checks that each replica is alive; a dead "
+        "replica is replaced only after this (Serve's default: 10 s).")
     ray_actor_options: ActorOptions = Field(default_factory=ActorOptions,
                                             description="Resources of each replica actor.")
 
@@ -219,8 +223,9 @@ class DeploymentSettings(_Strict):
             opts["num_replicas"] = self.num_replicas
         if self.max_replicas_per_node is not None:
             opts["max_replicas_per_node"] = self.max_replicas_per_node
-        if self.graceful_shutdown_timeout_s is not None:
-            opts["graceful_shutdown_timeout_s"] = self.graceful_shutdown_timeout_s
+        for name in ("graceful_shutdown_timeout_s", "health_check_period_s"):
+            if (value := getattr(self, name)) is not None:
+                opts[name] = value
         return opts
 
 

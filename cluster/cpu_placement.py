@@ -7,7 +7,12 @@ on the 2-core box (BENCHMARKS.md > Serving, sixth session): shared, the core's t
 for a CPU 10-14 % of an HTTP run; pinned alone to one CPU at nice 0, 1-2 %, and the ratio to
 the engine alone rose from 0.80-0.82 to 0.96 (pinned from outside a running server); but in
 a later run with the core pinning itself, its steps took ~50 % more CPU per token at C = 64
-and the ratio fell to 0.57. Off by default until that is understood.
+and the ratio fell to 0.57. Pinning is off by default until that is understood.
+
+Niceness is on by default (seventh session, same section): a Ray that tandem starts runs its
+workers at nice 0 (serving_worker_nice), and the engine core sets itself to nice 0
+(`model.engine_core_nice`), so under a Ray started elsewhere at Ray's 15 it still ranks
+level with ordinary processes where it may (CAP_SYS_NICE).
 
 Linux keeps affinity and niceness per thread, and a new thread inherits its creator's: so
 each call here sets every thread the process has now, and threads started later follow.
@@ -23,6 +28,19 @@ log = logging.getLogger(__name__)
 # Serve's proxy has no app config: it reads the engine cores' CPUs from its environment
 # (a YAML's controller_options; the proxy inherits the controller's env).
 PROXY_ENV = "TANDEM_PROXY_AVOID_CPUS"
+# Read by the raylet when it starts: the niceness of every worker it spawns (Ray's own
+# default is 15; Ray's job manager sets 0 for job drivers).
+RAY_NICE_ENV = "RAY_worker_niceness"
+SERVING_WORKER_NICE = 0
+
+
+def serving_worker_nice() -> None:
+    """Before a ray.init that may start a Ray of our own: its workers (Serve's proxy, the
+    replicas, the engine cores they spawn) at nice 0, level with the load they serve and
+    with Ray's daemons, instead of Ray's 15, which ranked the step loop below every ordinary
+    process on a CPU node (BENCHMARKS.md > Serving, seventh session). A value the caller
+    set in the environment wins; a Ray already running keeps its own."""
+    os.environ.setdefault(RAY_NICE_ENV, str(SERVING_WORKER_NICE))
 
 
 def _threads() -> list[int]:

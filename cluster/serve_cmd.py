@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from cluster import stream_guard
+from cluster import cpu_placement, stream_guard
 from cluster.config import TandemConfig, load_config
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "ray_configs" / "local.yaml"
@@ -63,6 +63,7 @@ def curl_line(url: str, config: TandemConfig) -> str:
 def start(app: dict[str, Any], config: TandemConfig, host: str, port: int,
           address: str | None) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    cpu_placement.serving_worker_nice()
     import ray
     from ray import serve
 

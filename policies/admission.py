@@ -5,8 +5,9 @@
 429: feasible alone but not now (`shed_load`): the prefill work queued ahead of it and
      the running batch predict a first token later than its TTFT bound, or the running
      requests that cannot sit steps out for it (no slack) make every option decode
-     slower than its TPOT bound. Shedding it early keeps the device for requests that can
-     still be served in time.
+     slower than its TPOT bound (never with none of those running: a request feasible
+     alone is not shed from an engine it would have to itself). Shedding it early keeps the
+     device for requests that can still be served in time.
 A best-effort request is never refused.
 """
 
@@ -63,7 +64,12 @@ class AdmissionControl:
     @staticmethod
     def _pace_under_load(v: RequestView, pace: Callable[[], float],
                          num_running: int) -> Refusal | None:
-        if v.slo.tpot_ms is None or v.max_tokens <= 1:
+        # With no running request that cannot wait, shedding v frees nothing for anyone
+        # (those with slack sit steps out for it), and it passed the check alone: the pace
+        # then differs from alone only by the mean prefill interference, an estimate no step
+        # updates while the engine idles. Refusing on it locked an idle engine out for whole
+        # runs (BENCHMARKS.md, "#12's CPU-engine target, seventh session").
+        if v.slo.tpot_ms is None or v.max_tokens <= 1 or num_running == 0:
             return None
         tpt = pace()
         if tpt * 1e3 > v.slo.tpot_ms:

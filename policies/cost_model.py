@@ -108,8 +108,14 @@ class CostModel:
     def _add(self, point: tuple[int, int, float, float], sign: float) -> None:
         tokens, requests, seconds, guess = point
         self._ratio_sum += sign * seconds / self.prior_coef.predict(tokens, requests)
-        for i, value in enumerate(_normal_sums([(tokens, requests, seconds)], sign, guess)):
-            self._sums[i] += value
+        # _normal_sums of this one point (weight sign, errors relative to guess) added in
+        # place: the same products (0.0 + p: as its sums start), without a list a step
+        x, w, n, sums = features(tokens, requests), sign / guess**2, NUM_FEATURES, self._sums
+        for i in range(n):
+            wx = w * x[i]
+            sums[n * n + i] += 0.0 + wx * seconds
+            for j in range(n):
+                sums[n * i + j] += 0.0 + wx * x[j]
 
 
 def _normal_sums(points: Iterable[Point], weight: float, scale: float | None = None
@@ -147,15 +153,20 @@ def _solve(sums: Sequence[float]) -> CostCoefficients | None:
     comes out negative (more work never makes a step faster)."""
     n = NUM_FEATURES
     m = [list(sums[n * i:n * i + n]) + [sums[n * n + i]] for i in range(n)]
-    for col in range(n):
-        pivot = max(range(col, n), key=lambda r: abs(m[r][col]))
+    for col in range(n):  # (refitted every step: loops without a key function or zip)
+        pivot = col
+        for r in range(col + 1, n):  # the first of the largest, as max() picks
+            if abs(m[r][col]) > abs(m[pivot][col]):
+                pivot = r
         if abs(m[pivot][col]) < 1e-12:
             return None
         m[col], m[pivot] = m[pivot], m[col]
+        top = m[col]
         for r in range(n):
             if r != col:
-                f = m[r][col] / m[col][col]
-                m[r] = [a - f * b for a, b in zip(m[r], m[col], strict=True)]
+                row = m[r]
+                f = row[col] / top[col]
+                m[r] = [row[k] - f * top[k] for k in range(n + 1)]
     a, b, c, d = (m[i][n] / m[i][i] for i in range(n))
     if min(b, c, d) < -1e-7 or a + b + c <= 0:
         return None

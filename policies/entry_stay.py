@@ -1,13 +1,14 @@
 """How many forwards a request stays in quadratic speculation once it enters, measured.
 
 Entering quadratic speculation costs a plain draft pass that emits nothing; the selector
-spreads that pass over the forwards the request is expected to stay (policies/selector.py
-`_rate_of`). Assuming it stays until it finishes (or a fixed horizon) underprices entries
-when the selector re-decides every step and requests leave after a few forwards: measured
-at the all-tight workload with NLD-8B-like acceptance, high load (bench/slo_mix.py), 157
-entries for 458 quadratic forwards, 2.9 per entry, priced over 8. The stay is learnt from
-what the policy observes (entries and quadratic forwards), shrunk toward `prior` by
-`prior_entries` pseudo-entries so that the first entries do not decide it alone.
+spreads that pass over the forwards the request is expected to stay
+(policies/option_prices.py `_rates_under`). Assuming it stays until it finishes (or a fixed
+horizon) underprices entries when the selector re-decides every step and requests leave
+after a few forwards: measured at the all-tight workload with NLD-8B-like acceptance, high
+load (bench/slo_mix.py), 157 entries for 458 quadratic forwards, 2.9 per entry, priced over
+8. The stay is learnt from what the policy observes (entries and quadratic forwards), shrunk
+toward `prior` by `prior_entries` pseudo-entries so that the first entries do not decide it
+alone.
 """
 
 from __future__ import annotations

@@ -109,6 +109,7 @@ class ModeSelector(TightSearch, SpareCompute):
         # AR alone: what best_alone() is at most (INF where the pool has no AR).
         self._ar_alone = self.cost.predict(1, 1) if AR1 in self.pool else INF
         self._top_rate: dict[bool, float] = {}  # _most_rate's, for this select
+        self._lost_below: dict[bool, float] = {}  # is_lost's, for this select
         self._num_requests, self._now = len(decoders), now
         slots = [self._slot(v, now, held.get(v.id)) for v in decoders]
         self._slots = slots

@@ -73,6 +73,7 @@ class SpareCompute(BatchLedger):
         # Each mover's rate is at most the option's overall rate times the largest factor:
         # an option whose bound does not pass is not priced request by request.
         most = max(self.acceptance.factor(s.view.id) for s in movers)
+        views = [s.view for s in movers]
         for option in pool:
             tokens = self._tokens + n * (option.work_tokens - 1)
             if tokens > self._max_tokens:
@@ -80,7 +81,7 @@ class SpareCompute(BatchLedger):
             step = self._step(tokens)
             if (others + n * self.acceptance.overall_value(option) * most) / step <= best_value:
                 continue
-            value = (others + sum(self._rate(s.view, option) for s in movers)) / step
+            value = (others + sum(self._rates_under(option, views))) / step
             if value <= best_value or step > cap or not all(
                     s.need == INF or step / self._rate_low(s.view, option) <= s.need * margin
                     for s in movers):
@@ -119,17 +120,18 @@ class SpareCompute(BatchLedger):
         for option, work, draft, rate in self._menu(s.view):
             tokens = tokens_0 + work
             new_step = self._step(tokens, draft_0 + draft)
+            value = (total - s.rate + rate) / new_step
+            if option == v.option:
+                value *= 1 + self.config.switch_gain + self.config.min_gain
+            if not value > best_value * (1 + 1e-9) or tokens > self._max_tokens or (
+                    new_step > cap):
+                continue  # (the value first: most options fail it, and it needs no cautious rate)
             # A request that meets its SLO does not gamble it on speed: the option must
             # still meet it if this request accepts drafts worse than expected.
-            sure = rate if option in (AR1, s.view.option) else self._rate_low(s.view, option)
-            if (tokens > self._max_tokens or new_step > cap
-                    or (met and not self._meets(s, new_step, sure))):
+            sure = rate if option in (AR1, v.option) else self._rate_low(v, option)
+            if met and not self._meets(s, new_step, sure):
                 continue
-            value = (total - s.rate + rate) / new_step
-            if option == s.view.option:
-                value *= 1 + self.config.switch_gain + self.config.min_gain
-            if value > best_value * (1 + 1e-9):
-                best, best_value = option, value
+            best, best_value = option, value
         if best == s.option:
             return False
         self._switch(s, best)

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from cluster import cpu_placement
 from cluster.batch.adapter import DeviceWork
 from cluster.config import TandemConfig
 from cluster.job import GenerateJob
@@ -96,6 +97,7 @@ def init_ray(address: str | None) -> bool:
     """Connect (address), or start a local Ray; True when this process started it (or
     connected) here, False when Ray was already initialized in this process (tests)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    cpu_placement.serving_worker_nice()  # the engines' step loops not below other processes
     import ray
 
     if ray.is_initialized():

@@ -78,3 +78,16 @@ def test_selector_cost_prints_one_line_per_batch(capsys) -> None:
     lines = capsys.readouterr().out.splitlines()[1:]  # after the header
     assert [x.split()[0] for x in lines] == ["slack", "mixed", "tight"]
     assert all("kept" in x and "full" in x for x in lines)
+
+
+def test_plan_cost_times_every_engine_step() -> None:
+    from bench import slo_plan_cost
+    from bench.slo_selector_cost import PROFILE
+    from policies.profile import Profile
+
+    rows = slo_plan_cost.measure(Profile.load(PROFILE), "tight", "medium", 12, seed=0)
+    assert len(rows) > 12  # one row per step: every request decodes several
+    assert all(0 <= n <= 64 and plan >= choose >= 0 for n, plan, choose in rows)
+    assert max(n for n, _, _ in rows) > 1 and sum(c for _, _, c in rows) > 0
+    lines = slo_plan_cost.summary(rows)
+    assert lines and sum(int(x.split()[2]) for x in lines) == len(rows)

@@ -69,6 +69,8 @@ def test_diag_sorts_refusals_by_class_and_admission_rule():
     slo = SLO(ttft_ms=100.0, tpot_ms=10.0)
     reasons = ["overloaded: predicted time to first token ~120 ms > ttft_ms=100",
                "overloaded: predicted time per output token ~12.0 ms > tpot_ms=10",
+               "overloaded: predicted time per output token ~10.4 ms > tpot_ms=10 beside 0 "
+               "running requests that cannot wait",
                "tpot_ms=10 cannot be met even alone: the fastest mode takes ~11.0 ms",
                "overloaded: predicted time to first token ~130 ms > ttft_ms=100"]
     results = [RequestResult(str(i), "interactive", 0.0, slo, refused=r)
@@ -76,7 +78,8 @@ def test_diag_sorts_refusals_by_class_and_admission_rule():
     results.append(RequestResult("b", "batch", 0.0, slo, refused="queue full"))
     results.append(RequestResult("g", "batch", 0.0, slo, 10, first_token_s=0.05, finish_s=0.1))
     assert refusals(results) == {"interactive ttft": 2, "interactive tpot": 1,
-                                 "interactive alone": 1, "batch other": 1}
+                                 "interactive tpot idle": 1, "interactive alone": 1,
+                                 "batch other": 1}
 
 
 def test_auto_ar_is_auto_with_an_ar_only_pool():

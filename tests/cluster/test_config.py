@@ -39,6 +39,7 @@ def test_yaml_specifics() -> None:
     local = load_config(app_args("local.yaml"))
     assert local.model.tp == 1 and local.placement_bundles() is None
     assert local.model_server.ray_actor_options.num_cpus == 0  # else a 2-CPU box never places it
+    assert local.model_server_options()["health_check_period_s"] == 2  # Serve's option name
     tp2 = load_config(app_args("tp2.yaml"))
     assert tp2.placement_bundles() == [{"CPU": 0.01}, {"CPU": 1}, {"CPU": 1}]
     gpu = load_config(app_args("multinode-gpu.yaml"))
@@ -87,6 +88,7 @@ def test_engine_dataclasses_from_the_config() -> None:
     ({"model_server": {"autoscaling_config": {"min_replicas": 3, "max_replicas": 1}}},
      "autoscaling_config"),
     ({"api_keys": "secret"}, "api_keys"),
+    ({"model_server": {"health_check_period_s": 0}}, "model_server.health_check_period_s"),
     ({"model": {"auto_threshold_bounds": [0.6, 1.5]}}, "model.auto_threshold_bounds"),
     ({"model": {"auto_block_bounds": {"spec_linear": [4, 80]}}}, "model.auto_block_bounds"),
     ({"model": {"auto_block_bounds": {"ar": [1, 1]}}}, "model.auto_block_bounds"),

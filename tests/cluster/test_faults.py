@@ -52,7 +52,7 @@ def test_model_server_replica_sigkill_under_load(ray_session) -> None:
         def kill_when_streaming() -> str:
             return kill(None)
         res = asyncio.run(faults.under_load(url, kill_when_streaming, clients=4, kill_at=2.0,
-                                            duration=45.0, timeout_s=30.0))
+                                            duration=45.0, timeout_s=30.0, stop_after=4))
         reader.join(45)
     assert not reader.is_alive(), "the openai stream hung after the kill"
     err = out["error"]

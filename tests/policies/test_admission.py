@@ -1,4 +1,5 @@
-from policies.policy import SLOPolicy
+from policies.option import AR1
+from policies.policy import PolicyConfig, SLOPolicy
 from tests.policies.helpers import synthetic_profile, view
 
 
@@ -51,3 +52,18 @@ def test_overload_refuses_with_429_when_the_queue_outlasts_its_ttft():
     refusal = p.admit(v, now=0.1, waiting=queue)
     assert refusal is not None and refusal.status == 429 and "overloaded" in refusal.reason
     assert p.admit(v, now=0.1) is None  # alone it is fine
+
+
+def test_an_idle_engine_admits_what_its_pace_alone_meets_despite_stale_interference():
+    # AR alone is 8.5 ms per token; 9 ms is met alone. The mean prefill interference
+    # (1 ms) is an estimate no step updates while the engine idles: counted on an idle
+    # engine, it refused every later arrival of a run (the seventh session's lockout).
+    for config in (PolicyConfig(), PolicyConfig(fixed=AR1)):
+        p = SLOPolicy(synthetic_profile(), config)
+        p.interference_s = 1e-3
+        v = view("new", tpot_ms=9.0, num_output=0, arrival_s=0.0)
+        assert p.admit(v, now=0.0) is None, config.name
+        # Beside a running request that cannot wait, the same estimate still refuses.
+        firm = [view("r", tpot_ms=9.0, max_tokens=40, arrival_s=0.0)]
+        r = p.admit(v, 0.0, firm)
+        assert r is not None and r.status == 429 and "beside 1 running" in r.reason
