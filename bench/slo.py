@@ -143,7 +143,7 @@ def sim_runs(profile: Profile, args: argparse.Namespace,
                 per_seed = []
                 for seed in range(args.sim_seeds):
                     specs = generate(mix, rate, args.sim_requests, cost,
-                                     _num_prompts(profile), seed)
+                                     profile.num_prompts(), seed)
                     policy = SLOPolicy(profile, policy_config(name))
                     sim = Simulator(profile, policy, SimConfig(
                         seed=seed, drift=args.drift, drift_rho=args.drift_rho))
@@ -179,10 +179,6 @@ def engine_runs(profile: Profile, args: argparse.Namespace,
                           file=sys.stderr, flush=True)
             runs += [_mean(r) for r in rows.values()]
     return runs
-
-
-def _num_prompts(profile: Profile) -> int:
-    return max((len(p) for p in profile.traces.values()), default=1)
 
 
 def _mean(rows: list[dict]) -> dict:

@@ -77,7 +77,7 @@ def bound(oracle: Oracle, workload: str, load: str, seed: int, num_requests: int
     cost = SLOPolicy(oracle.profile).cost
     rate = LOADS[load] * capacity_rps(mix, cost)
     specs = generate(mix, rate, num_requests, cost,
-                     max((len(p) for p in oracle.profile.traces.values()), default=1), seed)
+                     oracle.profile.num_prompts(), seed)
     met = sum(oracle.is_met(s) for s in specs)
     span = max(s.arrival_s for s in specs) - min(s.arrival_s for s in specs)
     return {"met_alone": met, "num_requests": len(specs), "span_s": span,

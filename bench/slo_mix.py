@@ -63,7 +63,7 @@ def cell(profile: Profile, workload: str, load: str, policy: str, seed: int,
     slo_policy = SLOPolicy(profile, policy_config(policy))
     rate = LOADS[load] * capacity_rps(mix, slo_policy.cost)
     specs = generate(mix, rate, num_requests, slo_policy.cost,
-                     max((len(p) for p in profile.traces.values()), default=1), seed)
+                     profile.num_prompts(), seed)
     recorder = _Recorder(slo_policy)
     results = Simulator(profile, slo_policy, SimConfig(seed=seed)).run(specs)
     endings: dict[str, Counter[str]] = {}

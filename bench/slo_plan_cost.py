@@ -62,8 +62,7 @@ def measure(profile: Profile, workload: str, load: str, num_requests: int, seed:
             config: PolicyConfig | None = None) -> list[tuple[int, float, float]]:
     policy = SLOPolicy(profile, config or PolicyConfig())
     rate = LOADS[load] * capacity_rps(workload, policy.cost)
-    num_prompts = max((len(p) for p in profile.traces.values()), default=1)
-    specs = generate(workload, rate, num_requests, policy.cost, num_prompts, seed)
+    specs = generate(workload, rate, num_requests, policy.cost, profile.num_prompts(), seed)
     timed = TimedPlans(policy)
     Simulator(profile, policy, SimConfig(seed=seed)).run(specs)
     return timed.rows

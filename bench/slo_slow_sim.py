@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.slo import _num_prompts
 from bench.slo_engine import ScaledCost
 from bench.slo_engine_cells import _seeds, engine_policy_config
 from bench.slo_engine_diag import failures, refusals
@@ -54,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     rate = LOADS[args.load] * capacity_rps(WORKLOADS[args.workload], cost)
     totals: dict[str, int] = {}
     for seed in _seeds(args.seeds):
-        specs = generate(WORKLOADS[args.workload], rate, args.requests, cost, _num_prompts(profile),
+        specs = generate(WORKLOADS[args.workload], rate, args.requests, cost, profile.num_prompts(),
                          seed=100 + seed)
         for name in (x for x in args.policies.split(",") if x):
             policy = SLOPolicy(profile, engine_policy_config(name))

@@ -28,6 +28,11 @@ class Profile:
     traces: dict[Option, list[list[Iteration]]] = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
 
+    def num_prompts(self) -> int:
+        """How many prompts the longest option's traces hold (at least 1): the range a
+        workload draws its requests' prompt indices from."""
+        return max((len(p) for p in self.traces.values()), default=1)
+
     def tokens_per_forward(self) -> dict[Option, float]:
         """Mean tokens per forward of each option over every recorded iteration."""
         out = {}
