@@ -6,12 +6,13 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install test serve generate bench lint gpu-check
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# A CPU build of torch from the local wheel when none is present; GPU users keep theirs.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test]"
+	# The versions the tests passed with (constraints.txt), so a new upstream release cannot break a clean clone.
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from cluster import cpu_placement
 from cluster.config import load_config
 from models.heldout import load_prompts
 
@@ -56,8 +57,7 @@ def yaml_args(name: str, threads: int) -> dict[str, Any]:
 
 
 def init_ray() -> Any:
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    cpu_placement.ray_start_env(auth_off=True)  # engines at nice 0, as `tandem batch` runs them
     import ray
 
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)

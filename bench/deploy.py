@@ -3,7 +3,6 @@ Ray (or a given one), a free port on 127.0.0.1, and a count of running replicas.
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from pathlib import Path
@@ -31,9 +30,7 @@ def free_port() -> int:
 
 
 def start_ray(num_cpus: int = 4) -> None:
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    cpu_placement.serving_worker_nice()
+    cpu_placement.ray_start_env(auth_off=True)
     import ray
 
     # address="local": a new Ray of our own, never one another job on this machine started.
@@ -50,9 +47,7 @@ def start_cluster(num_workers: int, worker_cpus: int, head: dict[str, float],
     ray.init(num_cpus=...) then fails): that write is left out."""
     from unittest import mock
 
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    cpu_placement.serving_worker_nice()
+    cpu_placement.ray_start_env(auth_off=True)
     import ray
     import ray._private.utils as ray_utils
     from ray.cluster_utils import Cluster

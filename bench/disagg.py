@@ -27,6 +27,7 @@ from actors.engine_factory import sharded_engine
 from actors.pipelined_engine import PipelinedEngine, PoolShape, disaggregated_engine
 from bench.roofline import H200, Llama8B, step_s
 from bench.synthetic_acceptance import expected_tokens
+from cluster import cpu_placement
 from engine.engine import EngineConfig, LLMEngine
 from engine.executor import Executor
 from engine.modes.spec_pipelined import draft_chunk
@@ -228,6 +229,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     # A Ray of our own (address="local"): another job's cluster on the machine must not
     # share these CPUs or be joined by accident.
+    cpu_placement.ray_start_env(auth_off=True)
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     config = EngineConfig(num_blocks=512)
     fused = sharded_engine(DEFAULT_MODEL_DIR, 1, config)

@@ -10,7 +10,7 @@ a later run with the core pinning itself, its steps took ~50 % more CPU per toke
 and the ratio fell to 0.57. Pinning is off by default until that is understood.
 
 Niceness is on by default (seventh session, same section): a Ray that tandem starts runs its
-workers at nice 0 (serving_worker_nice), and the engine core sets itself to nice 0
+workers at nice 0 (ray_start_env), and the engine core sets itself to nice 0
 (`model.engine_core_nice`), so under a Ray started elsewhere at Ray's 15 it still ranks
 level with ordinary processes where it may (CAP_SYS_NICE).
 
@@ -34,13 +34,18 @@ RAY_NICE_ENV = "RAY_worker_niceness"
 SERVING_WORKER_NICE = 0
 
 
-def serving_worker_nice() -> None:
-    """Before a ray.init that may start a Ray of our own: its workers (Serve's proxy, the
-    replicas, the engine cores they spawn) at nice 0, level with the load they serve and
-    with Ray's daemons, instead of Ray's 15, which ranked the step loop below every ordinary
-    process on a CPU node (BENCHMARKS.md > Serving, seventh session). A value the caller
-    set in the environment wins; a Ray already running keeps its own."""
+def ray_start_env(*, auth_off: bool = False) -> None:
+    """Before a ray.init that may start a Ray of our own, the environment its raylet reads:
+    workers (Serve's proxy, the replicas, the engine cores they spawn) at nice 0, level with
+    the load they serve and with Ray's daemons, instead of Ray's 15, which ranked the step
+    loop below every ordinary process on a CPU node (BENCHMARKS.md > Serving, seventh
+    session); no usage stats; and with auth_off, no token auth (benches' Rays of their own on
+    this machine). A value the caller set in the environment wins; a Ray already running
+    keeps its own."""
     os.environ.setdefault(RAY_NICE_ENV, str(SERVING_WORKER_NICE))
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if auth_off:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
 def _threads() -> list[int]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import signal
 import sys
@@ -62,8 +61,7 @@ def curl_line(url: str, config: TandemConfig) -> str:
 
 def start(app: dict[str, Any], config: TandemConfig, host: str, port: int,
           address: str | None) -> None:
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    cpu_placement.serving_worker_nice()
+    cpu_placement.ray_start_env()
     import ray
     from ray import serve
 

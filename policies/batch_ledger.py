@@ -96,21 +96,17 @@ class BatchLedger(OptionPrices):
         """Every request but s of at least min_priority, with its limit now."""
         return Guarded(self._guards(), s, min_priority)
 
-    def _broken(self, guarded: Guarded, most: int) -> list[Slot]:
-        """The guarded requests the current step pushes past their limit, in slot order;
-        at most `most` + 1 of them (the caller only needs to know that there are more)."""
+    def _breaks(self, guarded: Guarded) -> bool:
+        """Whether the current step pushes a guarded request past its limit."""
         step = self._step()
         bound = step * (1 + 1e-9)  # caps are limit x rate: a superset, tested exactly below
-        out = []
-        for cap, i, o, limit in guarded.guards:
+        for cap, _, o, limit in guarded.guards:
             if cap > bound:
-                break
+                return False
             if o is not guarded.but and o.view.priority >= guarded.min_priority and (
                     step / o.rate > limit):
-                out.append((i, o))
-                if len(out) > most:
-                    break
-        return [o for _, o in sorted(out, key=lambda x: x[0])]
+                return True
+        return False
 
     @staticmethod
     def _cap(guarded: Guarded) -> float:

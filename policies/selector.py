@@ -12,10 +12,9 @@ request in auto, chosen for the whole batch at once because they share one step 
    fixed mode runs), so that it never expects fewer met than that fixed mode.
 2. Rescue, tightest first: a request whose time per token misses what its SLO needs gets
    the cheapest option that meets it, provided every request of equal or higher priority
-   that met before still meets; a request that the longer step would break may itself be
-   rescued in turn (two interactive requests can often both be saved, but neither alone
-   without breaking the other). A request no option saves even alone is lost: it stays at
-   AR and nobody protects it. Rescues cost the batch at most `rescue_loss` of its tokens
+   that met before still meets; nobody else is moved to make room (policies/rescue_pass.py
+   says why). A request no option saves even alone is lost: it stays at AR and nobody
+   protects it. Rescues cost the batch at most `rescue_loss` of its tokens
    per second unless every other request has slack to give.
 3. Spare compute buys speed: first one option for every free request at AR, where all of
    them together raise the batch's tokens per second by at least `min_gain` (unless a
@@ -126,7 +125,7 @@ class ModeSelector(TightSearch, SpareCompute):
             self._meet_most(by_urgency)
         for s in by_urgency:
             if not s.searched:
-                self._rescue(s, depth=1)
+                self._rescue(s)
         self._speed_up_all(by_urgency)
         return {s.view.id: s.option for s in slots}
 

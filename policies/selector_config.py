@@ -54,7 +54,6 @@ class SelectorConfig:
     deadline_margin: float = 0.7
     budget_by_payer: bool = True
     rescue_slack_steps: float = 20.0
-    max_rescued: int = 3  # a rescue may re-rescue at most this many requests it broke
     pool: tuple[Option, ...] = LADDER
     block_bounds: tuple[tuple[str, int, int], ...] = BLOCK_BOUNDS  # (mode, lo, hi)
     # The diffusion commit threshold of auto requests, chosen per request from its own

@@ -15,7 +15,6 @@ job yields to through its lower priority. No meter there.
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -96,8 +95,7 @@ class Target:
 def init_ray(address: str | None) -> bool:
     """Connect (address), or start a local Ray; True when this process started it (or
     connected) here, False when Ray was already initialized in this process (tests)."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    cpu_placement.serving_worker_nice()  # the engines' step loops not below other processes
+    cpu_placement.ray_start_env()  # the engines' step loops not below other processes
     import ray
 
     if ray.is_initialized():

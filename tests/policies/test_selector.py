@@ -64,6 +64,18 @@ def test_by_default_a_rescue_without_slack_costs_the_batch_nothing():
     assert {o.mode for o in choice.values()} == {AR}
 
 
+def test_a_rescue_moves_nobody_else_to_make_room():
+    # "o" meets its pace at AR with its margin (9.0 ms steps; its 12 ms TPOT leaves 9.5 ms a
+    # token with the margin); "hot" misses its (9 ms TPOT: 7.0 ms with the margin).
+    # Quadratic B=4 would save hot (a 12.8 ms step) but break o. Re-rescuing o at linear
+    # B=4 (a 13.4 ms step, 8.9 ms a token) plans both on pace, but trades o's sure pace at
+    # AR for a bet on its acceptance; on a slowed CPU profile such trades lost more requests
+    # than they saved (BENCHMARKS.md, "#12's CPU-engine target, eighth session").
+    views = [view("o", tpot_ms=12.0, max_tokens=40), view("hot", tpot_ms=9.0, max_tokens=40)]
+    choice = policy().select(views, now=0.0)
+    assert choice["o"] == AR1
+
+
 @pytest.mark.parametrize("rescue_loss", [0.0, 0.03])
 def test_without_slack_rescues_cost_the_batch_little_throughput(rescue_loss: float) -> None:
     # Five requests at risk among 20 on-track ones that have no slack to give: saving them
