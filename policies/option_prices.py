@@ -56,8 +56,10 @@ class OptionPrices:
         every option of every request they try: ~500k lookups a select at 64 requests)."""
         menu = self._menus.get(v.id)
         if menu is None:
-            menu = self._menus[v.id] = [(o, o.work_tokens, o.draft_tokens, self._rate(v, o))
-                                        for o in self._options(v)]
+            options = self._options(v)
+            rates = self._rates_of(v, options)
+            menu = self._menus[v.id] = [(o, o.work_tokens, o.draft_tokens, rate)
+                                        for o, rate in zip(options, rates, strict=True)]
         return menu
 
     def _rate(self, v: RequestView, option: Option) -> float:
@@ -66,32 +68,58 @@ class OptionPrices:
             rates = self._rates[v.id] = {}
         rate = rates.get(option)
         if rate is None:  # memo: asked ~10x per request and select()
-            rate = rates[option] = self._rates_under(option, (v,))[0]
+            rate = rates[option] = self._prices((option,), (v,))[0]
         return rate
+
+    def _rates_of(self, v: RequestView, options: Sequence[Option]) -> list[float]:
+        """v's rate under each option, as _rate has it (and memoised as there), the missing
+        ones priced in one loop: pass 2a and the rescue pass price whole menus, every
+        request and select in the engine's tight steps."""
+        rates = self._rates.get(v.id)
+        if rates is None:
+            rates = self._rates[v.id] = {}
+        missing = [o for o in options if o not in rates]
+        if missing:
+            rates.update(zip(missing, self._prices(missing, (v,)), strict=True))
+        return [rates[o] for o in options]
 
     def _rates_under(self, option: Option, views: Sequence[RequestView]) -> list[float]:
         """Each view's tokens per forward under option, as _rate has it, in one loop (the
         uniform move prices every mover under every option: ~80 x 15 a select at NLD-8B
         mixed overload, a quarter of the policy's time when each was a _rate call)."""
-        mode = option.mode
-        tpf, horizon = self.acceptance.tokens_per_forward, self.quad_horizon
+        return self._prices((option,), views)
+
+    def _prices(self, options: Sequence[Option], views: Sequence[RequestView]) -> list[float]:
+        """Tokens per forward of each view under each option (views outer), not memoised:
+        the acceptance estimate (its tokens_per_forward: the option's overall value times
+        the request's factor, looked up once per view) capped by what is left to emit."""
+        overall, factor = self.acceptance.overall_value, self.acceptance.factor
+        horizon = self.quad_horizon
         out = []
         for v in views:
             remaining = v.remaining
             if remaining <= 0:
-                out.append(1.0)  # nothing left to emit: no option is faster than AR (no 0)
+                # nothing left to emit: no option is faster than AR (no 0)
+                out.extend([1.0] * len(options))
                 continue
-            rate = tpf(option, v.id)
-            if mode == LINEAR:  # an iteration is two forwards and emits <= remaining
-                rate = min(rate, remaining / 2)
-            elif mode in (QUADRATIC, PIPELINED):
-                rate = min(rate, float(remaining))
-            if mode == QUADRATIC and v.option != option:
-                # Entering quadratic speculation costs a plain draft pass that emits nothing:
-                # spread it over the forwards it would stay (at most `quad_horizon`).
-                stay = max(1.0, min(horizon, remaining / rate))
-                rate *= stay / (stay + 1)
-            out.append(rate)
+            mine = factor(v.id)
+            for option in options:
+                mode = option.mode
+                if mode == AR:
+                    out.append(1.0)
+                    continue
+                rate = overall(option) * mine
+                if mode == LINEAR:  # an iteration is two forwards and emits <= remaining
+                    rate = min(rate, remaining / 2)
+                elif mode in (QUADRATIC, PIPELINED):
+                    rate = min(rate, float(remaining))
+                if mode == QUADRATIC and v.option != option:
+                    # Entering quadratic speculation costs a plain draft pass that emits
+                    # nothing: spread it over the forwards it would stay (at most
+                    # `quad_horizon`).
+                    stay = max(1.0, min(horizon, remaining / rate))
+                    rate *= stay / (stay + 1)
+                out.append(rate)
         return out
 
     def _rate_low(self, v: RequestView, option: Option) -> float:

@@ -83,6 +83,9 @@ class ModeSelector(TightSearch, SpareCompute):
         self._candidate_sets = {lossy: frozenset(c) for lossy, c in self._candidates.items()}
         self._by_work_order = {lossy: sorted(c, key=lambda o: o.work_tokens)
                                for lossy, c in self._candidates.items()}
+        # Pass 2a's menu (policies/tight_search.py): AR first, no option on a draft pool.
+        self._searched = {lossy: [AR1] + [o for o in c if o != AR1 and not o.draft_tokens]
+                          for lossy, c in self._candidates.items()}
         # A new number for every state of the batch's options (a switch, a select); an undo
         # goes back to the number of the state it restores: what _guards and _short keep.
         self._version = self._new_version = 0
