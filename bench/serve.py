@@ -56,6 +56,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # before cluster/inline_body.py, though the proxy carries it with the request.
     "single-fetch": {"model_server": {"ray_actor_options": {"runtime_env": {
         "env_vars": {"TANDEM_INLINE_BODY": "0"}}}}},
+    # single with Serve's own channel from the replica back to the proxy for every request
+    # (a GCS lookup and a Ray call), as before cluster/proxy_receive.py.
+    "single-serve-receive": {"model_server": {"ray_actor_options": {"runtime_env": {
+        "env_vars": {"TANDEM_PROXY_RECEIVE": "0"}}}}},
     # single with the engine core alone on CPU 1 at nice 0 and the replica off it
     # (cluster/cpu_placement.py); the proxy, shared by every variant, keeps off it too with
     # `--serve-env TANDEM_PROXY_AVOID_CPUS=1`.

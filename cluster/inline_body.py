@@ -9,9 +9,10 @@ instead, which Serve pickles and sends anyway:
 - in the proxy, `cluster/stream_guard.py` reads the body (at most MAX_INLINE_BYTES) before
   handing the request on and puts it under `scope["extensions"][KEY]`;
 - in the replica, `InlineBody` (the outermost middleware of the app) answers the app's first
-  `receive()` with it. Serve still runs its own fetch beside the request (it watches for the
-  client's disconnect through it); the body that fetch returns again is dropped, and the
-  disconnect still arrives, so aborts work as before.
+  `receive()` with it. Serve's own fetch back to the proxy is then not made at all
+  (cluster/proxy_receive.py; a client's disconnect reaches the replica as the proxy's
+  cancellation of the request); where it is (proxy_receive's ENV=0), the body it returns
+  again is dropped and the disconnect passes, so aborts work either way.
 
 A larger body, one still arriving, or a request Serve's proxy got without the guard goes the
 usual way. Keep this module light: the proxy imports it.
@@ -26,6 +27,8 @@ from __future__ import annotations
 import os
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cluster import proxy_receive
 
 KEY = "tandem.body"
 ENV = "TANDEM_INLINE_BODY"
@@ -67,7 +70,10 @@ class InlineBody:
         if body is None:
             await self.app(scope, receive, send)
             return
-        await self.app(scope, _receive_after(body, receive), send)
+        try:
+            await self.app(scope, _receive_after(body, receive), send)
+        finally:  # the replica's channel back to the proxy, if it waits, may end now
+            proxy_receive.ended(scope)
 
 
 def _receive_after(body: bytes, receive: Receive) -> Receive:

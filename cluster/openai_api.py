@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cluster import inline_body, job_builder, limits
+from cluster import inline_body, job_builder, limits, proxy_receive
 from cluster.config import TandemConfig
 from cluster.job import ChoiceEvent, GenerateJob, JobAccepted, JobError
 from cluster.job_builder import BadRequest
@@ -69,7 +69,9 @@ class OpenAIApi:
     board: BoardClient
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        """Serve asks for the replica's app here, once the constructor has run."""
+        """Serve asks for the replica's app here, once the constructor has run (in the
+        replica's process: no call back to the proxy for a body it carried, from here on)."""
+        proxy_receive.install()
         return build_api(self)
 
     @property

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from cluster import proxy_receive
 from cluster.inline_body import MAX_INLINE_BYTES, InlineBody, carried
 from cluster.stream_guard import StreamGuard
 from tests.cluster.conftest import read_body
@@ -71,6 +72,7 @@ def test_the_replica_reads_the_carried_body_and_drops_it_when_fetched_again() ->
             got.append(await receive())
         scope = {"type": "http", "extensions": {"tandem.body": b"body"}}
         await InlineBody(app)(scope, serves_fetch, None)
+        assert scope[proxy_receive.ENDED] is True  # the replica's channel back may end
         return got
     got = asyncio.run(go())
     assert got == [{"type": "http.request", "body": b"body", "more_body": False},

@@ -67,3 +67,17 @@ def test_an_idle_engine_admits_what_its_pace_alone_meets_despite_stale_interfere
         firm = [view("r", tpot_ms=9.0, max_tokens=40, arrival_s=0.0)]
         r = p.admit(v, 0.0, firm)
         assert r is not None and r.status == 429 and "beside 1 running" in r.reason
+
+
+def test_a_pace_alone_just_over_the_tpot_bound_is_not_infeasible():
+    # The pace alone is priced at the mean acceptance; a newcomer's own is unknown and
+    # prompts differ: within `alone_margin` of the bound it is admitted, past it refused.
+    p = SLOPolicy(synthetic_profile())
+    v = view("near", tpot_ms=1.0, num_output=0, arrival_s=0.0)
+    best_ms = min(p.time_per_token(v, o, 1, 1) for o in p.options(v)) * 1e3
+    margin = p.config.admission.alone_margin
+    near = view("near", tpot_ms=best_ms / (1 + margin / 2), num_output=0, arrival_s=0.0)
+    assert p.admit(near, now=0.0) is None
+    far = view("far", tpot_ms=best_ms / (1 + 2 * margin), num_output=0, arrival_s=0.0)
+    r = p.admit(far, now=0.0)
+    assert r is not None and r.status == 503 and "even alone" in r.reason
