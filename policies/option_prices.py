@@ -5,7 +5,7 @@ alone, its menu; memoised for the select, kept for the requests the decision cac
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from policies.acceptance import AcceptanceEstimator
 from policies.cost_model import CostCoefficients, CostModel
@@ -25,6 +25,38 @@ class OptionPrices:
     config: SelectorConfig
     _alone_coef: CostCoefficients | None = None  # the fit _alone_steps were priced under
     _alone_steps: dict[Option, float]
+    # The rest of the state the passes share, set by ModeSelector (its __init__ and each
+    # select(): the meaning is written there); declared so that mypy checks the mixins.
+    interference_s: float
+    quad_horizon: float
+    pool: tuple[Option, ...]
+    _candidates: dict[bool, list[Option]]
+    _candidate_sets: dict[bool, frozenset[Option]]
+    _by_work_order: dict[bool, list[Option]]
+    _searched: dict[bool, list[Option]]
+    _rates: dict[str, dict[Option, float]]
+    _alone: dict[str, float]
+    _needs: Mapping[str, float]
+    _lows: dict[tuple[str, Option], float]
+    _menus: dict[str, list[tuple[Option, int, int, float]]]
+    _menus_by_work: dict[str, list[tuple[Option, int, int, float]]]
+    _steps: dict[tuple[int, int], float]
+    _ar_alone: float
+    _top_rate: dict[bool, float]
+    _lost_below: dict[bool, float]
+    _num_requests: int
+    _now: float
+    _slots: list[Slot]
+    _journal: list[tuple[Slot, Option, float]]
+    _version: int
+    _new_version: int
+    _guards_at: tuple[int, list[tuple[float, int, Slot, float]]]
+    _short_at: tuple[int, list[Slot]]
+    _max_tokens: int
+    _tokens: int
+    _draft_tokens: int
+    _rate_sum: float
+    _base_throughput: float
 
     def _slot(self, v: RequestView, now: float, held: Option | None = None) -> Slot:
         is_free = v.fixed is None and not (v.is_mid_iteration and v.option is not None)

@@ -107,7 +107,7 @@ class ModeSelector(TightSearch, SpareCompute):
         self._lows: dict[tuple[str, Option], float] = {}
         self._menus: dict[str, list[tuple[Option, int, int, float]]] = {}
         self._menus_by_work: dict[str, list[tuple[Option, int, int, float]]] = {}
-        self._steps: dict[int, float] = {}  # batch tokens -> predicted step (this select)
+        self._steps = {}  # (batch tokens, draft tokens) -> predicted step (this select)
         # AR alone: what best_alone() is at most (INF where the pool has no AR).
         self._ar_alone = self.cost.predict(1, 1) if AR1 in self.pool else INF
         self._top_rate: dict[bool, float] = {}  # _most_rate's, for this select
