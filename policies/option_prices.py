@@ -5,7 +5,7 @@ alone, its menu; memoised for the select, kept for the requests the decision cac
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from policies.acceptance import AcceptanceEstimator
 from policies.cost_model import CostCoefficients, CostModel
@@ -25,6 +25,38 @@ class OptionPrices:
     config: SelectorConfig
     _alone_coef: CostCoefficients | None = None  # the fit _alone_steps were priced under
     _alone_steps: dict[Option, float]
+    # The rest of the state the passes share, set by ModeSelector (its __init__ and each
+    # select(): the meaning is written there); declared so that mypy checks the mixins.
+    interference_s: float
+    quad_horizon: float
+    pool: tuple[Option, ...]
+    _candidates: dict[bool, list[Option]]
+    _candidate_sets: dict[bool, frozenset[Option]]
+    _by_work_order: dict[bool, list[Option]]
+    _searched: dict[bool, list[Option]]
+    _rates: dict[str, dict[Option, float]]
+    _alone: dict[str, float]
+    _needs: Mapping[str, float]
+    _lows: dict[tuple[str, Option], float]
+    _menus: dict[str, list[tuple[Option, int, int, float]]]
+    _menus_by_work: dict[str, list[tuple[Option, int, int, float]]]
+    _steps: dict[tuple[int, int], float]
+    _ar_alone: float
+    _top_rate: dict[bool, float]
+    _lost_below: dict[bool, float]
+    _num_requests: int
+    _now: float
+    _slots: list[Slot]
+    _journal: list[tuple[Slot, Option, float]]
+    _version: int
+    _new_version: int
+    _guards_at: tuple[int, list[tuple[float, int, Slot, float]]]
+    _short_at: tuple[int, list[Slot]]
+    _max_tokens: int
+    _tokens: int
+    _draft_tokens: int
+    _rate_sum: float
+    _base_throughput: float
 
     def _slot(self, v: RequestView, now: float, held: Option | None = None) -> Slot:
         is_free = v.fixed is None and not (v.is_mid_iteration and v.option is not None)
@@ -56,8 +88,10 @@ class OptionPrices:
         every option of every request they try: ~500k lookups a select at 64 requests)."""
         menu = self._menus.get(v.id)
         if menu is None:
-            menu = self._menus[v.id] = [(o, o.work_tokens, o.draft_tokens, self._rate(v, o))
-                                        for o in self._options(v)]
+            options = self._options(v)
+            rates = self._rates_of(v, options)
+            menu = self._menus[v.id] = [(o, o.work_tokens, o.draft_tokens, rate)
+                                        for o, rate in zip(options, rates, strict=True)]
         return menu
 
     def _rate(self, v: RequestView, option: Option) -> float:
@@ -66,32 +100,58 @@ class OptionPrices:
             rates = self._rates[v.id] = {}
         rate = rates.get(option)
         if rate is None:  # memo: asked ~10x per request and select()
-            rate = rates[option] = self._rates_under(option, (v,))[0]
+            rate = rates[option] = self._prices((option,), (v,))[0]
         return rate
+
+    def _rates_of(self, v: RequestView, options: Sequence[Option]) -> list[float]:
+        """v's rate under each option, as _rate has it (and memoised as there), the missing
+        ones priced in one loop: pass 2a and the rescue pass price whole menus, every
+        request and select in the engine's tight steps."""
+        rates = self._rates.get(v.id)
+        if rates is None:
+            rates = self._rates[v.id] = {}
+        missing = [o for o in options if o not in rates]
+        if missing:
+            rates.update(zip(missing, self._prices(missing, (v,)), strict=True))
+        return [rates[o] for o in options]
 
     def _rates_under(self, option: Option, views: Sequence[RequestView]) -> list[float]:
         """Each view's tokens per forward under option, as _rate has it, in one loop (the
         uniform move prices every mover under every option: ~80 x 15 a select at NLD-8B
         mixed overload, a quarter of the policy's time when each was a _rate call)."""
-        mode = option.mode
-        tpf, horizon = self.acceptance.tokens_per_forward, self.quad_horizon
+        return self._prices((option,), views)
+
+    def _prices(self, options: Sequence[Option], views: Sequence[RequestView]) -> list[float]:
+        """Tokens per forward of each view under each option (views outer), not memoised:
+        the acceptance estimate (its tokens_per_forward: the option's overall value times
+        the request's factor, looked up once per view) capped by what is left to emit."""
+        overall, factor = self.acceptance.overall_value, self.acceptance.factor
+        horizon = self.quad_horizon
         out = []
         for v in views:
             remaining = v.remaining
             if remaining <= 0:
-                out.append(1.0)  # nothing left to emit: no option is faster than AR (no 0)
+                # nothing left to emit: no option is faster than AR (no 0)
+                out.extend([1.0] * len(options))
                 continue
-            rate = tpf(option, v.id)
-            if mode == LINEAR:  # an iteration is two forwards and emits <= remaining
-                rate = min(rate, remaining / 2)
-            elif mode in (QUADRATIC, PIPELINED):
-                rate = min(rate, float(remaining))
-            if mode == QUADRATIC and v.option != option:
-                # Entering quadratic speculation costs a plain draft pass that emits nothing:
-                # spread it over the forwards it would stay (at most `quad_horizon`).
-                stay = max(1.0, min(horizon, remaining / rate))
-                rate *= stay / (stay + 1)
-            out.append(rate)
+            mine = factor(v.id)
+            for option in options:
+                mode = option.mode
+                if mode == AR:
+                    out.append(1.0)
+                    continue
+                rate = overall(option) * mine
+                if mode == LINEAR:  # an iteration is two forwards and emits <= remaining
+                    rate = min(rate, remaining / 2)
+                elif mode in (QUADRATIC, PIPELINED):
+                    rate = min(rate, float(remaining))
+                if mode == QUADRATIC and v.option != option:
+                    # Entering quadratic speculation costs a plain draft pass that emits
+                    # nothing: spread it over the forwards it would stay (at most
+                    # `quad_horizon`).
+                    stay = max(1.0, min(horizon, remaining / rate))
+                    rate *= stay / (stay + 1)
+                out.append(rate)
         return out
 
     def _rate_low(self, v: RequestView, option: Option) -> float:

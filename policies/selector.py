@@ -83,6 +83,9 @@ class ModeSelector(TightSearch, SpareCompute):
         self._candidate_sets = {lossy: frozenset(c) for lossy, c in self._candidates.items()}
         self._by_work_order = {lossy: sorted(c, key=lambda o: o.work_tokens)
                                for lossy, c in self._candidates.items()}
+        # Pass 2a's menu (policies/tight_search.py): AR first, no option on a draft pool.
+        self._searched = {lossy: [AR1] + [o for o in c if o != AR1 and not o.draft_tokens]
+                          for lossy, c in self._candidates.items()}
         # A new number for every state of the batch's options (a switch, a select); an undo
         # goes back to the number of the state it restores: what _guards and _short keep.
         self._version = self._new_version = 0
@@ -104,7 +107,7 @@ class ModeSelector(TightSearch, SpareCompute):
         self._lows: dict[tuple[str, Option], float] = {}
         self._menus: dict[str, list[tuple[Option, int, int, float]]] = {}
         self._menus_by_work: dict[str, list[tuple[Option, int, int, float]]] = {}
-        self._steps: dict[int, float] = {}  # batch tokens -> predicted step (this select)
+        self._steps = {}  # (batch tokens, draft tokens) -> predicted step (this select)
         # AR alone: what best_alone() is at most (INF where the pool has no AR).
         self._ar_alone = self.cost.predict(1, 1) if AR1 in self.pool else INF
         self._top_rate: dict[bool, float] = {}  # _most_rate's, for this select

@@ -90,9 +90,10 @@ class TightSearch(RescuePass):
         return (not self.config.late_in_search and v.slo.tpot_ms is not None
                 and not v.slo.tpot_below(alone))
 
-    def _pace(self, s: Slot, option: Option) -> Pace[Option]:
+    def _pace(self, s: Slot, option: Option, rate: float) -> Pace[Option]:
+        """s's pace under option, at its rate under it (_rate's)."""
         v = s.view
-        rate, remaining = self._rate(v, option), v.remaining
+        remaining = v.remaining
         key = (v.id, option)
         kept = self._paces.get(key)
         if kept is not None and kept[0] == rate and (kept[1] == remaining or option is AR1):
@@ -116,9 +117,11 @@ class TightSearch(RescuePass):
         best plan with one option for every speculation-only request (what a fixed mode
         runs: _uniform_start), so that the choice never expects fewer met than that
         fixed mode: the search only buys faster options on top of it."""
-        menus = {s: [self._pace(s, o) for o in ([AR1] + [
-            o for o in self._options(s.view) if o != AR1 and not o.draft_tokens]
-            if s in only else [AR1])] for s in hopeful}
+        menus = {}
+        for s in hopeful:
+            options = self._searched[s.view.allow_lossy] if s in only else [AR1]
+            rates = self._rates_of(s.view, options)
+            menus[s] = [self._pace(s, o, rate) for o, rate in zip(options, rates, strict=True)]
         start = self._uniform_start(hopeful, only, menus, base, base_rate, floor)
         mode = next(iter(start.values())).option.mode if start else None
         requests = []
