@@ -61,8 +61,10 @@ class BatchLedger(OptionPrices):
         return step_s / (rate or s.rate) <= s.need  # False for lost (nan) requests
 
     def _limit(self, s: Slot, step_s: float) -> float | None:
-        """The longest time per token others may push s to: its margin if it has one, its
-        bare need if it is on track without the margin, None if it is off track anyway."""
+        """The longest time per token others may push s to: its bare need while it meets it
+        at step_s; behind it, its time per token now plus `off_track_slip` (at least need /
+        safety), so a late request is not pushed much further behind; None if it is lost
+        (need nan: nobody protects it)."""
         tpt = step_s / s.rate
         if tpt <= s.need:
             return s.need
