@@ -2,7 +2,7 @@
 
 Entering quadratic speculation costs a plain draft pass that emits nothing; the selector
 spreads that pass over the forwards the request is expected to stay
-(policies/option_prices.py `_rates_under`). Assuming it stays until it finishes (or a fixed
+(policies/option_prices.py `_prices`). Assuming it stays until it finishes (or a fixed
 horizon) underprices entries when the selector re-decides every step and requests leave
 after a few forwards: measured at the all-tight workload with NLD-8B-like acceptance, high
 load (bench/slo_mix.py), 157 entries for 458 quadratic forwards, 2.9 per entry, priced over

@@ -115,16 +115,12 @@ class OptionPrices:
             rates.update(zip(missing, self._prices(missing, (v,)), strict=True))
         return [rates[o] for o in options]
 
-    def _rates_under(self, option: Option, views: Sequence[RequestView]) -> list[float]:
-        """Each view's tokens per forward under option, as _rate has it, in one loop (the
-        uniform move prices every mover under every option: ~80 x 15 a select at NLD-8B
-        mixed overload, a quarter of the policy's time when each was a _rate call)."""
-        return self._prices((option,), views)
-
     def _prices(self, options: Sequence[Option], views: Sequence[RequestView]) -> list[float]:
         """Tokens per forward of each view under each option (views outer), not memoised:
         the acceptance estimate (its tokens_per_forward: the option's overall value times
-        the request's factor, looked up once per view) capped by what is left to emit."""
+        the request's factor, looked up once per view) capped by what is left to emit. One
+        loop, because the uniform move prices every mover under every option (~80 x 15 a
+        select at NLD-8B mixed overload: a quarter of the policy's time as _rate calls)."""
         overall, factor = self.acceptance.overall_value, self.acceptance.factor
         horizon = self.quad_horizon
         out = []

@@ -81,7 +81,7 @@ class SpareCompute(BatchLedger):
             step = self._step(tokens)
             if (others + n * self.acceptance.overall_value(option) * most) / step <= best_value:
                 continue
-            value = (others + sum(self._rates_under(option, views))) / step
+            value = (others + sum(self._prices((option,), views))) / step
             if value <= best_value or step > cap or not all(
                     s.need == INF or step / self._rate_low(s.view, option) <= s.need * margin
                     for s in movers):
