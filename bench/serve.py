@@ -143,8 +143,8 @@ def serve_env(path: Path, extra: dict[str, str]) -> dict[str, Any]:
 
 
 def start_serve(controller_options: dict[str, Any], worker_nice: int) -> int:
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ[cpu_placement.RAY_NICE_ENV] = str(worker_nice)  # read by the raylet at start
+    os.environ[cpu_placement.RAY_NICE_ENV] = str(worker_nice)  # this run's, over the default
+    cpu_placement.ray_start_env()
     import ray
     from ray import serve
 
