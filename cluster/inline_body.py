@@ -24,11 +24,9 @@ measures the two side by side.
 
 from __future__ import annotations
 
-import os
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cluster import proxy_receive
+from cluster import env_switch, proxy_receive
 
 KEY = "tandem.body"
 ENV = "TANDEM_INLINE_BODY"
@@ -45,10 +43,7 @@ def attach(scope: Scope, body: bytes) -> None:
 
 def enabled() -> bool:
     """Whether this replica reads carried bodies (ENV: "1", the default, or "0")."""
-    value = os.environ.get(ENV, "1")
-    if value not in ("0", "1"):
-        raise ValueError(f"{ENV} must be 0 or 1, not {value!r}")
-    return value == "1"
+    return env_switch.is_on(ENV)
 
 
 def carried(scope: Scope) -> bytes | None:

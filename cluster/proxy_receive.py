@@ -26,10 +26,11 @@ import: the proxy imports inline_body, which imports this.
 from __future__ import annotations
 
 import asyncio
-import os
 import pickle
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from cluster import env_switch
 
 ENV = "TANDEM_PROXY_RECEIVE"
 ENDED = "tandem.app_ended"  # scope key: True, or the future a waiting channel resolves
@@ -42,10 +43,8 @@ Channel = Callable[[Any], Awaitable[bytes]]
 
 
 def enabled() -> bool:
-    value = os.environ.get(ENV, "1")
-    if value not in ("0", "1"):
-        raise ValueError(f"{ENV} must be 0 or 1, not {value!r}")
-    return value == "1"
+    """Whether this replica skips Serve's channel for a carried body (ENV)."""
+    return env_switch.is_on(ENV)
 
 
 def ended(scope: dict[str, Any]) -> None:
