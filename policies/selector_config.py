@@ -29,6 +29,12 @@ class SelectorConfig:
     safety: float = SAFETY  # plan to use at most this share of the time left
     switch_gain: float = 0.03  # keep the current option unless another is this much better
     min_gain: float = 0.10  # spare compute buys speed only for this much more throughput
+    # ... and moves a request pass 2a's search put on speculation (policies/tight_search.py)
+    # only for this much: the search bought it within its loss budget, and at min_gain
+    # pass 3 gave up most of those bets (back to AR) to lift the batch's tokens per second
+    # (tandem-tiny mixed_tight overload, seed 0: 86 times). Never moving them was worse
+    # (their work crowded the other tight requests out); BENCHMARKS.md, "Ninth session".
+    searched_gain: float = 0.20
     # Pass 3 buys speed only with compute beyond a margin: the step may grow to this share
     # of the longest that keeps every request within its limit (at its limit a request
     # has even odds; speculating up to it made met requests miss later: CPU interactive

@@ -97,12 +97,15 @@ class SpareCompute(BatchLedger):
         return [(cap, o) for cap, _, o, _ in self._guards()[:2]]
 
     def _speed_up(self, s: Slot, cap: float) -> bool:
-        """Move s to the option that most raises the batch's tokens per second without
-        pushing any guarded request past its limit (the step stays <= cap); True if moved."""
+        """Move s to the option that most raises the batch's tokens per second by min_gain
+        (searched_gain for a request pass 2a put on speculation) without pushing any guarded
+        request past its limit (the step stays <= cap); True if moved."""
         step = self._step()
         met = self._meets(s, step)
         total = self._rate_sum
-        best, best_value = s.option, total / step * (1 + self.config.min_gain)
+        gain = (self.config.searched_gain if s.searched and s.option != AR1
+                else self.config.min_gain)
+        best, best_value = s.option, total / step * (1 + gain)
         if s.option == s.view.option:
             best_value *= 1 + self.config.switch_gain  # stay unless clearly better
         tokens_0 = self._tokens - s.option.work_tokens
@@ -122,7 +125,7 @@ class SpareCompute(BatchLedger):
             new_step = self._step(tokens, draft_0 + draft)
             value = (total - s.rate + rate) / new_step
             if option == v.option:
-                value *= 1 + self.config.switch_gain + self.config.min_gain
+                value *= 1 + self.config.switch_gain + gain
             if not value > best_value * (1 + 1e-9) or tokens > self._max_tokens or (
                     new_step > cap):
                 continue  # (the value first: most options fail it, and it needs no cautious rate)

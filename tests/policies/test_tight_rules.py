@@ -199,3 +199,23 @@ def test_a_late_request_whose_bound_ar_meets_is_the_rescue_pass_s() -> None:
     assert late_option(late_in_search=True) == L8
     assert late_option(late_in_search=False) == AR1
 
+
+
+def test_pass_3_gives_up_a_searched_bet_only_for_searched_gain() -> None:
+    # Fifty batch requests (a far deadline) run AR beside one tight request whose bound
+    # (2.1 ms) quadratic B=6 meets with about even odds: pass 2a's search puts it there.
+    # Back at AR it would lift the batch's tokens per second by ~12 %: pass 3 gave the bet
+    # up at min_gain (10 %); it keeps it at searched_gain (20 %).
+    traces = {L8: [[(2, 3)] * 20] * 4, Q4: [[(1, 2)] * 20] * 4, Q6: [[(1, 3)] * 20] * 4}
+    p = SLOPolicy(Profile(GPU, traces))
+
+    def tight_option(config: SelectorConfig) -> Option:
+        views = [_tight("t", 1.0, 2.1)]
+        for i in range(50):
+            b = view(f"b{i}", 1.0, max_tokens=41, deadline_ms=2000.0)
+            b.fixed = b.option = AR1
+            views.append(b)
+        return ModeSelector(p.cost, p.acceptance, config).select(views, 1.0)["t"]
+
+    assert tight_option(SelectorConfig()) == Q6
+    assert tight_option(SelectorConfig(searched_gain=0.1)) == AR1
