@@ -43,12 +43,13 @@ EngineFactory = Callable[[TandemConfig], LLMEngine]
 
 
 def run_engine_core(conn: Connection) -> None:
-    """The child process's entry point: (config, engine factory or None) come first."""
-    config, factory = conn.recv()
+    """The child process's entry point: (config, engine factory or None, the CPUs to run on
+    or None) come first."""
+    config, factory, cpus = conn.recv()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s engine-core "
                         "%(name)s: %(message)s")
     try:
-        place_engine_core(config)
+        place_engine_core(config, cpus)
         if config.model.torch_threads:
             import torch
 
@@ -62,14 +63,14 @@ def run_engine_core(conn: Connection) -> None:
     EngineCore(engine, conn, GateConfig(config.model.admit_hold_steps)).run()
 
 
-def place_engine_core(config: TandemConfig) -> None:
+def place_engine_core(config: TandemConfig, cpus: set[int] | None) -> None:
     """Before the engine is built (threads started later inherit it): this process's CPUs
-    and niceness (cluster/cpu_placement.py)."""
-    m = config.model
-    if m.engine_core_cpus is not None:
-        cpu_placement.pin_to(set(m.engine_core_cpus))
-    if m.engine_core_nice is not None:
-        cpu_placement.set_nice(m.engine_core_nice)
+    (the replica resolved `model.engine_core_cpus` to them) and niceness
+    (cluster/cpu_placement.py)."""
+    if cpus is not None:
+        cpu_placement.pin_to(cpus)
+    if config.model.engine_core_nice is not None:
+        cpu_placement.set_nice(config.model.engine_core_nice)
 
 
 class EngineCore:

@@ -101,3 +101,16 @@ print(json.dumps({{"core": core, "replica": threads(os.getpid())}}))
 def test_engine_core_cpus_must_name_distinct_cpus(cpus: list[int]) -> None:
     with pytest.raises(ValueError, match="engine_core_cpus"):
         load_config({"model": {"engine_core_cpus": cpus}})
+
+
+def test_auto_gives_the_core_the_last_cpus_and_leaves_the_replica_at_least_one() -> None:
+    from cluster.cpu_placement import core_cpus
+
+    assert core_cpus("auto", None) == ({CPUS[-1]} if len(CPUS) > 1 else None)
+    assert core_cpus("auto", len(CPUS)) is None  # nothing would be left for the replica
+    assert core_cpus("auto", len(CPUS) - 1) == (set(CPUS[1:]) if len(CPUS) > 1 else None)
+    assert core_cpus([1, 3], 1) == {1, 3}
+    assert core_cpus(None, 1) is None
+    assert load_config({"model": {"engine_core_cpus": "auto"}}).model.engine_core_cpus == "auto"
+    with pytest.raises(ValueError, match="engine_core_cpus"):
+        load_config({"model": {"engine_core_cpus": "all"}})
