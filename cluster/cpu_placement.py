@@ -73,6 +73,11 @@ def pin_to(cpus: set[int]) -> None:
             continue
 
 
+def pin_thread(cpus: set[int]) -> None:
+    """Run the calling thread only on cpus (threads it starts later follow)."""
+    os.sched_setaffinity(0, cpus)  # pid 0: the caller's own thread, not the process
+
+
 def keep_off(cpus: set[int]) -> set[int]:
     """Run every thread of this process on the CPUs it may use now, less cpus; returns them.
     Raises if none would be left (the engine core would have the node to itself)."""
