@@ -6,9 +6,11 @@ loop, Serve's proxy) share the cores, and Ray starts every worker at nice 15
 on the 2-core box (BENCHMARKS.md > Serving, sixth and ninth sessions): shared, the core's
 thread waited for a CPU 7-28 % of an HTTP run and was switched out 26-54 times a step (the
 replica, the proxy and the client wake for every request and chunk, and each wake-up on the
-core's CPU preempts it); pinned alone to one CPU, 4-6 % and 6-11 times, its steps cost no
-more CPU per token, and the ratio to the engine alone rose from 0.72-0.79 to 0.99-1.04. The
-sixth session's pinned run, whose steps cost ~50 % more per token, did not repeat. So
+core's CPU preempts it); pinned alone to one CPU, 4-6 % and 6-11 times (most by its own pipe
+sender, now kept off that CPU), and its steps cost no more CPU per token than the engine
+alone's. The ratio to the engine alone: median 0.90 over 13 pinned rounds against 0.83 over
+11 shared, with a low tail (0.69-0.81) when something else holds the core's CPU. The sixth
+session's pinned run, whose steps cost ~50 % more per token, did not repeat. So
 ray_configs/local.yaml pins the core (`engine_core_cpus: auto`: core_cpus below).
 
 Niceness is on by default (seventh session, same section): a Ray that tandem starts runs its
