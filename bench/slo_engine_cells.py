@@ -205,7 +205,7 @@ def summary(out: Path) -> str:
     return "\n".join(lines)
 
 
-def _seeds(text: str) -> list[int]:
+def parse_seeds(text: str) -> list[int]:
     try:
         seeds = [int(s) for s in text.split(",") if s]
     except ValueError:
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
                 engine_policy_config(name)
             except (KeyError, ValueError):
                 sys.exit(f"--policies: unknown policy {name!r}")
-        run_cell(args.workload, args.load, _seeds(args.seeds), args.requests, args.out,
+        run_cell(args.workload, args.load, parse_seeds(args.seeds), args.requests, args.out,
                  args.threads, policies, args.repeats, args.profile, args.slowdown)
     else:
         print(summary(args.out))

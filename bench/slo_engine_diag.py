@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.slo import PROFILE
-from bench.slo_engine_cells import _seeds, check_slowdown, engine_policy_config
+from bench.slo_engine_cells import check_slowdown, engine_policy_config, parse_seeds
 from bench.step_overhead import TimedPolicy
 from engine.executor import Executor
 from engine.plan import StepOutput, StepPlan
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     make_engine = bench.engine
     bench.engine = lambda policy: engines.append(make_engine(policy)) or engines[-1]
     cost, _ = bench.call_scale(SLOPolicy(profile).cost, args.slowdown)
-    for seed in _seeds(args.seeds):
+    for seed in parse_seeds(args.seeds):
         rate = LOADS[args.load] * capacity_rps(WORKLOADS[args.workload], cost)
         specs = generate(WORKLOADS[args.workload], rate, args.requests, cost,
                          len(bench.prompts), seed=100 + seed)

@@ -21,7 +21,7 @@ import argparse
 from pathlib import Path
 
 from bench.slo_engine import ScaledCost
-from bench.slo_engine_cells import _seeds, engine_policy_config
+from bench.slo_engine_cells import engine_policy_config, parse_seeds
 from bench.slo_engine_diag import failures, refusals
 from engine.simulator import SimConfig, Simulator
 from policies.metrics import summarize
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     cost = ScaledCost(SLOPolicy(profile).cost, args.slowdown)
     rate = LOADS[args.load] * capacity_rps(WORKLOADS[args.workload], cost)
     totals: dict[str, int] = {}
-    for seed in _seeds(args.seeds):
+    for seed in parse_seeds(args.seeds):
         specs = generate(WORKLOADS[args.workload], rate, args.requests, cost, profile.num_prompts(),
                          seed=100 + seed)
         for name in (x for x in args.policies.split(",") if x):

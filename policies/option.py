@@ -110,7 +110,7 @@ PIPELINED_CANDIDATES = (Option(PIPELINED, 4),)  # B = 4: its prior comes from li
 
 
 def default_option(mode: str) -> Option:
-    return Option(mode, DEFAULT_BLOCKS[mode])
+    return Option(mode, DEFAULT_BLOCKS[Mode(mode)])
 
 
 def candidates(allow_lossy: bool, pool: tuple[Option, ...] = CANDIDATES) -> list[Option]:
@@ -122,4 +122,4 @@ def option_of(mode: str, block: int | None = None) -> Option:
     whatever was asked, a missing block is the mode's default."""
     if mode == AR:
         return AR1
-    return Option(mode, block or DEFAULT_BLOCKS[mode])
+    return Option(mode, block or DEFAULT_BLOCKS[Mode(mode)])
