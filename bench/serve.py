@@ -60,10 +60,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # (a GCS lookup and a Ray call), as before cluster/proxy_receive.py.
     "single-serve-receive": {"model_server": {"ray_actor_options": {"runtime_env": {
         "env_vars": {"TANDEM_PROXY_RECEIVE": "0"}}}}},
-    # single with the engine core alone on CPU 1 at nice 0 and the replica off it
-    # (cluster/cpu_placement.py); the proxy, shared by every variant, keeps off it too with
-    # `--serve-env TANDEM_PROXY_AVOID_CPUS=1`.
-    "single-pinned": {"model": {"engine_core_cpus": [1], "engine_core_nice": 0}},
+    # single with the engine core and the replica sharing every CPU, as before 2026-12-04
+    # (local.yaml pins the core alone to the last CPU: cluster/cpu_placement.py core_cpus).
+    "single-shared": {"model": {"engine_core_cpus": None}},
     # single with the engine core at its replica's niceness (the bench Ray's
     # --worker-niceness), as before 2026-12-03's seventh session, instead of nice 0.
     "single-core-inherit": {"model": {"engine_core_nice": None}},

@@ -93,12 +93,15 @@ class ModelSettings(_Strict):
         "the engine-core process has the gate (tp = 1).")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads in the "
                                       "replica (None: leave Ray's / torch's default).")
-    engine_core_cpus: list[int] | None = Field(
+    engine_core_cpus: list[int] | Literal["auto"] | None = Field(
         None, description="CPUs the engine-core process runs on, alone: it pins itself to "
         "them, the replica keeps off them, and so does Serve's proxy if its environment names "
         "them (cluster/cpu_placement.py PROXY_ENV, in controller_options). For one replica per "
-        "node on a CPU box, where the step loop and the serving processes share the cores. "
-        "None: no pinning.")
+        "node on a CPU box, where the step loop and the serving processes share the cores "
+        "(the replica and the proxy wake for every request and chunk, and on a shared CPU each "
+        "wake-up preempts the step loop). `auto`: the replica's last torch_threads CPUs (1 if "
+        "unset) when it has more than that, else no pinning; the proxy stays free. None: no "
+        "pinning.")
     engine_core_nice: int | None = Field(
         0, ge=-20, le=19, description="The engine-core process's niceness. Ray starts its "
         "workers at 15 (RAY_worker_niceness) unless told otherwise (`tandem serve` tells it "
@@ -141,8 +144,8 @@ class ModelSettings(_Strict):
 
     @field_validator("engine_core_cpus")
     @classmethod
-    def _check_cpus(cls, v: list[int] | None) -> list[int] | None:
-        if v is not None and (not v or min(v) < 0 or len(set(v)) != len(v)):
+    def _check_cpus(cls, v: list[int] | str | None) -> list[int] | str | None:
+        if isinstance(v, list) and (not v or min(v) < 0 or len(set(v)) != len(v)):
             raise ValueError(f"engine_core_cpus: distinct CPU numbers >= 0, got {v}")
         return v
 

@@ -3,11 +3,15 @@
 On a CPU node the engine core's step loop and the serving processes (the replica's event
 loop, Serve's proxy) share the cores, and Ray starts every worker at nice 15
 (RAY_worker_niceness), which the engine core inherits from its replica. Measured at C = 64
-on the 2-core box (BENCHMARKS.md > Serving, sixth session): shared, the core's thread waited
-for a CPU 10-14 % of an HTTP run; pinned alone to one CPU at nice 0, 1-2 %, and the ratio to
-the engine alone rose from 0.80-0.82 to 0.96 (pinned from outside a running server); but in
-a later run with the core pinning itself, its steps took ~50 % more CPU per token at C = 64
-and the ratio fell to 0.57. Pinning is off by default until that is understood.
+on the 2-core box (BENCHMARKS.md > Serving, sixth and ninth sessions): shared, the core's
+thread waited for a CPU 7-28 % of an HTTP run and was switched out 26-54 times a step (the
+replica, the proxy and the client wake for every request and chunk, and each wake-up on the
+core's CPU preempts it); pinned alone to one CPU, 4-6 % and 6-11 times (most by its own pipe
+sender, now kept off that CPU), and its steps cost no more CPU per token than the engine
+alone's. The ratio to the engine alone: median 0.90 over 13 pinned rounds against 0.83 over
+11 shared, with a low tail (0.69-0.81) when something else holds the core's CPU. The sixth
+session's pinned run, whose steps cost ~50 % more per token, did not repeat. So
+ray_configs/local.yaml pins the core (`engine_core_cpus: auto`: core_cpus below).
 
 Niceness is on by default (seventh session, same section): a Ray that tandem starts runs its
 workers at nice 0 (ray_start_env), and the engine core sets itself to nice 0
@@ -48,6 +52,16 @@ def ray_start_env(*, auth_off: bool = False) -> None:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
+def core_cpus(setting: list[int] | str | None, torch_threads: int | None) -> set[int] | None:
+    """The CPUs the engine core is to run on alone (`model.engine_core_cpus`): a list as
+    given; "auto": the last torch_threads (1 if unset) of the CPUs this process may use, if
+    it may use more than that (else None: nothing left for the replica); None: no pinning."""
+    if setting != "auto":
+        return None if setting is None else set(setting)
+    mine, n = sorted(os.sched_getaffinity(0)), torch_threads or 1
+    return set(mine[-n:]) if len(mine) > n else None
+
+
 def _threads() -> list[int]:
     return [int(t) for t in os.listdir("/proc/self/task")]
 
@@ -59,6 +73,11 @@ def pin_to(cpus: set[int]) -> None:
             os.sched_setaffinity(tid, cpus)
         except ProcessLookupError:  # the thread ended meanwhile
             continue
+
+
+def pin_thread(cpus: set[int]) -> None:
+    """Run the calling thread only on cpus (threads it starts later follow)."""
+    os.sched_setaffinity(0, cpus)  # pid 0: the caller's own thread, not the process
 
 
 def keep_off(cpus: set[int]) -> set[int]:

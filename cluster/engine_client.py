@@ -41,10 +41,11 @@ class EngineCoreClient:
                  metrics: ServerMetrics, pacing: StreamPacing | None = None) -> None:
         self.metrics = metrics
         self.router = StreamRouter(metrics, pacing)
+        cpus = cpu_placement.core_cpus(config.model.engine_core_cpus, config.model.torch_threads)
         self.proc, self.conn = _spawn()
-        if config.model.engine_core_cpus is not None:  # the core pins itself; the replica
-            cpu_placement.keep_off(set(config.model.engine_core_cpus))  # keeps off them
-        self.conn.send((config, factory))  # a factory must be importable (pickled by name)
+        if cpus is not None:  # the core pins itself to them; the replica keeps off them
+            cpu_placement.keep_off(cpus)
+        self.conn.send((config, factory, cpus))  # a factory must be importable (by name)
         if not self.conn.poll(START_TIMEOUT_S):
             raise RuntimeError(f"the engine core did not start in {START_TIMEOUT_S:.0f} s")
         msg = self.conn.recv()

@@ -19,6 +19,7 @@ engine's own work: what `tandem bench serve` leaves out of the serving stack's C
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import queue
 import sys
@@ -43,12 +44,13 @@ EngineFactory = Callable[[TandemConfig], LLMEngine]
 
 
 def run_engine_core(conn: Connection) -> None:
-    """The child process's entry point: (config, engine factory or None) come first."""
-    config, factory = conn.recv()
+    """The child process's entry point: (config, engine factory or None, the CPUs to run on
+    or None) come first."""
+    config, factory, cpus = conn.recv()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s engine-core "
                         "%(name)s: %(message)s")
     try:
-        place_engine_core(config)
+        sender_cpus = place_engine_core(config, cpus)
         if config.model.torch_threads:
             import torch
 
@@ -59,23 +61,29 @@ def run_engine_core(conn: Connection) -> None:
     except Exception:
         conn.send(("failed", traceback.format_exc()))
         raise
-    EngineCore(engine, conn, GateConfig(config.model.admit_hold_steps)).run()
+    EngineCore(engine, conn, GateConfig(config.model.admit_hold_steps), sender_cpus).run()
 
 
-def place_engine_core(config: TandemConfig) -> None:
+def place_engine_core(config: TandemConfig, cpus: set[int] | None) -> set[int] | None:
     """Before the engine is built (threads started later inherit it): this process's CPUs
-    and niceness (cluster/cpu_placement.py)."""
-    m = config.model
-    if m.engine_core_cpus is not None:
-        cpu_placement.pin_to(set(m.engine_core_cpus))
-    if m.engine_core_nice is not None:
-        cpu_placement.set_nice(m.engine_core_nice)
+    (the replica resolved `model.engine_core_cpus` to them) and niceness
+    (cluster/cpu_placement.py). Returns the CPUs for the sender thread: the others, if any
+    (beside the step loop, its every wake-up would preempt it: most of the pinned core's
+    preemptions in a `perf sched` trace, BENCHMARKS.md > Serving, ninth session)."""
+    sender = None
+    if cpus is not None:
+        sender = (os.sched_getaffinity(0) - cpus) or None
+        cpu_placement.pin_to(cpus)
+    if config.model.engine_core_nice is not None:
+        cpu_placement.set_nice(config.model.engine_core_nice)
+    return sender
 
 
 class EngineCore:
-    def __init__(self, engine: LLMEngine, conn: Connection, gate: GateConfig | None = None
-                 ) -> None:
+    def __init__(self, engine: LLMEngine, conn: Connection, gate: GateConfig | None = None,
+                 sender_cpus: set[int] | None = None) -> None:
         self.engine, self.conn = engine, conn
+        self._sender_cpus = sender_cpus  # None: where the step loop runs
         self.gate = AdmissionGate(gate or GateConfig())
         self._out: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._open: set[str] = set()  # request ids added and not finished
@@ -162,6 +170,8 @@ class EngineCore:
         self._out.put(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
 
     def _send_loop(self) -> None:
+        if self._sender_cpus:
+            cpu_placement.pin_thread(self._sender_cpus)
         while (payload := self._out.get()) is not None:
             try:
                 self.conn.send_bytes(payload)

@@ -69,7 +69,7 @@ def controller_options(config: TandemConfig | None = None) -> dict[str, Any]:
     the app's engine core has its own (cluster/cpu_placement.py)."""
     env = {ENV: CALLBACK, **PROXY_ENV}
     cpus = config.model.engine_core_cpus if config is not None else None
-    if cpus is not None:
+    if isinstance(cpus, list):  # "auto" is resolved in each replica: the proxy stays free
         env[cpu_placement.PROXY_ENV] = ",".join(map(str, cpus))
     return {"runtime_env": {"env_vars": env}}
 

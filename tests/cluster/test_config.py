@@ -40,6 +40,7 @@ def test_yaml_specifics() -> None:
     assert local.model.tp == 1 and local.placement_bundles() is None
     assert local.model_server.ray_actor_options.num_cpus == 0  # else a 2-CPU box never places it
     assert local.model_server_options()["health_check_period_s"] == 2  # Serve's option name
+    assert local.model.engine_core_cpus == "auto"  # the core alone on a CPU (cpu_placement)
     tp2 = load_config(app_args("tp2.yaml"))
     assert tp2.placement_bundles() == [{"CPU": 0.01}, {"CPU": 1}, {"CPU": 1}]
     gpu = load_config(app_args("multinode-gpu.yaml"))

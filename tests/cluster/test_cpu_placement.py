@@ -80,9 +80,9 @@ print(json.dumps(threads(os.getpid())))
 @needs_two
 def test_the_engine_core_runs_alone_on_its_cpus_and_the_replica_elsewhere() -> None:
     """A replica (ModelServer with the engine-core process) in a child, started below nice 0
-    as a Ray replica at Ray's 15 would be: the core's every thread (torch's among them) on
-    the configured CPU, at nice 0 by default where it may (CAP_SYS_NICE; without, at the
-    replica's); the replica's threads on the others."""
+    as a Ray replica at Ray's 15 would be: the core's step loop on the configured CPU, its
+    pipe sender on the others (it would preempt the step loop), at nice 0 by default where
+    it may (CAP_SYS_NICE; without, at the replica's); the replica's threads on the others."""
     got = child(f"""
 from cluster.model_server import ModelServer
 os.nice(3)
@@ -90,10 +90,13 @@ s = ModelServer({{"model": {{"num_kv_blocks": 64, "max_model_len": 256, "engine_
                  "policy": "first_come", "torch_threads": 1, "engine_core_cpus": [{CPUS[-1]}]}}}})
 core = threads(s.loop.proc.pid)
 s.loop.shutdown()
-print(json.dumps({{"core": core, "replica": threads(os.getpid())}}))
+print(json.dumps({{"core": core, "pid": s.loop.proc.pid, "replica": threads(os.getpid())}}))
 """)
     nice = 0 if os.geteuid() == 0 else min(19, os.getpriority(os.PRIO_PROCESS, 0) + 3)
-    assert got["core"] and all(v == [[CPUS[-1]], nice] for v in got["core"].values())
+    assert got["core"].pop(str(got["pid"])) == [[CPUS[-1]], nice]  # the step loop
+    others = sorted(got["core"].values())  # the sender, and any helper the step loop started
+    assert others.count([CPUS[:-1], nice]) == 1
+    assert all(v == [[CPUS[-1]], nice] for v in others if v != [CPUS[:-1], nice])
     assert all(cpus == CPUS[:-1] for cpus, _ in got["replica"].values())
 
 
@@ -101,3 +104,16 @@ print(json.dumps({{"core": core, "replica": threads(os.getpid())}}))
 def test_engine_core_cpus_must_name_distinct_cpus(cpus: list[int]) -> None:
     with pytest.raises(ValueError, match="engine_core_cpus"):
         load_config({"model": {"engine_core_cpus": cpus}})
+
+
+def test_auto_gives_the_core_the_last_cpus_and_leaves_the_replica_at_least_one() -> None:
+    from cluster.cpu_placement import core_cpus
+
+    assert core_cpus("auto", None) == ({CPUS[-1]} if len(CPUS) > 1 else None)
+    assert core_cpus("auto", len(CPUS)) is None  # nothing would be left for the replica
+    assert core_cpus("auto", len(CPUS) - 1) == (set(CPUS[1:]) if len(CPUS) > 1 else None)
+    assert core_cpus([1, 3], 1) == {1, 3}
+    assert core_cpus(None, 1) is None
+    assert load_config({"model": {"engine_core_cpus": "auto"}}).model.engine_core_cpus == "auto"
+    with pytest.raises(ValueError, match="engine_core_cpus"):
+        load_config({"model": {"engine_core_cpus": "all"}})
