@@ -36,6 +36,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.slo import PROFILE, _row, policy_config
+from engine.policy import SchedulingPolicy
+from policies.cost_model import CostModel
+from policies.decision import BatchDecision, SchedulerView
 from policies.option import AR1
 from policies.policy import PolicyConfig, SLOPolicy
 from policies.profile import Profile
@@ -70,6 +73,34 @@ def run_order(policies: tuple[str, ...], seed: int, repeats: int) -> list[tuple[
     return order
 
 
+class StepRatios:
+    """The engine-side policy, with each step's wall time (schedule and executor) over what
+    the profile predicts for its batch kept: how much slower than the profile the machine
+    ran during the run itself (the probe times lone AR steps of short prompts before it, and
+    read 1.05 while a mixed run's steps ran 1.3-1.7x; BENCHMARKS.md, "ninth session")."""
+
+    def __init__(self, cost: CostModel) -> None:
+        self.cost = cost
+        self.inner: SchedulingPolicy | None = None
+        self.ratios: list[float] = []
+
+    def wrap(self, inner: SchedulingPolicy) -> SchedulingPolicy:
+        """For EngineBench.run: this recorder around the run's policy."""
+        self.inner = inner
+        return self  # type: ignore[return-value]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def plan(self, view: SchedulerView) -> BatchDecision:
+        step = view.last_step
+        if step is not None and step.num_tokens > 0:
+            self.ratios.append(step.seconds / self.cost.predict(step.num_tokens,
+                                                                step.num_requests))
+        assert self.inner is not None, "StepRatios.wrap() first"
+        return self.inner.plan(view)
+
+
 def _code_id() -> str:
     out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                          text=True, cwd=Path(__file__).parent, check=False)
@@ -86,7 +117,8 @@ def run_cell(workload: str, load: str, seeds: list[int], num_requests: int, out:
     torch.set_num_threads(threads)
     profile = Profile.load(profile_path)
     bench, code = EngineBench(), _code_id()
-    cost, probe = bench.call_scale(SLOPolicy(profile).cost, slowdown)  # probe: recorded
+    base = SLOPolicy(profile).cost
+    cost, probe = bench.call_scale(base, slowdown)  # probe: recorded
     rows = []
     for seed in seeds:
         rate = LOADS[load] * capacity_rps(WORKLOADS[workload], cost)
@@ -94,17 +126,20 @@ def run_cell(workload: str, load: str, seeds: list[int], num_requests: int, out:
                          seed=100 + seed)
         for name, repeat in run_order(policies, seed, repeats):
             load_avg, t0 = os.getloadavg()[0], time.monotonic()
-            results = bench.run(specs, profile, engine_policy_config(name))
+            steps = StepRatios(base)
+            results = bench.run(specs, profile, engine_policy_config(name), steps.wrap)
             row = _row("engine", workload, load, name, results, rate) | {
                 "seed": seed, "repeat": repeat, "slowdown": round(cost.factor, 3),
                 "probe": round(probe, 3),
+                "step_ratio": round(statistics.median(steps.ratios), 3),
                 "load_avg": round(load_avg, 2), "wall_s": round(time.monotonic() - t0, 1),
                 "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "code": code,
                 "profile": profile_path.name}
             rows.append(row)
             print(f"{workload}/{load}/seed {seed} {name}#{repeat}: attainment "
                   f"{row['attainment']:.2f} goodput {row['goodput']:.3f} refused "
-                  f"{row['num_refused']} ({row['wall_s']} s, load {load_avg:.2f})", flush=True)
+                  f"{row['num_refused']} ({row['wall_s']} s, load {load_avg:.2f}, steps "
+                  f"x{row['step_ratio']:.2f} the profile)", flush=True)
     done = {(workload, load, r["seed"], r["policy"]) for r in rows}
     old = json.loads(out.read_text()) if out.exists() else {"runs": []}
     keep = [r for r in old["runs"] if (r["workload"], r["load"], r["seed"], r["policy"])
@@ -144,7 +179,7 @@ def summary(out: Path) -> str:
     order = list(LOADS)
     lines = [f"{'workload':<12}{'load':<12}{'seeds':>5}  " + "".join(
         f"{p:>26}" for p in POLICIES)
-        + f"{'auto/best':>10}{'per seed':>13}{'noise':>7}  load avg"]
+        + f"{'auto/best':>10}{'per seed':>13}{'noise':>7}  load avg  steps/profile"]
     for (workload, load), rows in sorted(cells.items(),
                                          key=lambda c: (c[0][0], order.index(c[0][1]))):
         st = cell_stats(rows)
@@ -162,8 +197,11 @@ def summary(out: Path) -> str:
                  if st["per_seed"] else "-")
         noise = f"{st['noise']:.0%}" if st["noise"] is not None else "-"
         loads = [r["load_avg"] for r in rows]
+        steps = [r["step_ratio"] for r in rows if "step_ratio" in r]  # (older rows: none)
+        step_range = f"  {min(steps):.2f}-{max(steps):.2f}" if steps else ""
         lines.append(f"{workload:<12}{load:<12}{n:>5}  " + "".join(f"{c:>26}" for c in cols)
-                     + f"{ratio:>10}{seeds:>13}{noise:>7}  {min(loads):.1f}-{max(loads):.1f}")
+                     + f"{ratio:>10}{seeds:>13}{noise:>7}  {min(loads):.1f}-{max(loads):.1f}"
+                     + step_range)
     return "\n".join(lines)
 
 

@@ -1,7 +1,8 @@
 """The engine grid's cells in the simulator on a machine slower than its profile (#12).
 
   python -m bench.slo_slow_sim --workload interactive --load medium_high --truth 1.9 \
-      [--seeds 0,1,2] [--policies auto,ar] [--requests 150] [--slowdown 1.376] [--profile P]
+      [--seeds 0,1,2] [--policies auto,ar] [--requests 150] [--slowdown 1.376] [--profile P] \
+      [--charge-plan]
 
 As bench/slo_engine_cells.py builds a cell (the same requests per seed: arrivals drawn with
 100 + seed, SLOs and arrival rate at `--slowdown` x the profile), but run by the simulator
@@ -9,6 +10,9 @@ whose ground truth is the profile's step times times `--truth`, while the policy
 from the profile itself. That is the engine's situation on a machine that probes slower
 than the slowdown the SLOs were scaled by; unlike the engine, it is deterministic per seed,
 so a rule can be compared with the same requests and the same noise. Modelled numbers.
+The engine's truth is its steps' wall time over the profile's prediction
+(bench/slo_engine_cells.py's `step_ratio`), not the probe. `--charge-plan` adds what the
+engine has and the simulator does not: the policy's own CPU time inside each step.
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--requests", type=int, default=150)
     p.add_argument("--slowdown", type=float, default=1.376, help="the SLO and rate scale")
     p.add_argument("--profile", type=Path, default=CPU_PROFILE)
+    p.add_argument("--charge-plan", action="store_true",
+                   help="the policy's plan CPU time advances the clock, as on the engine "
+                        "(not deterministic)")
     args = p.parse_args(argv)
     profile = Profile.load(args.profile)
     truth = slower(profile, args.truth)
@@ -57,7 +64,8 @@ def main(argv: list[str] | None = None) -> None:
                          seed=100 + seed)
         for name in (x for x in args.policies.split(",") if x):
             policy = SLOPolicy(profile, engine_policy_config(name))
-            results = Simulator(truth, policy, SimConfig(seed=seed)).run(specs)
+            config = SimConfig(seed=seed, charge_plan=args.charge_plan)
+            results = Simulator(truth, policy, config).run(specs)
             s = summarize(results)
             totals[name] = totals.get(name, 0) + s.num_good
             print(f"seed {seed} {name:<8} met {s.num_good:>3} goodput {s.goodput:6.2f}  fail "

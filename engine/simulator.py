@@ -13,6 +13,7 @@ plans real chunks (models.batch) and so imports torch; policies/ stays torch-fre
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,10 +25,12 @@ from engine.request import Request
 from engine.scheduler import SchedulerConfig
 from engine.slo_policy import SLOSchedulingPolicy
 from engine.trace_executor import FILLER, SIM_MODEL, SimClock, TraceExecutor
+from policies.decision import BatchDecision, SchedulerView
 from policies.metrics import RequestResult
 from policies.option import Option
 from policies.policy import SLOPolicy
 from policies.profile import Profile
+from policies.request_view import RequestView
 from policies.step_clock import StepClock
 from policies.workloads import RequestSpec
 
@@ -47,6 +50,10 @@ class SimConfig:
     drift_rho: float = 0.995  # its correlation from one step to the next
     seed: int = 0
     record_plans: bool = False  # keep every step's plan in Simulator.plans
+    # The policy's plan CPU time advances the clock, as on the engine, where schedule() runs
+    # inside a step's wall time (auto's plan is ~3x AR's: BENCHMARKS.md, "ninth session").
+    # Not deterministic: it is this machine's CPU time.
+    charge_plan: bool = False
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(self.num_kv_blocks, self.block_size, scheduler=SchedulerConfig(
@@ -55,6 +62,22 @@ class SimConfig:
 
 def plan_record(plan: StepPlan) -> PlanRecord:
     return tuple((w.request_id, str(w.kind), w.mode, w.num_tokens) for w in plan.works)
+
+
+class ChargedPlan(SchedulingPolicy):
+    """A policy whose plan() takes its own CPU time off the simulated clock."""
+
+    def __init__(self, inner: SchedulingPolicy, clock: SimClock) -> None:
+        self.inner, self.clock = inner, clock
+
+    def plan(self, view: SchedulerView) -> BatchDecision:
+        start = time.process_time()
+        decision = self.inner.plan(view)
+        self.clock.now += time.process_time() - start
+        return decision
+
+    def admit(self, request: RequestView, view: SchedulerView) -> None:
+        self.inner.admit(request, view)
 
 
 class Simulator:
@@ -69,6 +92,8 @@ class Simulator:
                                       self._on_step if config.record_plans else None)
         if isinstance(policy, SLOPolicy):
             policy = SLOSchedulingPolicy(policy, self.clock)
+        if config.charge_plan:
+            policy = ChargedPlan(policy, self.clock)
         self.engine = LLMEngine(self.executor, SIM_MODEL, None, config.engine_config(), policy,
                                 clock=self.clock)
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 SQRT2 = math.sqrt(2.0)  # p_met's, once (asked ~300 times a select at 64 tight)
@@ -60,10 +60,18 @@ class Request(Generic[K, Opt]):
     key: K
     need: float  # seconds per token it may take from now on (raw, no safety margin)
     paces: tuple[Pace[Opt], ...]  # the first is where it starts (AR: the least work)
+    # Indices into paces grouped by equal work, least work first, each group in index
+    # order: _hull's candidates at any step (work does not depend on the step; sorted once
+    # here, not once per candidate step).
+    by_work: tuple[tuple[int, ...], ...] = field(init=False)
 
     def __post_init__(self) -> None:
         if not self.paces:
             raise ValueError(f"{self.key}: no options")
+        groups: dict[int, list[int]] = {}
+        for i, p in enumerate(self.paces):
+            groups.setdefault(p.work, []).append(i)
+        self.by_work = tuple(tuple(groups[w]) for w in sorted(groups))
 
 
 def spread_of(cv: float, tokens_per_iteration: float, remaining: int, floor: float) -> float:
@@ -150,7 +158,10 @@ def _hull(r: Request[K, Opt], step: float) -> tuple[list[int], list[float]]:
                for p in paces]
     work = [p.work for p in paces]
     hull = [0]
-    for i in sorted(range(len(paces)), key=lambda i: (work[i], -met[i])):
+    # By work, and within equal work the most P first (the first index among equal P):
+    # the others of a work are never on the hull.
+    for group in r.by_work:
+        i = group[0] if len(group) == 1 else max(group, key=met.__getitem__)
         last = hull[-1]
         if work[i] <= work[last] or met[i] <= met[last]:
             continue

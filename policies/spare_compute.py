@@ -55,13 +55,13 @@ class SpareCompute(BatchLedger):
         gain, all of them together win (NLD-8B, 30 requests: one at linear B=8 +2 %, all
         +30 %).
         O(options x movers), with arithmetic only until one option is chosen."""
+        movers = [s for s in order if s.option == AR1]
+        if len(movers) < 2:
+            return  # (asked first: the free requests are few where the decision cache holds)
         alone = self._ar_alone  # _only_speculation over the batch, inlined (every select)
         if any(t is not None and t / 1e3 < alone for t in (s.view.slo.tpot_ms
                                                             for s in self._slots)):
             return  # requests only speculation serves have the device's extra work first
-        movers = [s for s in order if s.option == AR1]
-        if len(movers) < 2:
-            return
         ids = {id(s) for s in movers}
         margin = self.config.spare_margin
         cap = next((c for c, _, o, _ in self._guards() if id(o) not in ids), INF) * margin

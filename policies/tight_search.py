@@ -23,6 +23,7 @@ INF = math.inf
 class TightSearch(RescuePass):
     # Each request's paces by option, with the rate and remaining tokens they were priced at.
     _paces: dict[tuple[str, Option], tuple[float, int, Pace[Option]]]
+    _uniform_by_flags: dict[frozenset[bool], list[Option]]  # _uniform_options'
 
     def _meet_most(self, order: list[Slot]) -> None:
         """Pass 2a, for requests whose pace only speculation meets (slower than AR alone is
@@ -150,15 +151,17 @@ class TightSearch(RescuePass):
         incumbent = running[0][0] if running else None
         best: tuple[float, dict[Slot, Pace[Option]]] = (-1.0, {})
         by_option = {s: {p.option: p for p in menus[s]} for s in only}
+        counted = [(menus[s][0], need[s]) for s in hopeful if s not in only]  # at AR
         for option in self._uniform_options(only):
             paces = {s: by_option[s][option] for s in only}
-            tokens = base + sum(p.work - 1 for p in paces.values())
-            rate = base_rate + sum(p.rate - 1 for p in paces.values())
+            # (sums of lists, not generators: the same sums, without a resume per request)
+            tokens = base + sum([p.work - 1 for p in paces.values()])
+            rate = base_rate + sum([p.rate - 1 for p in paces.values()])
             step = self._step(tokens)
             if tokens > self._max_tokens or rate / step < floor:
                 continue
-            value = sum(p.p_met(step, need[s]) for s, p in paces.items()) + sum(
-                menus[s][0].p_met(step, need[s]) for s in hopeful if s not in only)
+            value = sum([p.p_met(step, need[s]) for s, p in paces.items()]) + sum(
+                [p.p_met(step, n) for p, n in counted])
             if option == incumbent:
                 value *= 1 + self.config.switch_gain
             if value > best[0]:
@@ -166,7 +169,14 @@ class TightSearch(RescuePass):
         return best[1]
 
     def _uniform_options(self, only: set[Slot]) -> list[Option]:
+        """The options every request of `only` has, but AR and the draft pool's, sorted
+        (they depend only on which lossy flags are among them: kept per selector)."""
         if not self.config.uniform or not only:
             return []
-        common = set.intersection(*(set(self._options(s.view)) for s in only))
-        return sorted(o for o in common if o != AR1 and not o.draft_tokens)
+        flags = frozenset([s.view.allow_lossy for s in only])
+        options = self._uniform_by_flags.get(flags)
+        if options is None:
+            common = set.intersection(*(set(self._candidates[lossy]) for lossy in flags))
+            options = self._uniform_by_flags[flags] = sorted(
+                o for o in common if o != AR1 and not o.draft_tokens)
+        return options

@@ -91,3 +91,7 @@ def test_plan_cost_times_every_engine_step() -> None:
     assert max(n for n, _, _ in rows) > 1 and sum(c for _, _, c in rows) > 0
     lines = slo_plan_cost.summary(rows)
     assert lines and sum(int(x.split()[2]) for x in lines) == len(rows)
+    shares = [float(x) for x in slo_plan_cost.table_row(rows).split("max")[0].split()]
+    assert len(shares) == len(slo_plan_cost.BUCKETS) and abs(sum(shares) - 100) < 0.5
+    past = slo_plan_cost.measure(Profile.load(PROFILE), "tight", "3", 12, seed=0)
+    assert max(n for n, _, _ in past) > max(n for n, _, _ in rows)  # 3x capacity: more run

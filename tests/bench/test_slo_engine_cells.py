@@ -89,3 +89,25 @@ def test_auto_ar_is_auto_with_an_ar_only_pool():
     config = engine_policy_config("auto_ar")
     assert config.fixed is None and config.selector.pool == (AR1,)
     assert engine_policy_config("ar").fixed == AR1
+
+
+def test_step_ratios_keep_each_reported_step_over_the_profile_and_pass_the_plan_on():
+    from bench.slo_engine_cells import StepRatios
+    from policies.decision import BatchDecision, SchedulerView, StepRecord
+
+    class Cost:
+        def predict(self, num_tokens: int, num_requests: int = 1) -> float:
+            return 0.001 * num_tokens
+
+    class Inner:
+        name = "inner"
+
+        def plan(self, view: SchedulerView) -> BatchDecision:
+            return BatchDecision((), {})
+
+    recorder = StepRatios(Cost())  # type: ignore[arg-type]
+    wrapped = recorder.wrap(Inner())  # type: ignore[arg-type]
+    view = SchedulerView((), (), 64, 8, 16)
+    assert wrapped.plan(view) == BatchDecision((), {}) and recorder.ratios == []
+    wrapped.plan(SchedulerView((), (), 64, 8, 16, last_step=StepRecord(4, 2, 0.006)))
+    assert recorder.ratios == pytest.approx([1.5]) and wrapped.name == "inner"

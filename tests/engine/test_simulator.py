@@ -1,4 +1,5 @@
 from engine.simulator import SimConfig, Simulator
+from policies.decision import SchedulerView
 from policies.metrics import RequestResult, summarize
 from policies.option import Option
 from policies.policy import PolicyConfig, SLOPolicy
@@ -55,3 +56,30 @@ def test_goodput_counts_requests_that_met_every_bound():
     assert (s.num_requests, s.num_good, s.num_refused) == (4, 1, 1)
     assert s.attainment == 0.25
     assert s.goodput == 1 / 1.0  # one good request over 0 .. 1 s
+
+
+
+def test_a_charged_plan_takes_its_cpu_time_off_the_clock():
+    import time
+
+    from engine.policy import FirstComePolicy
+    from engine.simulator import ChargedPlan
+    from engine.trace_executor import SimClock
+
+    class Slow(FirstComePolicy):
+        def plan(self, view):
+            start = time.process_time()
+            while time.process_time() - start < 0.002:  # 2 ms of CPU a step
+                pass
+            return super().plan(view)
+
+    clock = SimClock(1.0)
+    ChargedPlan(Slow(), clock).plan(SchedulerView((), (), 64, 8, 16))
+    assert 1.002 <= clock.now < 1.5
+    profile = synthetic_profile()
+    spec = generate("interactive", 1.0, 1, SLOPolicy(profile).cost, num_prompts=1)
+    plain = Simulator(profile, Slow(), SimConfig())
+    charged = Simulator(profile, Slow(), SimConfig(charge_plan=True))
+    (a,), (b,) = plain.run(spec), charged.run(spec)
+    assert charged.num_steps == plain.num_steps  # the same steps, each 2 ms+ longer
+    assert b.finish_s - a.finish_s >= 0.002 * plain.num_steps

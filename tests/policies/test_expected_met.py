@@ -99,3 +99,34 @@ def test_the_inlined_sum_of_expected_met_is_p_mets_to_the_bit():
         choice, step = {r.key: r.paces[0] for r in requests}, rng.uniform(1e-3, 0.05)
         assert expected_met(requests, choice, step) == sum(
             choice[r.key].p_met(step, r.need) for r in requests)
+
+
+def test_the_hull_walks_work_groups_as_a_sort_by_work_then_p_would():
+    """_hull takes each work's most likely pace (the first of equal ones) from
+    Request.by_work, sorted once: the hull of a sort by (work, -P) at every step."""
+    import random
+
+    from policies.expected_met import _hull
+
+    def sorted_hull(paces: tuple[Pace, ...], met: list[float]) -> list[int]:
+        hull = [0]
+        for i in sorted(range(len(paces)), key=lambda i: (paces[i].work, -met[i])):
+            w, m, last = paces[i].work, met[i], hull[-1]
+            if w <= paces[last].work or m <= met[last]:
+                continue
+            while len(hull) >= 2 and (
+                    (met[hull[-1]] - met[hull[-2]]) / max(1, paces[hull[-1]].work
+                                                          - paces[hull[-2]].work)
+                    <= (m - met[hull[-1]]) / max(1, w - paces[hull[-1]].work)):
+                hull.pop()
+            hull.append(i)
+        return hull
+
+    rng = random.Random(3)
+    for _ in range(300):  # few distinct works and rates: equal works and equal P are common
+        paces = tuple(Pace(i, rng.choice([1, 4, 8, 8, 12]), rng.choice([1.0, 2.0, 2.0, 3.5]),
+                           rng.choice([0.05, 0.2])) for i in range(rng.randint(1, 9)))
+        need = rng.choice([float("inf"), rng.uniform(1e-3, 0.02)])
+        r, step = Request("r", need, paces), rng.uniform(1e-3, 0.05)
+        hull, met = _hull(r, step)
+        assert hull == sorted_hull(paces, met)
