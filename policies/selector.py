@@ -75,7 +75,6 @@ class ModeSelector(TightSearch, SpareCompute):
         self._rates: dict[str, dict[Option, float]] = {}
         self._alone: dict[str, float] = {}
         self._paces = {}  # TightSearch._pace's
-        self._uniform_by_flags = {}  # TightSearch._uniform_options'
         bounds = {m: (lo, hi) for m, lo, hi in config.block_bounds}
         self.pool = tuple(o for o in config.pool if o == AR1 or (
             o in acceptance.overall and (o.mode not in bounds
@@ -87,6 +86,7 @@ class ModeSelector(TightSearch, SpareCompute):
         # Pass 2a's menu (policies/tight_search.py): AR first, no option on a draft pool.
         self._searched = {lossy: [AR1] + [o for o in c if o != AR1 and not o.draft_tokens]
                           for lossy, c in self._candidates.items()}
+        self._uniform = {lossy: sorted(menu[1:]) for lossy, menu in self._searched.items()}
         # A new number for every state of the batch's options (a switch, a select); an undo
         # goes back to the number of the state it restores: what _guards and _short keep.
         self._version = self._new_version = 0

@@ -23,7 +23,7 @@ INF = math.inf
 class TightSearch(RescuePass):
     # Each request's paces by option, with the rate and remaining tokens they were priced at.
     _paces: dict[tuple[str, Option], tuple[float, int, Pace[Option]]]
-    _uniform_by_flags: dict[frozenset[bool], list[Option]]  # _uniform_options'
+    _uniform: dict[bool, list[Option]]  # _uniform_options', by allow_lossy
 
     def _meet_most(self, order: list[Slot]) -> None:
         """Pass 2a, for requests whose pace only speculation meets (slower than AR alone is
@@ -169,14 +169,8 @@ class TightSearch(RescuePass):
         return best[1]
 
     def _uniform_options(self, only: set[Slot]) -> list[Option]:
-        """The options every request of `only` has, but AR and the draft pool's, sorted
-        (they depend only on which lossy flags are among them: kept per selector)."""
+        """The options every request of `only` has, but AR and the draft pool's, sorted: a
+        lossless request's options are a subset of a lossy one's, so those of the strictest."""
         if not self.config.uniform or not only:
             return []
-        flags = frozenset([s.view.allow_lossy for s in only])
-        options = self._uniform_by_flags.get(flags)
-        if options is None:
-            common = set.intersection(*(set(self._candidates[lossy]) for lossy in flags))
-            options = self._uniform_by_flags[flags] = sorted(
-                o for o in common if o != AR1 and not o.draft_tokens)
-        return options
+        return self._uniform[all(s.view.allow_lossy for s in only)]
