@@ -122,7 +122,13 @@ class OptionPrices:
         loop, because the uniform move prices every mover under every option (~80 x 15 a
         select at NLD-8B mixed overload: a quarter of the policy's time as _rate calls)."""
         overall, factor = self.acceptance.overall_value, self.acceptance.factor
-        horizon = self.quad_horizon
+        # Alone in the batch, a request that enters stays to its end: the stay learnt
+        # (policies/entry_stay.py) is of requests re-decided beside others (NLD-8B tight:
+        # ~3 forwards an entry), and its prior of 8 forwards priced quadratic out where
+        # requests run one at a time and never enter it, so nothing was learnt (CPU tight
+        # medium_high, 1,000 requests x 10 seeds: auto ran linear B=8 where quadratic meets,
+        # 0.964x -> 1.061x the best fixed mode; BENCHMARKS.md, "Tenth session").
+        horizon = self.quad_horizon if self._num_requests > 1 else INF
         out = []
         for v in views:
             remaining = v.remaining

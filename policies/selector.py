@@ -75,6 +75,7 @@ class ModeSelector(TightSearch, SpareCompute):
         self._rates: dict[str, dict[Option, float]] = {}
         self._alone: dict[str, float] = {}
         self._paces = {}  # TightSearch._pace's
+        self._num_requests = 0  # decoders in the last select (0: none yet)
         bounds = {m: (lo, hi) for m, lo, hi in config.block_bounds}
         self.pool = tuple(o for o in config.pool if o == AR1 or (
             o in acceptance.overall and (o.mode not in bounds

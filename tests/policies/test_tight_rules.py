@@ -102,6 +102,22 @@ def test_the_quadratic_stay_is_learnt_from_entries_and_forwards() -> None:
     assert p.selector.quad_horizon == pytest.approx((40 + 8 * 8) / (40 + 8))
 
 
+def test_a_request_alone_prices_the_quadratic_entry_over_its_whole_stay() -> None:
+    # Quadratic B=4 at 3 tokens a forward, 48 tokens left: 16 forwards to the end. The entry
+    # pass (nothing emitted) is spread over those 16 forwards alone, but over the learnt stay
+    # (the prior: QUAD_HORIZON = 8 forwards) beside another request.
+    traces = {Q4: [[(1, 3)] * 20] * 4, L8: [[(2, 5)] * 20] * 4}
+    p = SLOPolicy(Profile(GPU, traces))
+    alone = _tight("a", 1.0, 3.0)
+    alone.max_tokens, alone.num_output = 49, 1
+    p.selector.select([alone], 1.0)
+    assert p.selector.rate_of(alone, Q4) == pytest.approx(3.0 * 16 / 17)
+    other = _tight("b", 1.0, 3.0)
+    p.selector.select([alone, other], 1.0)
+    stay = QUAD_HORIZON
+    assert p.selector.rate_of(alone, Q4) == pytest.approx(3.0 * stay / (stay + 1))
+
+
 def test_upgrades_stay_in_the_mode_everyone_starts_at() -> None:
     # Four tight requests, two of them tighter than linear B=8 alone: the uniform start is
     # linear B=8 for all; upgrading the two into quadratic speculation (an entry pass each,
