@@ -10,9 +10,10 @@ clients, each sending its next request when the last one ends. Several serving l
 (`--variants`, see VARIANTS) run side by side as separate apps; at each concurrency the
 engine and every variant alternate, `--repeats` rounds, and a variant's figure is the median
 of its per-round ratios (HTTP over the engine runs just before and after it) with their
-range (the machine is shared: bench/serve_level.py). The engine alone runs on the CPUs and at
-the niceness the config gives the engine core, and the client keeps off the core's CPUs. CPU per token is read from /proc around each HTTP
-run (bench/proc_cpu.py) and the median round's is shown; "stack" is the CPU of the
+range (the machine is shared: bench/serve_level.py). The engine alone runs on the CPUs
+and at the niceness the config gives the engine core; the client keeps off the core's CPUs.
+CPU per token is read from /proc around each HTTP run (bench/proc_cpu.py) and the median
+round's is shown; "stack" is the CPU of the
 processes on a token's path (proxy, replicas, engine core) minus the CPU the server's own
 engine.step() calls took on their thread in that run (its forwards, sampling and
 scheduling: /health's engine_step_cpu_s);

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from bench.proc_cpu import cpu_seconds, run_queue_seconds, snapshot
+from bench.proc_cpu import cpu_seconds, main_thread_seconds, snapshot
 from bench.serve_clients import RunResult, engine_run, http_run, percentile
 from cluster import cpu_placement
 from engine.engine import LLMEngine
@@ -137,8 +137,15 @@ def engine_use(res: RunResult) -> dict[str, float]:
     the engine's thread spent runnable but off the CPU."""
     if res.num_steps is None or res.engine_wait_s is None:
         return {}
-    return {"tokens_per_step": round(res.tokens / max(1, res.num_steps), 1),
-            "engine_wait_pct": round(100 * res.engine_wait_s / max(1e-9, res.seconds), 1)}
+    out = {"tokens_per_step": round(res.tokens / max(1, res.num_steps), 1),
+           "engine_wait_pct": round(100 * res.engine_wait_s / max(1e-9, res.seconds), 1)}
+    if res.engine_cpu_s is not None:  # where the step loop's wall time went, per token
+        ms = 1e3 / max(1, res.tokens)
+        out["loop_ms_per_token"] = {
+            "wall": round(res.seconds * ms, 3), "on_cpu": round(res.engine_cpu_s * ms, 3),
+            "waited": round(res.engine_wait_s * ms, 3), "blocked": round(
+                (res.seconds - res.engine_cpu_s - res.engine_wait_s) * ms, 3)}
+    return out
 
 
 def fmt_lat(d: dict[str, float]) -> str:
@@ -149,7 +156,10 @@ def fmt_lat(d: dict[str, float]) -> str:
             f"gap p50/p99 {d['itl_p50_ms']}/{d['itl_p99_ms']} ms  "
             f"{d['tokens_per_chunk']} tokens/chunk" + (
                 f"  {d['tokens_per_step']} tokens/step, engine waited for a CPU "
-                f"{d['engine_wait_pct']} % of the run" if "tokens_per_step" in d else ""))
+                f"{d['engine_wait_pct']} % of the run" if "tokens_per_step" in d else "")
+            + ("\n                 step loop ms/token: wall {wall} = on a CPU {on_cpu} + "
+               "waiting for one {waited} + blocked {blocked}".format(**d["loop_ms_per_token"])
+               if "loop_ms_per_token" in d else ""))
 
 
 def _server_sums(url: str) -> dict[str, float]:
@@ -167,12 +177,14 @@ def http_once(url: str, batch: list[str], c: int, args: argparse.Namespace, grou
     """One closed-loop HTTP run: CPU ms per token by process group, plus "engine step": the
     server's own engine.step() CPU in that run."""
     core = next((g.pids[0] for g in groups if g.name == "engine core"), None)  # a process
-    wait0 = run_queue_seconds(core) if core else 0.0
+    loop0 = main_thread_seconds(core) if core else None
     sums0, before = _server_sums(url), snapshot(groups)
     with placed(client_cpus(core)):
         res = asyncio.run(http_run(url, batch, c, args.max_tokens, args.mode, client))
     after, sums1 = snapshot(groups), _server_sums(url)
-    res.engine_wait_s = run_queue_seconds(core) - wait0 if core else None
+    if core and loop0:
+        loop1 = main_thread_seconds(core)
+        res.engine_cpu_s, res.engine_wait_s = loop1[0] - loop0[0], loop1[1] - loop0[1]
     d = {k: sums1[k] - sums0[k] for k in HEALTH_SUMS}
     cpu = {k: (after[k] - before[k]) * 1e3 / max(1, res.tokens) for k in after}
     cpu[ENGINE_STEP] = d["engine_step_cpu_s"] * 1e3 / max(1, res.tokens)
@@ -186,12 +198,13 @@ def engine_once(engine: LLMEngine, batch: list[str], c: int, max_tokens: int, mo
                 admit_per_step: int, where: Placement) -> Timed:
     """One closed loop over the engine in this process, placed as the engine core: its
     result and CPU ms per token."""
-    t0, wait0, steps0 = cpu_seconds(os.getpid()), run_queue_seconds(os.getpid()), \
+    t0, loop0, steps0 = cpu_seconds(os.getpid()), main_thread_seconds(os.getpid()), \
         engine.num_steps
     with placed(where.cpus, where.nice):
         res = engine_run(engine, batch, c, max_tokens, mode, admit_per_step)
     ms = (cpu_seconds(os.getpid()) - t0) * 1e3 / max(1, res.tokens)
-    res.engine_wait_s = run_queue_seconds(os.getpid()) - wait0  # engine_run: main thread
+    loop1 = main_thread_seconds(os.getpid())  # engine_run: the main thread
+    res.engine_cpu_s, res.engine_wait_s = loop1[0] - loop0[0], loop1[1] - loop0[1]
     res.num_steps = engine.num_steps - steps0
     return Timed(res, {"all": ms})
 
