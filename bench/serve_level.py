@@ -62,6 +62,17 @@ class Round:
         runs = [self.engine] if self.engine_after is None else [self.engine, self.engine_after]
         return (sum(t.res.tokens for t in runs) / sum(t.res.seconds for t in runs))
 
+    def cpu_ratio(self, name: str) -> float | None:
+        """The engine alone's step-loop CPU per token (the runs around) over the server's
+        core's in HTTP run name: the part of the ratio its steps' own cost explains (the
+        rest is the core waiting for a CPU or for work)."""
+        runs = [self.engine] if self.engine_after is None else [self.engine, self.engine_after]
+        h = self.http[name].res
+        if h.engine_cpu_s is None or any(t.res.engine_cpu_s is None for t in runs):
+            return None
+        alone = sum(t.res.engine_cpu_s or 0.0 for t in runs) / sum(t.res.tokens for t in runs)
+        return alone / max(1e-12, h.engine_cpu_s / max(1, h.tokens))
+
 
 @dataclass(frozen=True)
 class Placement:
@@ -308,6 +319,9 @@ def variant_row(name: str, rounds: list[Round]) -> dict[str, Any]:
         "cpu_ms_per_token": {k: round(v, 3) for k, v in h.cpu.items()},
         "stack_cpu_ms_per_token": round(path - h.cpu[ENGINE_STEP], 3),
         "stack_vs_engine_alone_ms_per_token": round(path - e.cpu["all"], 3), **lat(h.res)}
+    cpu_ratios = [r.cpu_ratio(name) for r in rounds]
+    if all(x is not None for x in cpu_ratios):
+        out["cpu_ratio"] = ratio_summary([x for x in cpu_ratios if x is not None])
     if rounds[0].staggered is not None:
         out["ratio_vs_staggered"] = ratio_summary(
             [r.http[name].res.tok_s / r.staggered.res.tok_s for r in rounds
@@ -323,6 +337,9 @@ def _print_variant(name: str, v: dict[str, Any]) -> None:
     r = v["ratio"]
     st = v.get("ratio_vs_staggered")
     vs_s = f"; vs staggered median {st['median']:.3f} ({_list(st['per_round'])})" if st else ""
+    cr = v.get("cpu_ratio")
+    vs_s += (f"\n                 step loop CPU per token, alone / server: median "
+             f"{cr['median']:.3f} (per round {_list(cr['per_round'])})") if cr else ""
     procs = "  ".join(f"{k} {x:.2f}" for k, x in v["cpu_ms_per_token"].items())
     print(f"        {name:<8} HTTP {v['http_tok_s']['median']:7.1f} tok/s median  ratio median "
           f"{r['median']:.3f} [{r['min']:.3f}-{r['max']:.3f}] (per round "

@@ -49,6 +49,17 @@ def test_a_ratio_divides_by_the_engine_runs_before_and_after_its_round() -> None
     assert Round(_timed(1000.0), None, http).reference_tok_s == 1000.0  # no run after
 
 
+def test_the_cpu_ratio_sets_the_cores_step_loop_cpu_against_the_engine_alones() -> None:
+    def loop(tok_s: float, cpu_s: float) -> Timed:
+        t = _timed(tok_s)
+        t.res.engine_cpu_s = cpu_s
+        return t
+
+    r = Round(loop(1000.0, 0.08), None, {"single": loop(900.0, 0.09)}, loop(1000.0, 0.06))
+    assert r.cpu_ratio("single") == pytest.approx(0.07 / 0.09)  # the mean of before and after
+    assert Round(_timed(1000.0), None, {"single": _timed(900.0)}).cpu_ratio("single") is None
+
+
 def test_the_client_keeps_off_a_pinned_core_and_placed_restores_this_process() -> None:
     import os
     import subprocess
