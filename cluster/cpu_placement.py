@@ -15,7 +15,9 @@ ray_configs/local.yaml pins the core (`engine_core_cpus: auto`: core_cpus below)
 
 Under `auto` the rest of Serve keeps off the core's CPU too: the proxy and the controller
 read PROXY_ENV ("auto": the node's last CPU, where `auto` puts a 1-thread core), which
-ray_configs/local.yaml sets in their environment.
+ray_configs/local.yaml sets in their environment. Measured at C = 64 (tenth session): the
+core's wait for a CPU 3.2-3.8 % -> 0.6-1.5 % of a run, the ratio's median over 25 rounds
+0.889 against 0.861 over 15, and better in each of three paired calls.
 
 Niceness is on by default (seventh session, same section): a Ray that tandem starts runs its
 workers at nice 0 (ray_start_env), and the engine core sets itself to nice 0
