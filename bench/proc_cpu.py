@@ -23,16 +23,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) * TICK_S  # fields 14, 15 of stat(5)
 
 
-def run_queue_seconds(pid: int) -> float:
-    """How long pid's main thread has waited for a CPU while runnable (the second field of
-    /proc/PID/task/PID/schedstat), in seconds; 0 if it is gone. The engine runs on that
-    thread, both in the engine core and in the bench's engine-alone loop: time it spent
-    ready to step but off the CPU, because other processes had it."""
+def main_thread_seconds(pid: int) -> tuple[float, float]:
+    """(on a CPU, waiting for one while runnable) of pid's main thread, in seconds: the
+    first two fields of /proc/PID/task/PID/schedstat; zeros if it is gone. The engine runs
+    on that thread, both in the engine core and in the bench's engine-alone loop; what is
+    left of a run's wall time is the thread blocked (the core waiting for work)."""
     try:
         with open(f"/proc/{pid}/task/{pid}/schedstat") as f:
-            return int(f.read().split()[1]) / 1e9
+            on_cpu, waiting = f.read().split()[:2]
     except (FileNotFoundError, ProcessLookupError):
-        return 0.0
+        return 0.0, 0.0
+    return int(on_cpu) / 1e9, int(waiting) / 1e9
 
 
 def _parents() -> dict[int, int]:

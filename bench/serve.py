@@ -9,9 +9,11 @@ ignore_eos so every request makes exactly max_tokens tokens, and the same closed
 clients, each sending its next request when the last one ends. Several serving layouts
 (`--variants`, see VARIANTS) run side by side as separate apps; at each concurrency the
 engine and every variant alternate, `--repeats` rounds, and a variant's figure is the median
-of its per-round ratios (HTTP over the engine run just before it) with their range (the
-machine is shared: bench/serve_level.py). CPU per token is read from /proc around each HTTP
-run (bench/proc_cpu.py) and the median round's is shown; "stack" is the CPU of the
+of its per-round ratios (HTTP over the engine runs just before and after it) with their
+range (the machine is shared: bench/serve_level.py). The engine alone runs on the CPUs
+and at the niceness the config gives the engine core; the client keeps off the core's CPUs.
+CPU per token is read from /proc around each HTTP run (bench/proc_cpu.py) and the median
+round's is shown; "stack" is the CPU of the
 processes on a token's path (proxy, replicas, engine core) minus the CPU the server's own
 engine.step() calls took on their thread in that run (its forwards, sampling and
 scheduling: /health's engine_step_cpu_s);
@@ -37,7 +39,7 @@ import yaml
 
 from bench.proc_cpu import serve_groups
 from bench.serve_clients import CLIENTS, engine_run, http_run
-from bench.serve_level import measure_level
+from bench.serve_level import Placement, measure_level
 from cluster import cpu_placement
 from cluster.config import TandemConfig, load_config
 from engine.params import Mode
@@ -195,6 +197,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("tandem bench serve: compares with the in-process engine (tp = 1)")
     from cluster.model_server import build_engine
 
+    base = bench_config(args.config, args.threads, args.stream_interval_ms).model
+    alone = Placement(cpu_placement.core_cpus(base.engine_core_cpus, base.torch_threads),
+                      base.engine_core_nice)
     engine = build_engine(next(iter(configs.values())))
     prompts = load_prompts(next(iter(configs.values())).model.model_dir, 32)
     port = start_serve(serve_env(args.config, extra_env), args.worker_niceness)
@@ -207,14 +212,15 @@ def main(argv: list[str] | None = None) -> None:
     settle(list(urls.values()))
     print(f"tandem bench serve: mode {args.mode}, max_tokens {args.max_tokens}, torch threads "
           f"{args.threads}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}, variants "
-          f"{', '.join(urls)}, clients {', '.join(args.clients)}", flush=True)
+          f"{', '.join(urls)}, clients {', '.join(args.clients)}; the engine alone on "
+          f"{alone.describe()}", flush=True)
     for v, gs in groups.items():  # where each serving process may run, at what niceness
         print(f"  {v}: CPUs (nice) " + ", ".join(
             f"{g.name} {sorted(os.sched_getaffinity(g.pids[0]))} "
             f"({os.getpriority(os.PRIO_PROCESS, g.pids[0])})"
-            for g in gs if g.name in ON_PATH), flush=True)
+            for g in gs if g.name in (*ON_PATH, "controller")), flush=True)
     try:
-        rows = [measure_level(engine, urls, groups, args, c, prompts)
+        rows = [measure_level(engine, urls, groups, args, c, prompts, alone)
                 for c in args.concurrency]
     finally:
         from ray import serve

@@ -25,10 +25,12 @@ class RunResult:
     # arrival in the replica (the rest of the client's TTFT is Serve's proxy and the way back)
     server_ttft_mean_s: float | None = None
     server_queue_mean_s: float | None = None
-    # the engine's steps in the run, and how long its thread waited for a CPU while runnable
-    # (bench/proc_cpu.py run_queue_seconds): is the batch kept full, is the engine starved?
+    # the engine's steps in the run, and its thread's time on a CPU and waiting for one
+    # while runnable (bench/proc_cpu.py main_thread_seconds): is the batch kept full, is the
+    # engine starved? The rest of the run's time the thread was blocked (no work).
     num_steps: int | None = None
     engine_wait_s: float | None = None
+    engine_cpu_s: float | None = None
 
     @property
     def tok_s(self) -> float:

@@ -12,6 +12,7 @@ import statistics
 import time
 import zlib
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from engine.engine import EngineConfig, LLMEngine
 from engine.executor import ModelExecutor
@@ -26,6 +27,18 @@ from policies.metrics import RequestResult
 from policies.policy import PolicyConfig, SLOPolicy
 from policies.profile import Profile
 from policies.workloads import RequestSpec
+
+W = TypeVar("W", bound=SchedulingPolicy)
+
+
+def kept_into(out: list[W], wrap: Callable[[SchedulingPolicy], W]
+              ) -> Callable[[SchedulingPolicy], SchedulingPolicy]:
+    """A wrapper for EngineBench.run that also keeps the wrapped policy in out, to be read
+    after the run (bench/slo_engine_cells.py, bench/slo_engine_diag.py)."""
+    def keep(policy: SchedulingPolicy) -> W:
+        out.append(wrap(policy))
+        return out[-1]
+    return keep
 
 
 class EngineBench:

@@ -36,7 +36,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.slo import PROFILE, _row, policy_config
-from engine.policy import SchedulingPolicy
+from engine.policy import SchedulingPolicy, WatchedPolicy
 from policies.cost_model import CostModel
 from policies.decision import BatchDecision, SchedulerView
 from policies.option import AR1
@@ -73,32 +73,22 @@ def run_order(policies: tuple[str, ...], seed: int, repeats: int) -> list[tuple[
     return order
 
 
-class StepRatios:
+class StepRatios(WatchedPolicy):
     """The engine-side policy, with each step's wall time (schedule and executor) over what
     the profile predicts for its batch kept: how much slower than the profile the machine
     ran during the run itself (the probe times lone AR steps of short prompts before it, and
     read 1.05 while a mixed run's steps ran 1.3-1.7x; BENCHMARKS.md, "ninth session")."""
 
-    def __init__(self, cost: CostModel) -> None:
+    def __init__(self, inner: SchedulingPolicy, cost: CostModel) -> None:
+        super().__init__(inner)
         self.cost = cost
-        self.inner: SchedulingPolicy | None = None
         self.ratios: list[float] = []
 
-    def wrap(self, inner: SchedulingPolicy) -> SchedulingPolicy:
-        """For EngineBench.run: this recorder around the run's policy."""
-        self.inner = inner
-        return self  # type: ignore[return-value]
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.inner, name)
-
-    def plan(self, view: SchedulerView) -> BatchDecision:
+    def watch(self, view: SchedulerView, decision: BatchDecision, cpu_s: float) -> None:
         step = view.last_step
         if step is not None and step.num_tokens > 0:
             self.ratios.append(step.seconds / self.cost.predict(step.num_tokens,
                                                                 step.num_requests))
-        assert self.inner is not None, "StepRatios.wrap() first"
-        return self.inner.plan(view)
 
 
 def _code_id() -> str:
@@ -112,7 +102,7 @@ def run_cell(workload: str, load: str, seeds: list[int], num_requests: int, out:
              profile_path: Path = PROFILE, slowdown: float | None = None) -> None:
     import torch
 
-    from bench.slo_engine import EngineBench
+    from bench.slo_engine import EngineBench, kept_into
 
     torch.set_num_threads(threads)
     profile = Profile.load(profile_path)
@@ -126,12 +116,13 @@ def run_cell(workload: str, load: str, seeds: list[int], num_requests: int, out:
                          seed=100 + seed)
         for name, repeat in run_order(policies, seed, repeats):
             load_avg, t0 = os.getloadavg()[0], time.monotonic()
-            steps = StepRatios(base)
-            results = bench.run(specs, profile, engine_policy_config(name), steps.wrap)
+            steps: list[StepRatios] = []
+            results = bench.run(specs, profile, engine_policy_config(name),
+                                kept_into(steps, lambda p: StepRatios(p, base)))
             row = _row("engine", workload, load, name, results, rate) | {
                 "seed": seed, "repeat": repeat, "slowdown": round(cost.factor, 3),
                 "probe": round(probe, 3),
-                "step_ratio": round(statistics.median(steps.ratios), 3),
+                "step_ratio": round(statistics.median(steps[-1].ratios), 3),
                 "load_avg": round(load_avg, 2), "wall_s": round(time.monotonic() - t0, 1),
                 "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "code": code,
                 "profile": profile_path.name}

@@ -18,7 +18,6 @@ import os
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 from bench.slo import PROFILE
@@ -26,20 +25,11 @@ from bench.slo_engine_cells import check_slowdown, engine_policy_config, parse_s
 from bench.step_overhead import TimedPolicy
 from engine.executor import Executor
 from engine.plan import StepOutput, StepPlan
-from engine.policy import SchedulingPolicy
 from policies.metrics import RequestResult, summarize
 from policies.modes import ChunkKind
 from policies.policy import SLOPolicy
 from policies.profile import Profile
 from policies.workloads import LOADS, WORKLOADS, capacity_rps, generate
-
-
-def timed_into(out: list[TimedPolicy]) -> Callable[[SchedulingPolicy], TimedPolicy]:
-    """A wrapper for EngineBench.run that times the run's policy and keeps it in out."""
-    def wrap(policy: SchedulingPolicy) -> TimedPolicy:
-        out.append(TimedPolicy(policy))
-        return out[-1]
-    return wrap
 
 
 class RecordingExecutor(Executor):
@@ -116,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     check_slowdown(args.slowdown)
     import torch
 
-    from bench.slo_engine import EngineBench
+    from bench.slo_engine import EngineBench, kept_into
 
     torch.set_num_threads(1)
     profile = Profile.load(args.profile)
@@ -134,7 +124,8 @@ def main(argv: list[str] | None = None) -> None:
             recorder.steps.clear()
             timed: list[TimedPolicy] = []
             load = os.getloadavg()[0]
-            results = bench.run(specs, profile, engine_policy_config(name), timed_into(timed))
+            results = bench.run(specs, profile, engine_policy_config(name),
+                                kept_into(timed, TimedPolicy))
             print(f"seed {seed} load {load:4.1f} x{cost.factor:.2f} "
                   + describe(name, results, recorder.steps, timed[-1],
                              engines[-1].scheduler.num_preemptions), flush=True)

@@ -30,12 +30,13 @@ from engine.engine import EngineConfig, LLMEngine
 from engine.executor import Executor, cut_results
 from engine.params import DecodeParams, SamplingParams
 from engine.plan import StepOutput, StepPlan
-from engine.policy import SchedulingPolicy
+from engine.policy import SchedulingPolicy, WatchedPolicy
 from engine.scheduler import SchedulerConfig
 from engine.step_inputs import float_bits, pack_plan
 from models.checkpoint import DEFAULT_MODEL_DIR
 from models.config import ModelConfig
 from models.tokenizer import TextCodec
+from policies.decision import BatchDecision, SchedulerView
 from policies.slo import SLO
 
 
@@ -68,24 +69,18 @@ class ZeroCostExecutor(Executor):
         return out
 
 
-class TimedPolicy:
+class TimedPolicy(WatchedPolicy):
     """A scheduling policy's plan() with its CPU time and its deferrals recorded (also the
     engine diagnosis's: bench/slo_engine_diag.py)."""
 
     def __init__(self, inner: SchedulingPolicy) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.plan_s: list[float] = []
         self.num_deferred: list[int] = []  # decoders sitting the step out, per plan
 
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.inner, name)
-
-    def plan(self, view: object) -> object:
-        start = time.process_time()
-        decision = self.inner.plan(view)
-        self.plan_s.append(time.process_time() - start)
+    def watch(self, view: SchedulerView, decision: BatchDecision, cpu_s: float) -> None:
+        self.plan_s.append(cpu_s)
         self.num_deferred.append(len(decision.deferred))
-        return decision
 
 
 def slo_policy(kept: bool, fixed: str | None = None) -> SchedulingPolicy:
@@ -94,7 +89,7 @@ def slo_policy(kept: bool, fixed: str | None = None) -> SchedulingPolicy:
     from policies.option import option_of
     from policies.policy import PolicyConfig
 
-    return TimedPolicy(SLOSchedulingPolicy.from_profile(  # type: ignore[return-value]
+    return TimedPolicy(SLOSchedulingPolicy.from_profile(
         str(Path(__file__).with_name("slo_profile.json")),
         PolicyConfig(fixed=option_of(fixed) if fixed else None,
                      cache=CacheConfig(enabled=kept))))

@@ -95,13 +95,13 @@ class ModelSettings(_Strict):
                                       "replica (None: leave Ray's / torch's default).")
     engine_core_cpus: list[int] | Literal["auto"] | None = Field(
         None, description="CPUs the engine-core process runs on, alone: it pins itself to "
-        "them, the replica keeps off them, and so does Serve's proxy if its environment names "
-        "them (cluster/cpu_placement.py PROXY_ENV, in controller_options). For one replica per "
-        "node on a CPU box, where the step loop and the serving processes share the cores "
-        "(the replica and the proxy wake for every request and chunk, and on a shared CPU each "
-        "wake-up preempts the step loop). `auto`: the replica's last torch_threads CPUs (1 if "
-        "unset) when it has more than that, else no pinning; the proxy stays free. None: no "
-        "pinning.")
+        "them, the replica keeps off them, and so do Serve's proxy and controller if their "
+        "environment names them (cluster/cpu_placement.py PROXY_ENV, in controller_options). "
+        "For one replica per node on a CPU box, where the step loop and the serving processes "
+        "share the cores (the replica and the proxy wake for every request and chunk, and on a "
+        "shared CPU each wake-up preempts the step loop). `auto`: the replica's last "
+        "torch_threads CPUs (1 if unset) when it has more than that, else no pinning (the "
+        "proxy and the controller avoid the last CPU: for a 1-thread core). None: no pinning.")
     engine_core_nice: int | None = Field(
         0, ge=-20, le=19, description="The engine-core process's niceness. Ray starts its "
         "workers at 15 (RAY_worker_niceness) unless told otherwise (`tandem serve` tells it "

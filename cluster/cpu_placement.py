@@ -13,6 +13,12 @@ alone's. The ratio to the engine alone: median 0.90 over 13 pinned rounds agains
 session's pinned run, whose steps cost ~50 % more per token, did not repeat. So
 ray_configs/local.yaml pins the core (`engine_core_cpus: auto`: core_cpus below).
 
+Under `auto` the rest of Serve keeps off the core's CPU too: the proxy and the controller
+read PROXY_ENV ("auto": the node's last CPU, where `auto` puts a 1-thread core), which
+ray_configs/local.yaml sets in their environment. Measured at C = 64 (tenth session): the
+core's wait for a CPU 3.2-3.8 % -> 0.6-1.5 % of a run, the ratio's median over 25 rounds
+0.889 against 0.861 over 15, and better in each of three paired calls.
+
 Niceness is on by default (seventh session, same section): a Ray that tandem starts runs its
 workers at nice 0 (ray_start_env), and the engine core sets itself to nice 0
 (`model.engine_core_nice`), so under a Ray started elsewhere at Ray's 15 it still ranks
@@ -29,8 +35,9 @@ import os
 
 log = logging.getLogger(__name__)
 
-# Serve's proxy has no app config: it reads the engine cores' CPUs from its environment
-# (a YAML's controller_options; the proxy inherits the controller's env).
+# Serve's proxy and controller have no app config: they read the engine cores' CPUs from
+# their environment (a YAML's controller_options; the proxy inherits the controller's env):
+# a list, or "auto" (the last CPU, as `engine_core_cpus: auto` gives a 1-thread core).
 PROXY_ENV = "TANDEM_PROXY_AVOID_CPUS"
 # Read by the raylet when it starts: the niceness of every worker it spawns (Ray's own
 # default is 15; Ray's job manager sets 0 for job drivers).
@@ -107,16 +114,23 @@ def set_nice(nice: int) -> bool:
     return True
 
 
-def parse_cpus(text: str) -> set[int]:
-    """'1' or '2,3' -> {1} or {2, 3}."""
-    return {int(c) for c in text.split(",") if c.strip()}
+def parse_cpus(text: str) -> set[int] | None:
+    """'1' or '2,3' -> {1} or {2, 3}; 'auto' -> core_cpus("auto", None); '' -> None."""
+    text = text.strip()
+    if text == "auto":
+        return core_cpus("auto", None)
+    try:
+        return {int(c) for c in text.split(",") if c.strip()} or None
+    except ValueError:
+        raise ValueError(f"{PROXY_ENV}: CPU numbers like '1' or '2,3', or 'auto'; got "
+                         f"{text!r}") from None
 
 
 def proxy_keep_off() -> None:
-    """In Serve's proxy (cluster/stream_guard.py calls it at the proxy's start): keep off
-    the CPUs named by PROXY_ENV, if set."""
-    text = os.environ.get(PROXY_ENV, "")
-    if text.strip():
-        left = keep_off(parse_cpus(text))
-        log.info("Serve proxy: running on CPUs %s (the engine core has %s)", sorted(left),
-                 text)
+    """In Serve's proxy and controller (cluster/stream_guard.py and Serve's controller
+    callback call it at their start): keep off the CPUs named by PROXY_ENV, if set."""
+    cpus = parse_cpus(os.environ.get(PROXY_ENV, ""))
+    if cpus is not None:
+        left = keep_off(cpus)
+        log.info("Serve process %d: running on CPUs %s (the engine core has %s)",
+                 os.getpid(), sorted(left), sorted(cpus))

@@ -44,6 +44,9 @@ log = logging.getLogger("ray.serve")
 
 ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
 CALLBACK = "cluster.stream_guard:proxy_middlewares"
+# Serve's controller calls this at its start: it keeps off the engine core's CPUs too.
+CONTROLLER_ENV = "RAY_SERVE_CONTROLLER_CALLBACK_IMPORT_PATH"
+CONTROLLER_CALLBACK = "cluster.cpu_placement:proxy_keep_off"
 MAX_RESENDS = 2
 RESEND_PAUSE_S = 0.5  # times the attempt number: Serve needs a moment to see a replica die
 LOST = ("the server process writing this response was lost (replica or node failure)")
@@ -65,12 +68,14 @@ PROXY_ENV = {"RAY_SERVE_PROXY_USE_GRPC": "1"}
 
 def controller_options(config: TandemConfig | None = None) -> dict[str, Any]:
     """serve.start(controller_options=...): the proxy, started by the controller, inherits
-    its environment and with it this guard (and PROXY_ENV), and the CPUs to keep off where
-    the app's engine core has its own (cluster/cpu_placement.py)."""
+    its environment and with it this guard (and PROXY_ENV); and where the app's engine core
+    has CPUs of its own, the proxy and the controller keep off them (cluster/cpu_placement.py;
+    "auto" is resolved in each process, which knows no torch_threads: for a 1-thread core)."""
     env = {ENV: CALLBACK, **PROXY_ENV}
     cpus = config.model.engine_core_cpus if config is not None else None
-    if isinstance(cpus, list):  # "auto" is resolved in each replica: the proxy stays free
-        env[cpu_placement.PROXY_ENV] = ",".join(map(str, cpus))
+    if isinstance(cpus, list) or (cpus == "auto" and (config.model.torch_threads or 1) == 1):
+        env[cpu_placement.PROXY_ENV] = "auto" if cpus == "auto" else ",".join(map(str, cpus))
+        env[CONTROLLER_ENV] = CONTROLLER_CALLBACK
     return {"runtime_env": {"env_vars": env}}
 
 

@@ -9,6 +9,7 @@ interface. docs/ARCHITECTURE.md describes the seam.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 
 from policies.decision import BatchDecision, SchedulerView
@@ -17,7 +18,7 @@ from policies.option import Option, option_of
 from policies.request_view import RequestView
 
 __all__ = ["AdmissionError", "FirstComePolicy", "PolicyError",
-           "SchedulingPolicy"]
+           "SchedulingPolicy", "WatchedPolicy"]
 
 
 class AdmissionError(Exception):
@@ -39,6 +40,33 @@ class SchedulingPolicy(ABC):
 
     def admit(self, request: RequestView, view: SchedulerView) -> None:  # noqa: B027
         """Raise AdmissionError to refuse a request before it joins the waiting queue."""
+
+
+class WatchedPolicy(SchedulingPolicy):
+    """Another policy, its decisions unchanged, with watch() called after each plan with the
+    view, the decision and the plan's CPU seconds: how the benchmarks record a policy and the
+    simulator charges a plan to its clock. Other attributes read through to the inner one."""
+
+    def __init__(self, inner: SchedulingPolicy) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        if name == "inner":  # not set yet (a copy being built): no endless recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def plan(self, view: SchedulerView) -> BatchDecision:
+        start = time.process_time()
+        decision = self.inner.plan(view)
+        self.watch(view, decision, time.process_time() - start)
+        return decision
+
+    def admit(self, request: RequestView, view: SchedulerView) -> None:
+        self.inner.admit(request, view)
+
+    @abstractmethod
+    def watch(self, view: SchedulerView, decision: BatchDecision, cpu_s: float) -> None:
+        """Called after each plan()."""
 
 
 class FirstComePolicy(SchedulingPolicy):

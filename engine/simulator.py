@@ -13,14 +13,13 @@ plans real chunks (models.batch) and so imports torch; policies/ stays torch-fre
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.engine import EngineConfig, LLMEngine
 from engine.params import DecodeParams, Mode, SamplingParams
 from engine.plan import StepPlan
-from engine.policy import AdmissionError, SchedulingPolicy
+from engine.policy import AdmissionError, SchedulingPolicy, WatchedPolicy
 from engine.request import Request
 from engine.scheduler import SchedulerConfig
 from engine.slo_policy import SLOSchedulingPolicy
@@ -30,7 +29,6 @@ from policies.metrics import RequestResult
 from policies.option import Option
 from policies.policy import SLOPolicy
 from policies.profile import Profile
-from policies.request_view import RequestView
 from policies.step_clock import StepClock
 from policies.workloads import RequestSpec
 
@@ -64,20 +62,15 @@ def plan_record(plan: StepPlan) -> PlanRecord:
     return tuple((w.request_id, str(w.kind), w.mode, w.num_tokens) for w in plan.works)
 
 
-class ChargedPlan(SchedulingPolicy):
+class ChargedPlan(WatchedPolicy):
     """A policy whose plan() takes its own CPU time off the simulated clock."""
 
     def __init__(self, inner: SchedulingPolicy, clock: SimClock) -> None:
-        self.inner, self.clock = inner, clock
+        super().__init__(inner)
+        self.clock = clock
 
-    def plan(self, view: SchedulerView) -> BatchDecision:
-        start = time.process_time()
-        decision = self.inner.plan(view)
-        self.clock.now += time.process_time() - start
-        return decision
-
-    def admit(self, request: RequestView, view: SchedulerView) -> None:
-        self.inner.admit(request, view)
+    def watch(self, view: SchedulerView, decision: BatchDecision, cpu_s: float) -> None:
+        self.clock.now += cpu_s
 
 
 class Simulator:

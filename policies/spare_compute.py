@@ -66,7 +66,7 @@ class SpareCompute(BatchLedger):
         margin = self.config.spare_margin
         cap = next((c for c, _, o, _ in self._guards() if id(o) not in ids), INF) * margin
         lossy = all(s.view.allow_lossy for s in movers)  # else lossless options only
-        pool = [o for o in self._candidates[lossy] if o != AR1 and not o.draft_tokens]
+        pool = self._searched[lossy][1:]  # pass 2a's menu less AR: no option on a draft pool
         n, rate_0 = len(movers), sum(s.rate for s in movers)
         best, best_value = None, self._throughput() * (1 + self.config.min_gain)
         others = self._rate_sum - rate_0

@@ -105,9 +105,8 @@ def test_step_ratios_keep_each_reported_step_over_the_profile_and_pass_the_plan_
         def plan(self, view: SchedulerView) -> BatchDecision:
             return BatchDecision((), {})
 
-    recorder = StepRatios(Cost())  # type: ignore[arg-type]
-    wrapped = recorder.wrap(Inner())  # type: ignore[arg-type]
+    recorder = StepRatios(Inner(), Cost())  # type: ignore[arg-type]
     view = SchedulerView((), (), 64, 8, 16)
-    assert wrapped.plan(view) == BatchDecision((), {}) and recorder.ratios == []
-    wrapped.plan(SchedulerView((), (), 64, 8, 16, last_step=StepRecord(4, 2, 0.006)))
-    assert recorder.ratios == pytest.approx([1.5]) and wrapped.name == "inner"
+    assert recorder.plan(view) == BatchDecision((), {}) and recorder.ratios == []
+    recorder.plan(SchedulerView((), (), 64, 8, 16, last_step=StepRecord(4, 2, 0.006)))
+    assert recorder.ratios == pytest.approx([1.5]) and recorder.name == "inner"

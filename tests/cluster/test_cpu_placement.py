@@ -78,6 +78,30 @@ print(json.dumps(threads(os.getpid())))
 
 
 @needs_two
+def test_under_auto_the_proxy_and_the_controller_keep_off_the_last_cpu() -> None:
+    """`engine_core_cpus: auto` gives a 1-thread core the last CPU; local.yaml tells Serve's
+    proxy and controller (its callback, by import path) "auto": they keep off that CPU."""
+    from cluster.stream_guard import CONTROLLER_CALLBACK
+
+    module, name = CONTROLLER_CALLBACK.split(":")
+    code = f"""
+import importlib
+getattr(importlib.import_module("{module}"), "{name}")()
+print(json.dumps(threads(os.getpid())))
+"""
+    got = child(code, {"TANDEM_PROXY_AVOID_CPUS": "auto"})
+    assert all(cpus == CPUS[:-1] for cpus, _ in got.values())
+
+
+def test_a_bad_cpu_list_for_the_proxy_is_named() -> None:
+    from cluster.cpu_placement import parse_cpus
+
+    assert parse_cpus(" 1,3 ") == {1, 3} and parse_cpus("") is None
+    with pytest.raises(ValueError, match="TANDEM_PROXY_AVOID_CPUS.*'last'"):
+        parse_cpus("last")
+
+
+@needs_two
 def test_the_engine_core_runs_alone_on_its_cpus_and_the_replica_elsewhere() -> None:
     """A replica (ModelServer with the engine-core process) in a child, started below nice 0
     as a Ray replica at Ray's 15 would be: the core's step loop on the configured CPU, its

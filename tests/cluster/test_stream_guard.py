@@ -143,5 +143,7 @@ def test_the_proxy_is_told_the_cpus_of_an_engine_core_that_has_its_own() -> None
     env = controller_options(load_config({"model": {"engine_core_cpus": [1, 3]}}))
     assert env["runtime_env"]["env_vars"][PROXY_ENV] == "1,3"
     assert PROXY_ENV not in controller_options(load_config({}))["runtime_env"]["env_vars"]
-    auto = load_config({"model": {"engine_core_cpus": "auto"}})  # resolved per replica
-    assert PROXY_ENV not in controller_options(auto)["runtime_env"]["env_vars"]
+    auto = load_config({"model": {"engine_core_cpus": "auto"}})  # resolved in each process
+    assert controller_options(auto)["runtime_env"]["env_vars"][PROXY_ENV] == "auto"
+    wide = load_config({"model": {"engine_core_cpus": "auto", "torch_threads": 2}})
+    assert PROXY_ENV not in controller_options(wide)["runtime_env"]["env_vars"]
