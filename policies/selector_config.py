@@ -74,6 +74,14 @@ class SelectorConfig:
     spread_floor: float = 0.05  # of any pace: step-time noise, estimate error
     search_by_bound: bool = True  # pass 2 takes every request whose TPOT bound AR misses
     same_mode: bool = True  # pass 2's upgrades stay in the uniform start's mode
+    # ... and the uniform start values the requests of its kind that keep their option this
+    # step (mid-iteration) at each option too (TightSearch._fellows); and it keeps the option
+    # most of them run unless another expects `uniform_gain` more of them met. Without the
+    # two, a newcomer was started on quadratic speculation beside linear fellows and moved to
+    # linear a step later, its entry pass lost (NLD-8B tight medium_high 0.955 -> 1.014x
+    # the best fixed mode; BENCHMARKS.md, "Tenth session").
+    uniform_with_fellows: bool = True
+    uniform_gain: float = 0.01
     # Pass 2 also takes a request whose TPOT bound AR meets alone but that fell behind
     # (off: the rescue pass has it, with no loss budget: TightSearch._late_rescue).
     late_in_search: bool = False

@@ -145,14 +145,23 @@ class TightSearch(RescuePass):
                        floor: float) -> dict[Slot, Pace[Option]]:
         """The pace of each speculation-only request under the uniform option that expects
         the most requests met (the option most of them run now is kept unless another is
-        better by `switch_gain`); empty if none fits the budget and the floor."""
+        better by `uniform_gain`); empty if none fits the budget and the floor. Those of
+        pass 2a's kind that keep their option this step (_fellows) are valued at each option
+        too: the next select searches them with the free ones, and an option chosen for the
+        free ones alone was the one that search moved them off."""
         need = {s: s.need / self.config.safety for s in hopeful}
-        running = Counter(s.option for s in only if s.option != AR1).most_common(1)
-        incumbent = running[0][0] if running else None
+        uniform = self._uniform_options(only)
+        fellows = self._fellows(uniform) if self.config.uniform_with_fellows else []
+        # What they run now (a free slot starts this select at AR: its view says); ties go
+        # to the first in `uniform`'s order (not a set's, which varies from run to run).
+        running = Counter([s.view.option for s in hopeful if s in only]
+                          + [f.option for f, _, _ in fellows])
+        incumbent = max((o for o in uniform if running[o]), key=running.__getitem__,
+                        default=None)
         best: tuple[float, dict[Slot, Pace[Option]]] = (-1.0, {})
         by_option = {s: {p.option: p for p in menus[s]} for s in only}
         counted = [(menus[s][0], need[s]) for s in hopeful if s not in only]  # at AR
-        for option in self._uniform_options(only):
+        for option in uniform:
             paces = {s: by_option[s][option] for s in only}
             # (sums of lists, not generators: the same sums, without a resume per request)
             tokens = base + sum([p.work - 1 for p in paces.values()])
@@ -160,13 +169,35 @@ class TightSearch(RescuePass):
             step = self._step(tokens)
             if tokens > self._max_tokens or rate / step < floor:
                 continue
-            value = sum([p.p_met(step, need[s]) for s, p in paces.items()]) + sum(
+            value = 0.0
+            if fellows:  # valued at the step they would make at this option too
+                step = self._step(tokens + sum([m[option].work - f.option.work_tokens
+                                                for f, _, m in fellows]))
+                value = sum([m[option].p_met(step, n) for _, n, m in fellows])
+            value += sum([p.p_met(step, need[s]) for s, p in paces.items()]) + sum(
                 [p.p_met(step, n) for p, n in counted])
             if option == incumbent:
-                value *= 1 + self.config.switch_gain
+                value *= 1 + self.config.uniform_gain
             if value > best[0]:
                 best = (value, paces)
         return best[1]
+
+    def _fellows(self, options: list[Option]
+                 ) -> list[tuple[Slot, float, dict[Option, Pace[Option]]]]:
+        """(slot, need, pace by option) of every auto request of pass 2a's kind that keeps
+        its speculative option this step and can still be met. A newcomer beside linear
+        fellows mid-iteration (their verify pass) was started on quadratic speculation
+        alone, and the next select moved it to linear with the others: its entry pass
+        emitted nothing (NLD-8B tight medium_high: 17 requests lost that way in seed 0)."""
+        out = []
+        for f in self._slots:
+            if (f.is_free or f.option == AR1 or f.view.fixed is not None or f.need == INF
+                    or math.isnan(f.need) or not f.view.slo.tpot_below(self._ar_alone)):
+                continue
+            rates = self._rates_of(f.view, options)
+            out.append((f, f.need / self.config.safety,
+                        {o: self._pace(f, o, r) for o, r in zip(options, rates, strict=True)}))
+        return out
 
     def _uniform_options(self, only: set[Slot]) -> list[Option]:
         """The options every request of `only` has, but AR and the draft pool's, sorted: a

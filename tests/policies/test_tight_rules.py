@@ -235,3 +235,49 @@ def test_pass_3_gives_up_a_searched_bet_only_for_searched_gain() -> None:
 
     assert tight_option(SelectorConfig()) == Q6
     assert tight_option(SelectorConfig(searched_gain=0.1)) == AR1
+
+
+def test_a_newcomer_starts_where_its_fellows_mid_iteration_will_be_searched_to() -> None:
+    # Six tight requests run linear B=8, mid-iteration (their verify pass: they keep it this
+    # step), and a tight newcomer is free. Searched alone it was started on quadratic
+    # speculation; the next select, with all seven free, puts everyone on linear B=8, so its
+    # entry pass emitted nothing (NLD-8B tight medium_high). Valued with its fellows, it
+    # starts where that search puts it.
+    traces = {Q4: [[(1, 3)] * 20] * 4, Q6: [[(1, 4)] * 20] * 4, L8: [[(2, 5)] * 20] * 4}
+
+    def newcomer(with_fellows: bool, mid_iteration: bool = True) -> Option | None:
+        p = SLOPolicy(Profile(GPU, traces), PolicyConfig(
+            selector=SelectorConfig(uniform_with_fellows=with_fellows)))
+        views = []
+        for i in range(6):
+            v = _tight(f"t{i}", 1.0, 3.0)
+            v.option, v.is_mid_iteration = L8, mid_iteration
+            views.append(v)
+        return p.select([*views, _tight("new", 1.0, 3.0)], 1.0)["new"]
+
+    assert newcomer(True, mid_iteration=False) == L8  # all free: the joint search's choice
+    assert newcomer(True) == L8
+    assert newcomer(False) is not None and newcomer(False).mode == "spec_quadratic"
+
+
+def test_the_uniform_start_keeps_the_option_they_run_unless_another_is_clearly_better() -> None:
+    # Five tight requests at an iteration boundary, where quadratic B=4 and linear B=8 for
+    # all expect about as many met (linear a little more). Running quadratic, they stay
+    # there (uniform_gain); running linear, they stay there. Without the margin (and before
+    # it, when the rule read a free request's option at AR, where every select starts it)
+    # they moved to linear: such flips lost quadratic entry passes.
+    traces = {Q4: [[(1, 3)] * 20] * 4, L8: [[(2, 6)] * 20] * 4}
+
+    def chosen(running: Option, gain: float) -> set[Option | None]:
+        p = SLOPolicy(Profile(GPU, traces),
+                      PolicyConfig(selector=SelectorConfig(uniform_gain=gain)))
+        views = []
+        for i in range(5):
+            v = _tight(f"t{i}", 1.0, 2.5)
+            v.option = running
+            views.append(v)
+        return set(p.select(views, 1.0).values())
+
+    assert chosen(Q4, 0.01) == {Q4}
+    assert chosen(L8, 0.01) == {L8}
+    assert chosen(Q4, 0.0) == {L8}
