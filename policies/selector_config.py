@@ -78,8 +78,8 @@ class SelectorConfig:
     # step (mid-iteration) at each option too (TightSearch._fellows); and it keeps the option
     # most of them run unless another expects `uniform_gain` more of them met. Without the
     # two, a newcomer was started on quadratic speculation beside linear fellows and moved to
-    # linear a step later, its entry pass lost (NLD-8B tight medium_high 0.955 -> 1.014x
-    # the best fixed mode; BENCHMARKS.md, "Tenth session").
+    # linear a step later, its entry pass lost (NLD-8B tight medium_high 0.955 -> 0.994x
+    # the best fixed mode at 3 seeds; BENCHMARKS.md, "Tenth session").
     uniform_with_fellows: bool = True
     uniform_gain: float = 0.01
     # Pass 2 also takes a request whose TPOT bound AR meets alone but that fell behind
