@@ -91,6 +91,12 @@ class StepRatios(WatchedPolicy):
                                                                 step.num_requests))
 
 
+def step_ratio(ratios: list[float]) -> float | None:
+    """The run's median step over the profile; None where no step ran (every request
+    refused: AR on the tight workload, whose TPOT bound AR misses alone)."""
+    return round(statistics.median(ratios), 3) if ratios else None
+
+
 def _code_id() -> str:
     out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                          text=True, cwd=Path(__file__).parent, check=False)
@@ -122,7 +128,7 @@ def run_cell(workload: str, load: str, seeds: list[int], num_requests: int, out:
             row = _row("engine", workload, load, name, results, rate) | {
                 "seed": seed, "repeat": repeat, "slowdown": round(cost.factor, 3),
                 "probe": round(probe, 3),
-                "step_ratio": round(statistics.median(steps[-1].ratios), 3),
+                "step_ratio": step_ratio(steps[-1].ratios),
                 "load_avg": round(load_avg, 2), "wall_s": round(time.monotonic() - t0, 1),
                 "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "code": code,
                 "profile": profile_path.name}
@@ -130,7 +136,7 @@ def run_cell(workload: str, load: str, seeds: list[int], num_requests: int, out:
             print(f"{workload}/{load}/seed {seed} {name}#{repeat}: attainment "
                   f"{row['attainment']:.2f} goodput {row['goodput']:.3f} refused "
                   f"{row['num_refused']} ({row['wall_s']} s, load {load_avg:.2f}, steps "
-                  f"x{row['step_ratio']:.2f} the profile)", flush=True)
+                  f"x{row['step_ratio'] or 0:.2f} the profile)", flush=True)
     done = {(workload, load, r["seed"], r["policy"]) for r in rows}
     old = json.loads(out.read_text()) if out.exists() else {"runs": []}
     keep = [r for r in old["runs"] if (r["workload"], r["load"], r["seed"], r["policy"])
@@ -188,7 +194,7 @@ def summary(out: Path) -> str:
                  if st["per_seed"] else "-")
         noise = f"{st['noise']:.0%}" if st["noise"] is not None else "-"
         loads = [r["load_avg"] for r in rows]
-        steps = [r["step_ratio"] for r in rows if "step_ratio" in r]  # (older rows: none)
+        steps = [r["step_ratio"] for r in rows if r.get("step_ratio")]  # (older rows: none)
         step_range = f"  {min(steps):.2f}-{max(steps):.2f}" if steps else ""
         lines.append(f"{workload:<12}{load:<12}{n:>5}  " + "".join(f"{c:>26}" for c in cols)
                      + f"{ratio:>10}{seeds:>13}{noise:>7}  {min(loads):.1f}-{max(loads):.1f}"

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from bench.slo_engine_cells import cell_stats, main, run_order, summary
+from bench.slo_engine_cells import cell_stats, main, run_order, step_ratio, summary
 
 
 def test_run_order_alternates_by_seed_and_goes_there_and_back():
@@ -37,6 +37,15 @@ def test_summary_marks_policies_on_fewer_seeds(tmp_path):
     out.write_text(json.dumps({"runs": rows + [_row("spec_linear", 0, 3.0)]}))
     text = summary(out)
     assert "[1s]" in text and "1.00x" in text and "1.00-1.00x" in text
+
+
+def test_a_run_with_no_step_has_no_step_ratio_and_the_summary_skips_it(tmp_path):
+    # AR on the tight workload refuses every request (its TPOT bound is below AR alone)
+    assert step_ratio([]) is None and step_ratio([1.0, 2.0, 4.0]) == 2.0
+    out = tmp_path / "grid.json"
+    rows = [_row("auto", 0, 2.0) | {"step_ratio": 1.25}, _row("ar", 0, 0.0) | {"step_ratio": None}]
+    out.write_text(json.dumps({"runs": rows}))
+    assert summary(out).rstrip().endswith("1.25-1.25")
 
 
 def test_bad_arguments_exit_with_a_message(capsys):
