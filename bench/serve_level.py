@@ -56,18 +56,23 @@ class Round:
     engine_after: Timed | None = None
 
     @property
+    def alone(self) -> list[Timed]:
+        """The engine-alone runs around the HTTP runs: before and after (before alone if
+        there is none after)."""
+        return [self.engine] if self.engine_after is None else [self.engine, self.engine_after]
+
+    @property
     def reference_tok_s(self) -> float:
         """The engine alone's speed around the HTTP runs: its tokens over the mean time of
-        the runs before and after them (the run before alone if there is none after)."""
-        runs = [self.engine] if self.engine_after is None else [self.engine, self.engine_after]
-        return (sum(t.res.tokens for t in runs) / sum(t.res.seconds for t in runs))
+        the runs before and after them."""
+        runs = self.alone
+        return sum(t.res.tokens for t in runs) / sum(t.res.seconds for t in runs)
 
     def cpu_ratio(self, name: str) -> float | None:
         """The engine alone's step-loop CPU per token (the runs around) over the server's
         core's in HTTP run name: the part of the ratio its steps' own cost explains (the
         rest is the core waiting for a CPU or for work)."""
-        runs = [self.engine] if self.engine_after is None else [self.engine, self.engine_after]
-        h = self.http[name].res
+        runs, h = self.alone, self.http[name].res
         if h.engine_cpu_s is None or any(t.res.engine_cpu_s is None for t in runs):
             return None
         alone = sum(t.res.engine_cpu_s or 0.0 for t in runs) / sum(t.res.tokens for t in runs)
@@ -291,8 +296,7 @@ def engine_summary(runs: list[Timed]) -> tuple[dict[str, Any], Timed]:
 
 def engine_row(rounds: list[Round]) -> dict[str, Any]:
     """Every engine-alone run of the level: one before each round, and one after the last."""
-    last = [rounds[-1].engine_after] if rounds[-1].engine_after is not None else []
-    tok_s, mid = engine_summary([r.engine for r in rounds] + last)
+    tok_s, mid = engine_summary([r.engine for r in rounds[:-1]] + rounds[-1].alone)
     return {"engine_tok_s": tok_s, "engine_cpu_ms_per_token": round(mid.cpu["all"], 3),
             "engine": lat(mid.res)}
 
