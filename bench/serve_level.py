@@ -269,7 +269,7 @@ def measure_level(engine: LLMEngine, urls: dict[str, str], groups: dict[str, lis
     e = engine_once(engine, batch, c, args.max_tokens, Mode(args.mode), 0, where)
     for _ in range(args.repeats):
         rounds.append(one_round(engine, urls, groups, args, c, batch, where, e))
-        e = rounds[-1].engine_after or e
+        e = rounds[-1].alone[-1]  # the next round's engine-before
     row: dict[str, Any] = {"concurrency": c, "requests": n, **engine_row(rounds)}
     print(f"  C={c:<3} engine {row['engine_tok_s']['median']:7.1f} tok/s median (per run "
           f"{_list(row['engine_tok_s']['per_run'], 1)}), "

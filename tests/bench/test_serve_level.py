@@ -86,3 +86,15 @@ def test_the_client_keeps_off_a_pinned_core_and_placed_restores_this_process() -
         assert os.getpriority(os.PRIO_PROCESS, 0) == nice + root
     assert sorted(os.sched_getaffinity(0)) == cpus
     assert os.getpriority(os.PRIO_PROCESS, 0) == nice
+
+
+def test_the_engine_row_lists_each_rounds_run_before_and_the_last_rounds_after() -> None:
+    """Rounds share their engine runs (a round's after is the next one's before), so each run
+    is counted once: one before each round, and the last round's after."""
+    from bench.serve_level import engine_row
+
+    runs = [_timed(tok_s, all=1.0) for tok_s in (1000.0, 1100.0, 1200.0)]
+    rounds = [Round(runs[0], None, {}, runs[1]), Round(runs[1], None, {}, runs[2])]
+    row = engine_row(rounds)
+    assert row["engine_tok_s"] == {"median": 1100.0, "per_run": [1000.0, 1100.0, 1200.0]}
+    assert engine_row(rounds[:1])["engine_tok_s"]["per_run"] == [1000.0, 1100.0]

@@ -35,6 +35,18 @@ def test_every_yaml_validates_against_serve_and_the_config_model(name: str) -> N
     assert ("num_replicas" in opts) != ("autoscaling_config" in opts)
 
 
+@pytest.mark.parametrize("name", ["local.yaml", "tp2.yaml", "multinode-gpu.yaml",
+                                  "autoscale.yaml"])
+def test_each_yamls_controller_env_is_what_controller_options_computes(name: str) -> None:
+    """Serve's CLI reads controller_options from the YAML itself, so the YAML spells out what
+    stream_guard.controller_options() gives serve.start: the two must not drift apart."""
+    from cluster.stream_guard import controller_options
+
+    doc = yaml.safe_load((CONFIGS / name).read_text())
+    config = TandemConfig.model_validate(app_args(name))
+    assert doc["controller_options"] == controller_options(config)
+
+
 def test_yaml_specifics() -> None:
     local = load_config(app_args("local.yaml"))
     assert local.model.tp == 1 and local.placement_bundles() is None
