@@ -42,7 +42,7 @@ class AttentionPlan:
 
 
 def visibility_mask(plan: AttentionPlan, block_size: int) -> None:
-    """Fill the reference-only fields of plan: padding indices, the dense mask, cache slots."""
+    """Fill the reference-only fields of plan: padding indices, the dense mask, key slots."""
     device = plan.cu_seqlens.device
     n, lq, lc = plan.num_chunks, plan.max_chunk_len, plan.max_context_len
     starts = plan.cu_seqlens[:-1].long()
