@@ -74,3 +74,20 @@ def test_slo_mix_prints_one_json_object_per_policy(capsys) -> None:  # noqa: ANN
         tight = x["classes"]["tight"]
         assert sum(tight["endings"].values()) == 12
         assert sum(tight["decisions"].values()) == pytest.approx(1.0, abs=0.01)
+
+
+def test_slo_mix_per_seed_gives_each_run_with_bench_slo_s_goodput(capsys) -> None:  # noqa: ANN001
+    """--per-seed: one object per seed, its goodput the one `tandem bench slo` reports for
+    that seed's run, and the acceptance estimates the run ended with."""
+    args = ["--profile", str(ROOFLINE), "--workload", "tight", "--load", "medium",
+            "--policies", "auto", "--requests", "12", "--seeds", "2"]
+    slo_mix.main([*args, "--per-seed"])
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["seed"] for x in lines] == [0, 1]
+    sim = slo.sim_runs(load_profile(ROOFLINE, "profile"), slo.parse_args(
+        ["--where", "sim", "--workloads", "tight", "--loads", "medium", "--policies", "auto",
+         "--sim-seeds", "2", "--sim-requests", "12"]), dict(WORKLOADS))
+    assert sum(x["goodput"] for x in lines) / 2 == pytest.approx(sim[0]["goodput"], abs=1e-3)
+    for x in lines:
+        assert sum(x["decisions"].values()) == pytest.approx(1.0, abs=0.01)
+        assert "spec_quadratic/4" in x["acceptance"]
