@@ -38,6 +38,11 @@ def test_no_policy_beats_the_oracle_bound(profile) -> None:  # noqa: ANN001
         summary = summarize(results)
         assert summary.num_good <= cell["met_alone"], name
         assert summary.goodput <= cell["goodput_bound"] + 1e-9, name
+        # The drain: no run ends before its latest request could finish alone.
+        assert summary.duration_s >= cell["span_drain_s"] - 1e-9, name
+        assert summary.goodput <= cell["goodput_bound_drain"] + 1e-9, name
+    assert cell["span_drain_s"] > cell["span_s"]
+    assert cell["goodput_bound_drain"] < cell["goodput_bound"]
 
 
 def test_the_best_fixed_mode_is_read_from_its_own_profile_only(tmp_path: Path) -> None:
