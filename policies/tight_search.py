@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Collection
 
 from policies.acceptance import FORWARDS_PER_ITERATION
 from policies.expected_met import Pace, Request, most_expected, spread_of
@@ -34,11 +35,13 @@ class TightSearch(RescuePass):
         option that breaks nobody met). Others are counted at AR so that none is broken."""
         hopeful = [s for s in order if s.need != INF and not math.isnan(s.need)]
         alone = self.cost.predict(1, 1)
-        only = {s for s in hopeful if (s.need / self.config.safety < alone
-                                       and not self._late_rescue(s.view, alone)) or (
+        # Ordered like `order` (dicts as ordered sets): float sums and ties over them must
+        # not follow a set's order, which follows memory addresses.
+        only = dict.fromkeys(s for s in hopeful if (s.need / self.config.safety < alone
+                                                    and not self._late_rescue(s.view, alone)) or (
             self.config.search_by_bound and self.config.objective == "expected"
-            and s.view.slo.tpot_below(alone))}  # ahead now, but its bound is below AR's
-        missing = {s for s in only if not self._meets(s, self._step())}
+            and s.view.slo.tpot_below(alone)))  # ahead now, but its bound is below AR's
+        missing = dict.fromkeys(s for s in only if not self._meets(s, self._step()))
         if not (only if self.config.objective == "expected" else missing):
             return
         base = self._tokens - sum(s.option.work_tokens - 1 for s in hopeful)
@@ -68,7 +71,7 @@ class TightSearch(RescuePass):
             if s in only and s not in chosen:
                 self._fastest(s, self._guarded(s, s.view.priority), False, 0.0)
 
-    def _payers(self, missing: set[Slot], counted: set[Slot], step: float,
+    def _payers(self, missing: Collection[Slot], counted: set[Slot], step: float,
                 spare: float) -> list[Payer]:
         """Every request but the missing ones, as pass 2a's payers (counted ones at AR).
         Past the first that cannot wait `spare`, slack decides nothing (loss_budget's
@@ -112,7 +115,7 @@ class TightSearch(RescuePass):
         self._paces[key] = (rate, remaining, pace)
         return pace
 
-    def _most_expected(self, hopeful: list[Slot], only: set[Slot], base: int,
+    def _most_expected(self, hopeful: list[Slot], only: Collection[Slot], base: int,
                        base_rate: float, floor: float) -> None:
         """Pass 2a by expected requests met (policies/expected_met.py), searched from the
         best plan with one option for every speculation-only request (what a fixed mode
@@ -140,7 +143,7 @@ class TightSearch(RescuePass):
             # Those AR meets alone were only counted (at AR): the rescue pass is theirs.
             s.searched = s in only
 
-    def _uniform_start(self, hopeful: list[Slot], only: set[Slot],
+    def _uniform_start(self, hopeful: list[Slot], only: Collection[Slot],
                        menus: dict[Slot, list[Pace[Option]]], base: int, base_rate: float,
                        floor: float) -> dict[Slot, Pace[Option]]:
         """The pace of each speculation-only request under the uniform option that expects
@@ -199,7 +202,7 @@ class TightSearch(RescuePass):
                         {o: self._pace(f, o, r) for o, r in zip(options, rates, strict=True)}))
         return out
 
-    def _uniform_options(self, only: set[Slot]) -> list[Option]:
+    def _uniform_options(self, only: Collection[Slot]) -> list[Option]:
         """The options every request of `only` has, but AR and the draft pool's, sorted: a
         lossless request's options are a subset of a lossy one's, so those of the strictest."""
         if not self.config.uniform or not only:
