@@ -64,11 +64,14 @@ def make_batch(layouts: Sequence[tuple[list[int], list[int], list[int]]],
     return batch, tables
 
 
-def plan_of(batch: ChunkBatch, device: str | torch.device) -> AttentionPlan:
+def plan_of(batch: ChunkBatch, device: str | torch.device,
+            window: int | None = None) -> AttentionPlan:
+    """window: a sliding window over the chunks' positions; None = full attention."""
     b = batch.to(device)
     return dispatch.prepare_attention(b.cu_seqlens, b.causal_limit, b.block_lo, b.block_hi,
                                       b.context_lens, b.block_tables, b.max_chunk_len,
-                                      b.max_context_len)
+                                      b.max_context_len, window,
+                                      None if window is None else b.positions)
 
 
 def make_cache(num_blocks: int, page: int, kvh: int, d: int, tables: Sequence[Sequence[int]],
@@ -87,3 +90,20 @@ def make_cache(num_blocks: int, page: int, kvh: int, d: int, tables: Sequence[Se
 def randn(shape: Sequence[int], dtype: torch.dtype, device: str | torch.device,
           gen: torch.Generator) -> torch.Tensor:
     return torch.randn(tuple(shape), generator=gen).to(device, dtype)
+
+
+def make_inputs(layouts: Sequence[tuple[list[int], list[int], list[int]]],
+                contexts: Sequence[int], page: int, num_blocks: int, heads: int,
+                kv_heads: int, head_dim: int, dtype: torch.dtype, device: str | torch.device,
+                gen: torch.Generator) -> tuple[ChunkBatch, torch.Tensor, torch.Tensor,
+                                               torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(batch, q, k, v, k_cache, v_cache) of one attention call: make_batch, make_cache, then
+    q, k and v, drawn from gen in that order."""
+    batch, tables = make_batch(layouts, contexts, page, num_blocks, gen)
+    k_cache, v_cache = make_cache(num_blocks, page, kv_heads, head_dim, tables, dtype, device,
+                                  gen)
+    t = batch.num_tokens
+    q = randn((t, heads, head_dim), dtype, device, gen)
+    k = randn((t, kv_heads, head_dim), dtype, device, gen)
+    v = randn((t, kv_heads, head_dim), dtype, device, gen)
+    return batch, q, k, v, k_cache, v_cache

@@ -35,13 +35,8 @@ def _layouts(name: str, gen: torch.Generator) -> tuple[list, list[int]]:
 def _run(layouts: list, contexts: list[int], heads: int, kv_heads: int, head_dim: int,
          dtype: torch.dtype, device: str, gen: torch.Generator, page: int = 5,
          num_splits: int | None = None) -> None:
-    batch, tables = P.make_batch(layouts, contexts, page, NUM_BLOCKS, gen)
-    k_cache, v_cache = P.make_cache(NUM_BLOCKS, page, kv_heads, head_dim, tables, dtype,
-                                    device, gen)
-    t = batch.num_tokens
-    q = P.randn((t, heads, head_dim), dtype, device, gen)
-    k = P.randn((t, kv_heads, head_dim), dtype, device, gen)
-    v = P.randn((t, kv_heads, head_dim), dtype, device, gen)
+    batch, q, k, v, k_cache, v_cache = P.make_inputs(layouts, contexts, page, NUM_BLOCKS, heads,
+                                                     kv_heads, head_dim, dtype, device, gen)
     scale = head_dim ** -0.5
     out = attention_triton(q, k, v, k_cache, v_cache, P.plan_of(batch, device), scale,
                            num_splits=num_splits)
@@ -90,11 +85,8 @@ def test_reference_split_equals_one_padded_batch(layout: str, device: str,
         layouts, contexts = [P.causal(1), P.quadratic(3), P.causal(1), P.causal(1)], [40, 9, 1, 130]
     else:
         layouts, contexts = _layouts(layout, gen)
-    batch, tables = P.make_batch(layouts, contexts, 5, NUM_BLOCKS, gen)
-    k_cache, v_cache = P.make_cache(NUM_BLOCKS, 5, 4, 32, tables, torch.float32, device, gen)
-    t = batch.num_tokens
-    q = P.randn((t, 8, 32), torch.float32, device, gen)
-    k, v = (P.randn((t, 4, 32), torch.float32, device, gen) for _ in range(2))
+    batch, q, k, v, k_cache, v_cache = P.make_inputs(layouts, contexts, 5, NUM_BLOCKS, 8, 4, 32,
+                                                     torch.float32, device, gen)
     plan = P.plan_of(batch, device)
     split = attention_reference(q, k, v, k_cache, v_cache, plan, 0.2)
     assert len(plan.groups) == 2  # the split really happened

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import attention_groups, dispatch
+from kernels import attention_groups
 from kernels.attention_groups import context_cuts
 from kernels.attention_ref import attention_reference
 from tests.kernels import plans as P
@@ -50,15 +50,9 @@ def _check(layouts: list, contexts: list[int], heads: int, kv_heads: int,
            window: int | None = None, dtype: torch.dtype = torch.float32,
            min_groups: int = 1) -> None:
     gen = torch.Generator().manual_seed(7)
-    batch, tables = P.make_batch(layouts, contexts, PAGE, NUM_BLOCKS, gen)
-    k_cache, v_cache = P.make_cache(NUM_BLOCKS, PAGE, kv_heads, 16, tables, dtype, "cpu", gen)
-    t = batch.num_tokens
-    q = P.randn((t, heads, 16), dtype, "cpu", gen)
-    k, v = (P.randn((t, kv_heads, 16), dtype, "cpu", gen) for _ in range(2))
-    plan = dispatch.prepare_attention(
-        batch.cu_seqlens, batch.causal_limit, batch.block_lo, batch.block_hi,
-        batch.context_lens, batch.block_tables, batch.max_chunk_len, batch.max_context_len,
-        window, batch.positions if window is not None else None)
+    batch, q, k, v, k_cache, v_cache = P.make_inputs(layouts, contexts, PAGE, NUM_BLOCKS, heads,
+                                                     kv_heads, 16, dtype, "cpu", gen)
+    plan = P.plan_of(batch, "cpu", window)
     out = attention_reference(q, k, v, k_cache, v_cache, plan, 0.25)
     assert len(plan.groups) >= min_groups
     want = _per_request(q, k, v, k_cache, v_cache, batch, window, 0.25)
