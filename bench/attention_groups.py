@@ -55,37 +55,40 @@ def reference_at(rev: str) -> types.ModuleType:
 
 
 def forward_ms(contexts: list[int], variant: Callable, args: argparse.Namespace,
-               caches: tuple[torch.Tensor, torch.Tensor]) -> float:
-    """Wall ms of one forward's attention: plan groups + num_layers calls."""
+               caches: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, int]:
+    """Wall ms of one forward's attention (plan groups + num_layers calls), and the number
+    of groups the variant ran."""
     n = len(contexts)
     q = torch.randn(n, args.heads, args.head_dim)
     k = torch.randn(n, args.kv_heads, args.head_dim)
     v = torch.randn(n, args.kv_heads, args.head_dim)
     plan = decode_plan(contexts, args.page, caches[0].shape[0])
     t0 = time.perf_counter()
-    variant(q, k, v, caches, plan, args)
-    return (time.perf_counter() - t0) * 1e3
+    groups = variant(q, k, v, caches, plan, args)
+    return (time.perf_counter() - t0) * 1e3, groups
 
 
 def this_tree(group_cost: float | None) -> Callable:
-    def run(q, k, v, caches, plan, args) -> None:
+    def run(q, k, v, caches, plan, args) -> int:
         if group_cost is None:
             plan.groups = [(None, plan)]
         else:
             plan.groups = attention_groups.split_groups(plan, group_cost=int(group_cost))
         for _ in range(args.layers):
             attention_reference(q, k, v, caches[0], caches[1], plan, args.head_dim ** -0.5)
+        return len(plan.groups)
     return run
 
 
 def at_rev(module: types.ModuleType) -> Callable:
-    def run(q, k, v, caches, plan, args) -> None:
+    def run(q, k, v, caches, plan, args) -> int:
         old = module.AttentionPlan(*(getattr(plan, f) for f in (
             "cu_seqlens", "causal_limit", "block_lo", "block_hi", "context_lens",
             "block_tables", "max_chunk_len", "max_context_len")))
         for _ in range(args.layers):
             module.attention_reference(q, k, v, caches[0], caches[1], old,
                                        args.head_dim ** -0.5)
+        return len(getattr(old, "groups", None) or [old])  # one padded batch before groups
     return run
 
 
@@ -132,10 +135,9 @@ def main() -> None:
         for _ in range(args.rounds):
             ctx = draw()
             for v, run in variants.items():
-                times[v].append(forward_ms(ctx, run, args, caches))
-                cost = float(v.split()[1]) if v.startswith("cost") else None
-                groups[v].append(1 if cost is None else len(attention_groups.context_cuts(
-                    sorted(ctx, reverse=True), int(cost))))
+                ms, n = forward_ms(ctx, run, args, caches)
+                times[v].append(ms)
+                groups[v].append(n)
         base = statistics.median(times[base_name])
         for v in variants:
             m = statistics.median(times[v])
