@@ -3,7 +3,7 @@ engine in wall-clock time (bench/slo_engine.py), every policy on the same reques
 
   python -m bench.slo_engine_cells run --workload mixed --load high --seeds 0,1,2 \
       [--policies auto,ar] [--requests 200] [--repeats 1] [--out bench/slo_engine_grid.json]
-  python -m bench.slo_engine_cells summary [--out FILE]
+  python -m bench.slo_engine_cells summary [--out FILE] [--per-seed]
 
 One call loads the model once and runs every (seed, policy, repeat) of one (workload, load).
 So that slow drift of a shared machine (another job starting, a warmer cache) does not land
@@ -15,7 +15,8 @@ Per cell the summary shows each policy's goodput (requests that met every SLO bo
 second) as the mean over seeds with the spread (min-max); auto over the best fixed mode as
 the ratio of the means; the per-seed ratios (min-max: each seed's auto over that seed's best
 fixed mode, both on the same requests); and the same-seed noise (the largest relative
-difference between two runs of one policy on one seed). A policy run on fewer seeds than
+difference between two runs of one policy on one seed); `--per-seed` lists each seed's
+goodputs and refusals instead, with the call's SLO scale. A policy run on fewer seeds than
 auto is marked with its seed count. Load average before each run, the machine's slowdown
 against the profile (SLOs and arrival rates are scaled by it) and the code's commit are
 recorded per run. One SLO scale per call: `--slowdown F` fixes it (e.g. the factor an earlier
@@ -202,6 +203,36 @@ def summary(out: Path) -> str:
     return "\n".join(lines)
 
 
+def seed_table(out: Path) -> str:
+    """The per-seed spread behind summary's ratios: per cell and seed, each policy's goodput
+    with its refusals in brackets (mean over repeats; refusals of the first), the best fixed
+    mode, auto over it, and the call's SLO scale and probe."""
+    runs = json.loads(out.read_text())["runs"]
+    by: dict[tuple[str, str, int], list[dict]] = {}
+    for r in runs:
+        by.setdefault((r["workload"], r["load"], r["seed"]), []).append(r)
+    order = list(LOADS)
+    lines = [f"{'workload':<12}{'load':<12}{'seed':>4}  " + "".join(f"{p:>18}" for p in POLICIES)
+             + f"{'best fixed':>16}{'auto/best':>10}  scale (probe)"]
+    for (workload, load, seed), rows in sorted(by.items(), key=lambda c: (
+            c[0][0], order.index(c[0][1]), c[0][2])):
+        goodput = {p: statistics.fmean(r["goodput"] for r in rows if r["policy"] == p)
+                   for p in {r["policy"] for r in rows}}
+        refused = {r["policy"]: r["num_refused"] for r in rows if r["repeat"] == 0}
+        cols = [f"{goodput[p]:.3f} [{refused[p]}]" if p in goodput else "-" for p in POLICIES]
+        fixed = [p for p in FIXED if p in goodput]
+        best = max(fixed, key=goodput.__getitem__, default=None)
+        ratio = ("-" if best is None or "auto" not in goodput
+                 else "inf" if goodput[best] == 0 else f"{goodput['auto'] / goodput[best]:.2f}x")
+        best = best if best is not None and goodput[best] > 0 else None  # none met any
+        scales = sorted({(r["slowdown"], r.get("probe")) for r in rows})
+        scale = ", ".join(f"x{s:.3f} (x{p:.3f})" if p is not None else f"x{s:.3f}"
+                          for s, p in scales)
+        lines.append(f"{workload:<12}{load:<12}{seed:>4}  " + "".join(f"{c:>18}" for c in cols)
+                     + f"{best or '-':>16}{ratio:>10}  {scale}")
+    return "\n".join(lines)
+
+
 def parse_seeds(text: str) -> list[int]:
     try:
         seeds = [int(s) for s in text.split(",") if s]
@@ -238,6 +269,8 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--out", type=Path, default=OUT)
     s = sub.add_parser("summary")
     s.add_argument("--out", type=Path, default=OUT)
+    s.add_argument("--per-seed", action="store_true",
+                   help="one line per cell and seed (goodput [refused] per policy) instead")
     args = p.parse_args(argv)
     if args.command == "run":
         if args.requests < 1 or args.repeats < 1:
@@ -252,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
         run_cell(args.workload, args.load, parse_seeds(args.seeds), args.requests, args.out,
                  args.threads, policies, args.repeats, args.profile, args.slowdown)
     else:
-        print(summary(args.out))
+        print(seed_table(args.out) if args.per_seed else summary(args.out))
 
 
 if __name__ == "__main__":

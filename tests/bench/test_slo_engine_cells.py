@@ -48,6 +48,24 @@ def test_a_run_with_no_step_has_no_step_ratio_and_the_summary_skips_it(tmp_path)
     assert summary(out).rstrip().endswith("1.25-1.25")
 
 
+def test_per_seed_lists_goodput_and_refusals_with_each_seeds_best_fixed_mode(tmp_path, capsys):
+    out = tmp_path / "grid.json"
+    call = {"num_refused": 0, "slowdown": 1.0, "probe": 1.038}
+    rows = [_row("auto", 0, 1.0) | call | {"num_refused": 5}, _row("ar", 0, 0.0) | call,
+            _row("spec_linear", 0, 2.0) | call, _row("auto", 1, 3.0) | call,
+            _row("spec_quadratic", 1, 1.5) | call | {"num_refused": 7}]
+    out.write_text(json.dumps({"runs": rows}))
+    main(["summary", "--out", str(out), "--per-seed"])
+    seed0, seed1 = capsys.readouterr().out.splitlines()[1:]
+    assert seed0.split()[2:] == ["0", "1.000", "[5]", "0.000", "[0]", "2.000", "[0]", "-",
+                                 "spec_linear", "0.50x", "x1.000", "(x1.038)"]
+    assert "1.500 [7]" in seed1 and "spec_quadratic" in seed1 and "2.00x" in seed1
+    out.write_text(json.dumps({"runs": [rows[0], rows[1]]}))  # no fixed mode met any request
+    main(["summary", "--out", str(out), "--per-seed"])
+    assert capsys.readouterr().out.splitlines()[1].split()[-4:] == ["-", "inf", "x1.000",
+                                                                     "(x1.038)"]
+
+
 def test_bad_arguments_exit_with_a_message(capsys):
     with pytest.raises(SystemExit, match="--policies: unknown policy 'bogus'"):
         main(["run", "--workload", "mixed", "--load", "high", "--policies", "auto,bogus"])
