@@ -51,16 +51,15 @@ Alone = tuple[bool, float]  # (met alone by some option, seconds to finish alone
 
 
 class Oracle:
-    """Whether a request meets its SLO alone with its best option (memoised: the answer
-    depends only on its prompt trace, lengths and bounds)."""
+    """Whether a request meets its SLO alone with its best option, and how soon it finishes
+    alone with its fastest (memoised: the answers depend only on its prompt trace, lengths
+    and bounds). Every option runs for every request: the fastest needs them all."""
 
     def __init__(self, profile: Profile) -> None:
         self.profile = profile
         policy = SLOPolicy(profile)
         pool = ModeSelector(policy.cost, policy.acceptance).pool
         speculative = [o for o in pool if o.is_lossless and o != AR1 and not o.draft_tokens]
-        # Fastest-looking first, so a request that can be met is usually found in one run.
-        speculative.sort(key=lambda o: -policy.acceptance.tokens_per_forward(o))
         self.options: list[Option] = [AR1, *speculative]
         self._memo: dict[Key, Alone] = {}
 
