@@ -40,8 +40,12 @@ def context_cuts(contexts_desc: list[int], group_cost: int = GROUP_COST_KEY_ROWS
 
 def split_groups(plan: AttentionPlan, group_cost: int | None = None
                  ) -> list[tuple[torch.Tensor | None, AttentionPlan]]:
-    """[(token rows, sub-plan)]. One group with rows None when nothing is worth cutting.
+    """[(token rows, sub-plan)]. One group with rows None when nothing is worth cutting,
+    and always off the CPU: each cut is a host decision on device values, a sync per forward
+    on a GPU (where the reference runs only for sliding windows or when forced).
     group_cost: GROUP_COST_KEY_ROWS when None."""
+    if plan.cu_seqlens.device.type != "cpu":
+        return [(None, plan)]
     lens = plan.cu_seqlens.diff().long()
     single = lens == 1
     chunk_sets = []

@@ -47,7 +47,9 @@ def visibility_mask(plan: AttentionPlan, block_size: int) -> None:
     n, lq, lc = plan.num_chunks, plan.max_chunk_len, plan.max_context_len
     starts = plan.cu_seqlens[:-1].long()
     lens = plan.cu_seqlens.diff().long()
-    seq_idx = torch.repeat_interleave(torch.arange(n, device=device), lens)
+    # output_size: without it repeat_interleave reads the lengths back to the host (a sync)
+    seq_idx = torch.repeat_interleave(torch.arange(n, device=device), lens,
+                                      output_size=plan.causal_limit.numel())
     local = torch.arange(seq_idx.numel(), device=device) - starts[seq_idx]
 
     # Per padded query row: its limits (padded rows see key 0 so softmax stays finite).

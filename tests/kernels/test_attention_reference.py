@@ -105,3 +105,17 @@ def test_context_cuts() -> None:
     # each cut is worth its cost: padding everything after it to the group top costs more
     for a, b in zip(cuts[:-1], cuts[1:], strict=True):
         assert (spread[a] - spread[b]) * (len(spread) - b) > 4096
+
+
+@pytest.mark.parametrize("window", [None, 5])
+def test_no_host_sync_off_the_cpu(window: int | None) -> None:
+    """On the meta device every op that reads a device value back to the host (bool(), .item(),
+    .tolist(), nonzero, repeat_interleave without its size) raises, as it would sync a GPU:
+    the reference off the CPU must run without one."""
+    gen = torch.Generator().manual_seed(3)
+    layouts = [P.causal(1), P.causal(1), P.quadratic(3), P.bidirectional(4)]
+    batch, q, k, v, k_cache, v_cache = P.make_inputs(layouts, [300, 7, 40, 0], PAGE, NUM_BLOCKS,
+                                                     4, 2, 16, torch.float32, "cpu", gen)
+    plan = P.plan_of(batch, "meta", window)
+    out = attention_reference(*(x.to("meta") for x in (q, k, v, k_cache, v_cache)), plan, 0.25)
+    assert out.shape == q.shape and out.device.type == "meta"
