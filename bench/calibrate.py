@@ -13,6 +13,7 @@ import platform
 import statistics
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 
 from engine.engine import LLMEngine
 from engine.params import DecodeParams, Mode, SamplingParams
@@ -63,12 +64,14 @@ def _engine() -> LLMEngine:
 
 
 def _run(eng: LLMEngine, recorder: Recorder, prompts: list[list[int]], options: list[Option],
-         max_tokens: int, max_steps: int | None = None) -> list[str]:
-    """Run prompts[i] with options[i] (fixed modes) until done or max_steps; abort the rest."""
+         max_tokens: int | Sequence[int], max_steps: int | None = None) -> list[str]:
+    """Run prompts[i] with options[i] (fixed modes) for max_tokens (or max_tokens[i]) tokens
+    until done or max_steps; abort the rest."""
+    lengths = [max_tokens] * len(prompts) if isinstance(max_tokens, int) else max_tokens
     ids = []
-    for i, (p, option) in enumerate(zip(prompts, options, strict=True)):
+    for i, (p, option, n) in enumerate(zip(prompts, options, lengths, strict=True)):
         block = option.block if option.mode != AR else None
-        req = eng.add_request(p, SamplingParams(max_tokens=max_tokens, ignore_eos=True, seed=i),
+        req = eng.add_request(p, SamplingParams(max_tokens=n, ignore_eos=True, seed=i),
                               DecodeParams(mode=Mode(option.mode), block_length=block))
         ids.append(req.id)
     steps = 0

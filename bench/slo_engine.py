@@ -41,6 +41,17 @@ def kept_into(out: list[W], wrap: Callable[[SchedulingPolicy], W]
     return keep
 
 
+def prompt_ids(prompts: Sequence[list[int]], spec: RequestSpec) -> list[int]:
+    """A request's prompt: held-out prompt `prompt_index` cut to num_prompt tokens, joined
+    with the next ones where it is shorter."""
+    ids: list[int] = []
+    k = spec.prompt_index
+    while len(ids) < spec.num_prompt:  # join held-out prompts for long ones
+        ids += prompts[k % len(prompts)]
+        k += 1
+    return ids[:spec.num_prompt]
+
+
 class EngineBench:
     """The model and its executor, loaded once and shared by every run."""
 
@@ -55,12 +66,7 @@ class EngineBench:
         return LLMEngine(self.executor, self.model.config, self.codec, self.config, policy)
 
     def prompt_ids(self, spec: RequestSpec) -> list[int]:
-        ids: list[int] = []
-        k = spec.prompt_index
-        while len(ids) < spec.num_prompt:  # join held-out prompts for long ones
-            ids += self.prompts[k % len(self.prompts)]
-            k += 1
-        return ids[:spec.num_prompt]
+        return prompt_ids(self.prompts, spec)
 
     def slowdown(self, cost: CostModel, num_steps: int = 12) -> float:
         """How much slower this machine is now than the profile says: the median ratio of

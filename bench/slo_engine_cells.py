@@ -43,7 +43,8 @@ from policies.decision import BatchDecision, SchedulerView
 from policies.option import AR1
 from policies.policy import PolicyConfig, SLOPolicy
 from policies.profile import Profile
-from policies.workloads import LOADS, WORKLOADS, capacity_rps, generate
+from policies.workloads import LOADS, WORKLOADS, RequestSpec, capacity_rps, generate
+from policies.workloads import CostModel as CostModelLike
 
 OUT = Path(__file__).with_name("slo_engine_grid.json")
 POLICIES = ("auto", "ar", "spec_linear", "spec_quadratic")
@@ -72,6 +73,19 @@ def run_order(policies: tuple[str, ...], seed: int, repeats: int) -> list[tuple[
     for r in range(repeats):
         order += [(p, r) for p in (forward if r % 2 == 0 else reversed(forward))]
     return order
+
+
+def cell_specs(workload: str, load: str, seed: int, num_requests: int, cost: CostModelLike,
+               num_prompts: int) -> list[RequestSpec]:
+    """The requests of one engine cell and seed: arrivals drawn with 100 + seed at the load's
+    share of AR's capacity, SLOs from `cost` (the profile's fit times the call's scale);
+    prompt_index counts held-out prompts (bench/slo_engine.py prompt_ids)."""
+    return generate(WORKLOADS[workload], cell_rate(workload, load, cost), num_requests, cost,
+                    num_prompts, seed=100 + seed)
+
+
+def cell_rate(workload: str, load: str, cost: CostModelLike) -> float:
+    return LOADS[load] * capacity_rps(WORKLOADS[workload], cost)
 
 
 class StepRatios(WatchedPolicy):
@@ -116,11 +130,9 @@ def run_cell(workload: str, load: str, seeds: list[int], num_requests: int, out:
     bench, code = EngineBench(), _code_id()
     base = SLOPolicy(profile).cost
     cost, probe = bench.call_scale(base, slowdown)  # probe: recorded
-    rows = []
+    rows, rate = [], cell_rate(workload, load, cost)
     for seed in seeds:
-        rate = LOADS[load] * capacity_rps(WORKLOADS[workload], cost)
-        specs = generate(WORKLOADS[workload], rate, num_requests, cost, len(bench.prompts),
-                         seed=100 + seed)
+        specs = cell_specs(workload, load, seed, num_requests, cost, len(bench.prompts))
         for name, repeat in run_order(policies, seed, repeats):
             load_avg, t0 = os.getloadavg()[0], time.monotonic()
             steps: list[StepRatios] = []

@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench.slo import PROFILE
-from bench.slo_engine_cells import check_slowdown, engine_policy_config, parse_seeds
+from bench.slo_engine_cells import cell_specs, check_slowdown, engine_policy_config, parse_seeds
 from bench.step_overhead import TimedPolicy
 from engine.executor import Executor
 from engine.plan import StepOutput, StepPlan
@@ -29,7 +29,7 @@ from policies.metrics import RequestResult, summarize
 from policies.modes import ChunkKind
 from policies.policy import SLOPolicy
 from policies.profile import Profile
-from policies.workloads import LOADS, WORKLOADS, capacity_rps, generate
+from policies.workloads import LOADS, WORKLOADS
 
 
 class RecordingExecutor(Executor):
@@ -117,9 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     bench.engine = lambda policy: engines.append(make_engine(policy)) or engines[-1]
     cost, _ = bench.call_scale(SLOPolicy(profile).cost, args.slowdown)
     for seed in parse_seeds(args.seeds):
-        rate = LOADS[args.load] * capacity_rps(WORKLOADS[args.workload], cost)
-        specs = generate(WORKLOADS[args.workload], rate, args.requests, cost,
-                         len(bench.prompts), seed=100 + seed)
+        specs = cell_specs(args.workload, args.load, seed, args.requests, cost,
+                           len(bench.prompts))
         for name in (x for x in args.policies.split(",") if x):
             recorder.steps.clear()
             timed: list[TimedPolicy] = []
