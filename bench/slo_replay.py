@@ -15,7 +15,9 @@ each policy, with one difference to the engine switched at a time:
                         (the request's held-out prompt index modulo 16);
   --steps fit           step times from the profile's cost fit (the simulator today);
   --steps engine        the fit times the engine run's own median step over it (the cell
-                        rows' step_ratio, per load, seed and policy; 1 where it ran none).
+                        rows' step_ratio, per load, seed and policy; 1 where it ran none);
+  --align               acceptance by output position (engine/trace_executor.py): a request
+                        that switches to a mode accepts as the trace did at that position.
 The policy always starts from the base profile, as on the engine. Rows keep the variant and
 auto's mode mix (share of decoding request-steps per mode); `compare` sets them beside the
 engine's rows of the same seeds (bench/slo_replay_compare.py).
@@ -50,13 +52,14 @@ STEPS = ("fit", "engine")
 
 
 def replay(base: Profile, traces: Profile, specs: list[RequestSpec], policy: str, seed: int,
-           step_factor: float = 1.0) -> tuple[list[RequestResult], dict[str, float]]:
+           step_factor: float = 1.0, align: bool = False
+           ) -> tuple[list[RequestResult], dict[str, float]]:
     """One simulated run: the policy from `base`, acceptance from `traces` (bound by each
     spec's prompt_index), step times from base's cost points times step_factor. Returns the
     results and the share of decoding request-steps (all but prefill chunks) per mode."""
     executor_profile = Profile([(t, r, s * step_factor) for t, r, s in base.cost], traces.traces)
     sim = Simulator(executor_profile, SLOPolicy(base, engine_policy_config(policy)),
-                    SimConfig(seed=seed, record_plans=True))
+                    SimConfig(seed=seed, record_plans=True, align_traces=align))
     results = sim.run(specs)
     modes = Counter(mode for plan in sim.plans for _, kind, mode, _ in plan
                     if kind != ChunkKind.PREFILL)
@@ -73,8 +76,8 @@ def step_factors(engine_out: Path | None) -> dict[tuple[str, str, int, str], flo
 
 
 def run_cells(traces_path: Path, loads: list[str], policies: list[str], acceptance: str,
-              steps: str, engine_out: Path | None, out: Path, seeds: list[int] | None = None
-              ) -> list[dict]:
+              steps: str, engine_out: Path | None, out: Path, seeds: list[int] | None = None,
+              align: bool = False) -> list[dict]:
     traced = Profile.load(traces_path)
     meta = traced.meta
     base = Profile.load(meta["base_profile"])
@@ -92,13 +95,14 @@ def run_cells(traces_path: Path, loads: list[str], policies: list[str], acceptan
             for name in policies:
                 factor = factors.get((workload, load, seed, name), 1.0) if steps == "engine" \
                     else 1.0
-                results, modes = replay(base, source, specs, name, seed, factor)
+                results, modes = replay(base, source, specs, name, seed, factor, align)
                 row = _row("sim", workload, load, name, results,
                            cell_rate(workload, load, cost)) | {
                     "seed": seed, "acceptance": acceptance, "steps": steps,
-                    "step_factor": factor, "modes": modes}
+                    "step_factor": factor, "align": align, "modes": modes}
                 rows.append(row)
-                print(f"{workload}/{load}/seed {seed} {name} [{acceptance}, {steps}]: "
+                print(f"{workload}/{load}/seed {seed} {name} [{acceptance}, {steps}"
+                      f"{', aligned' if align else ''}]: "
                       f"goodput {row['goodput']:.3f} refused {row['num_refused']}", flush=True)
     _merge(out, rows)
     return rows
@@ -107,7 +111,8 @@ def run_cells(traces_path: Path, loads: list[str], policies: list[str], acceptan
 def _merge(out: Path, rows: list[dict]) -> None:
     """Add rows to out, replacing earlier rows of the same variant, cell, seed and policy."""
     def key(r: dict) -> tuple:
-        return r["acceptance"], r["steps"], r["workload"], r["load"], r["seed"], r["policy"]
+        return (r["acceptance"], r["steps"], r.get("align", False), r["workload"], r["load"],
+                r["seed"], r["policy"])
     done = {key(r) for r in rows}
     old = json.loads(out.read_text())["runs"] if out.exists() else []
     out.write_text(json.dumps({"runs": [r for r in old if key(r) not in done] + rows},
@@ -135,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--acceptance", choices=ACCEPTANCE, default="own")
     r.add_argument("--steps", choices=STEPS, default="fit")
     r.add_argument("--engine", type=Path, default=None, help="engine cell rows (step_ratio)")
+    r.add_argument("--align", action="store_true", help="acceptance by output position")
     r.add_argument("--out", type=Path, required=True)
     c = sub.add_parser("compare")
     c.add_argument("--engine", type=Path, required=True)
@@ -149,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
             p.error(f"--loads: one of {', '.join(LOADS)}")
         seeds = parse_seeds(args.seeds) if args.seeds else None
         run_cells(args.traces, loads, [x for x in args.policies.split(",") if x],
-                  args.acceptance, args.steps, args.engine, args.out, seeds)
+                  args.acceptance, args.steps, args.engine, args.out, seeds, args.align)
     else:
         print(compare(args.engine, args.out))
 

@@ -20,7 +20,9 @@ ENGINE = "engine"
 
 
 def _source(row: dict) -> str:
-    return f"{row['acceptance']}/{row['steps']}" if "acceptance" in row else ENGINE
+    if "acceptance" not in row:
+        return ENGINE
+    return f"{row['acceptance']}/{row['steps']}" + ("/aligned" if row.get("align") else "")
 
 
 def cell_means(rows: list[dict]) -> dict[tuple[str, str, str], dict[str, float]]:
@@ -76,5 +78,5 @@ def compare(engine_out: Path, sim_out: Path) -> str:
     lines.append("auto's mode mix (simulator; share of decoding request-steps)")
     for load in loads:
         for s in sources[1:]:
-            lines.append(f"{load:<12}{s:<16}{mode_mix(sim, s, load)}")
+            lines.append(f"{load:<12}{s:<22}{mode_mix(sim, s, load)}")
     return "\n".join(lines)

@@ -52,6 +52,9 @@ class SimConfig:
     # inside a step's wall time (auto's plan is ~3x AR's: BENCHMARKS.md, "ninth session").
     # Not deterministic: it is this machine's CPU time.
     charge_plan: bool = False
+    # Speculative acceptance by output position instead of by iteration count per option
+    # (engine/trace_executor.py); off: the committed tables were made without it.
+    align_traces: bool = False
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(self.num_kv_blocks, self.block_size, scheduler=SchedulerConfig(
@@ -82,7 +85,8 @@ class Simulator:
         step_clock = StepClock(profile.cost, config.noise, config.seed, drift=config.drift,
                                drift_rho=config.drift_rho)
         self.executor = TraceExecutor(profile, step_clock, self.clock,
-                                      self._on_step if config.record_plans else None)
+                                      self._on_step if config.record_plans else None,
+                                      align=config.align_traces)
         if isinstance(policy, SLOPolicy):
             policy = SLOSchedulingPolicy(policy, self.clock)
         if config.charge_plan:
@@ -136,7 +140,7 @@ class Simulator:
         except AdmissionError as err:
             res.refused, res.status, res.finish_s = err.reason, err.status, self.clock.now
             return
-        self.executor.bind(spec.id, spec.prompt_index)
+        self.executor.bind(spec.id, spec.prompt_index, spec.num_prompt)
         live[spec.id] = req
 
     def _finish(self, req: Request, res: RequestResult) -> None:

@@ -7,6 +7,9 @@ many denoise passes as it did, and the step lasts what the profile's cost fit sa
 tokens and requests (policies/step_clock.py, with the profile's own noise). Each request is
 bound to one recorded prompt and walks through that prompt's iterations in order, per
 option (wrapping around), so it keeps its own acceptance as it would on the engine.
+With `align` a speculative iteration instead reads the iteration of its option's trace that
+covers the request's output position (see `_iteration_at`): a request that switches modes
+mid-way (auto) then accepts as the trace did there, not as the trace's first iterations did.
 
 Token ids carry no meaning here: every sampled token is FILLER (never the mask or EOS of
 SIM_MODEL); the simulator sets ignore_eos so lengths follow the workload.
@@ -14,7 +17,9 @@ SIM_MODEL); the simulator sets ignore_eos so lengths follow the workload.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable
+from itertools import accumulate
 
 from engine.executor import Executor
 from engine.plan import ChunkWork, StepOutput, StepPlan, WorkResult
@@ -45,18 +50,23 @@ class SimClock:
 class TraceExecutor(Executor):
     def __init__(self, profile: Profile, step_clock: StepClock,
                  clock: SimClock | None = None,
-                 on_step: Callable[[StepPlan, float], None] | None = None) -> None:
+                 on_step: Callable[[StepPlan, float], None] | None = None,
+                 align: bool = False) -> None:
         """clock: advanced by each step's duration; on_step(plan, seconds): a hook for
-        recording what ran."""
+        recording what ran; align: acceptance by output position (module doc)."""
         self.profile, self.step_clock = profile, step_clock
         self.clock = clock or SimClock()
         self.on_step = on_step
+        self.align = align
         self.prompt_of: dict[str, int] = {}  # request id -> recorded prompt index
+        self.prompt_len: dict[str, int] = {}  # request id -> prompt tokens (align)
+        self._starts: dict[tuple[Option, int], list[int]] = {}  # iterations' output offsets
         self._cursors: dict[tuple[str, Option], int] = {}
         self._passes_left: dict[str, int] = {}  # diffusion: denoise passes of this block
 
-    def bind(self, request_id: str, prompt_index: int) -> None:
+    def bind(self, request_id: str, prompt_index: int, num_prompt: int = 0) -> None:
         self.prompt_of[request_id] = prompt_index
+        self.prompt_len[request_id] = num_prompt
 
     def step(self, plan: StepPlan) -> StepOutput:
         results = [self._result(w) for w in plan.works]
@@ -69,8 +79,9 @@ class TraceExecutor(Executor):
     def _result(self, w: ChunkWork) -> WorkResult:
         n = len(w.sample_rows)
         if w.kind in (ChunkKind.VERIFY, ChunkKind.QUADRATIC):
-            block = len(w.verify_drafts) + 1
-            _, tokens = self._next_iteration(w.request_id, Option(w.mode, block))
+            option = Option(w.mode, len(w.verify_drafts) + 1)
+            _, tokens = (self._iteration_at(w.request_id, option, w.chunk.positions[0])
+                         if self.align else self._next_iteration(w.request_id, option))
             return WorkResult([FILLER] * n, [1.0] * n, min(tokens - 1, len(w.verify_drafts)))
         if w.kind is ChunkKind.DENOISE:
             return WorkResult([FILLER] * n, self._denoise_probs(w))
@@ -97,6 +108,29 @@ class TraceExecutor(Executor):
         k = self._cursors.get(key, 0)
         self._cursors[key] = k + 1
         return trace[k % len(trace)]
+
+    def _iteration_at(self, request_id: str, option: Option, position: int) -> Iteration:
+        """The trace's iteration at the request's output offset: its first chunk position
+        less the prompt (the iteration's seed is the last emitted token; offset 0 is the
+        first iteration after the prefill, as the traces start). Where the offset falls
+        inside a recorded iteration, the drafts from there are taken to run to that
+        iteration's end: greedy drafts of the same text stop at the same wrong token."""
+        prompts = self.profile.traces.get(option)
+        if not prompts:
+            return _never_accepted(option)
+        index = self.prompt_of.get(request_id, 0) % len(prompts)
+        trace = prompts[index]
+        if not trace:
+            return _never_accepted(option)
+        starts = self._starts.get((option, index))
+        if starts is None:
+            starts = self._starts[(option, index)] = list(accumulate(
+                (t for _, t in trace[:-1]), initial=0))
+        total = starts[-1] + trace[-1][1]
+        offset = (position - self.prompt_len.get(request_id, 0)) % total
+        k = bisect_right(starts, offset) - 1
+        forwards, tokens = trace[k]
+        return forwards, starts[k] + tokens - offset
 
 
 def _never_accepted(o: Option) -> Iteration:
