@@ -77,11 +77,12 @@ def step_factors(engine_out: Path | None) -> dict[tuple[str, str, int, str], flo
 
 def run_cells(traces_path: Path, loads: list[str], policies: list[str], acceptance: str,
               steps: str, engine_out: Path | None, out: Path, seeds: list[int] | None = None,
-              align: bool = False) -> list[dict]:
+              align: bool = False, slo_scale: float | None = None) -> list[dict]:
     traced = Profile.load(traces_path)
     meta = traced.meta
     base = Profile.load(meta["base_profile"])
-    cost = ScaledCost(SLOPolicy(base).cost, meta["slo_scale"])
+    scale = meta["slo_scale"] if slo_scale is None else slo_scale  # SLOs and arrival rate
+    cost = ScaledCost(SLOPolicy(base).cost, scale)
     factors = step_factors(engine_out)
     if steps == "engine" and not factors:
         raise ValueError("--steps engine needs --engine (the cell rows' step_ratio)")
@@ -99,7 +100,7 @@ def run_cells(traces_path: Path, loads: list[str], policies: list[str], acceptan
                 row = _row("sim", workload, load, name, results,
                            cell_rate(workload, load, cost)) | {
                     "seed": seed, "acceptance": acceptance, "steps": steps,
-                    "step_factor": factor, "align": align, "modes": modes}
+                    "step_factor": factor, "align": align, "slo_scale": scale, "modes": modes}
                 rows.append(row)
                 print(f"{workload}/{load}/seed {seed} {name} [{acceptance}, {steps}"
                       f"{', aligned' if align else ''}]: "
@@ -111,8 +112,8 @@ def run_cells(traces_path: Path, loads: list[str], policies: list[str], acceptan
 def _merge(out: Path, rows: list[dict]) -> None:
     """Add rows to out, replacing earlier rows of the same variant, cell, seed and policy."""
     def key(r: dict) -> tuple:
-        return (r["acceptance"], r["steps"], r.get("align", False), r["workload"], r["load"],
-                r["seed"], r["policy"])
+        return (r["acceptance"], r["steps"], r.get("align", False), r.get("slo_scale", 1.0),
+                r["workload"], r["load"], r["seed"], r["policy"])
     done = {key(r) for r in rows}
     old = json.loads(out.read_text())["runs"] if out.exists() else []
     out.write_text(json.dumps({"runs": [r for r in old if key(r) not in done] + rows},
@@ -141,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--steps", choices=STEPS, default="fit")
     r.add_argument("--engine", type=Path, default=None, help="engine cell rows (step_ratio)")
     r.add_argument("--align", action="store_true", help="acceptance by output position")
+    r.add_argument("--slo-scale", type=float, default=None,
+                   help="the engine call's SLO scale (default: the one traced with)")
     r.add_argument("--out", type=Path, required=True)
     c = sub.add_parser("compare")
     c.add_argument("--engine", type=Path, required=True)
@@ -155,7 +158,8 @@ def main(argv: list[str] | None = None) -> None:
             p.error(f"--loads: one of {', '.join(LOADS)}")
         seeds = parse_seeds(args.seeds) if args.seeds else None
         run_cells(args.traces, loads, [x for x in args.policies.split(",") if x],
-                  args.acceptance, args.steps, args.engine, args.out, seeds, args.align)
+                  args.acceptance, args.steps, args.engine, args.out, seeds, args.align,
+                  args.slo_scale)
     else:
         print(compare(args.engine, args.out))
 

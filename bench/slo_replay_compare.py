@@ -22,7 +22,9 @@ ENGINE = "engine"
 def _source(row: dict) -> str:
     if "acceptance" not in row:
         return ENGINE
-    return f"{row['acceptance']}/{row['steps']}" + ("/aligned" if row.get("align") else "")
+    scale = row.get("slo_scale", 1.0)
+    return (f"{row['acceptance']}/{row['steps']}" + ("/aligned" if row.get("align") else "")
+            + (f"@x{scale:.2f}" if scale != 1.0 else ""))
 
 
 def cell_means(rows: list[dict]) -> dict[tuple[str, str, str], dict[str, float]]:

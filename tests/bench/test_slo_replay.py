@@ -85,3 +85,20 @@ def test_compare_takes_the_engine_rows_of_the_simulated_seeds_only(tmp_path) -> 
     auto_line = next(x for x in text.splitlines() if x.split()[1:2] == ["auto/best"])
     assert auto_line.split()[2:] == ["0.50x", "1.50x"]  # engine seed 7 left out
     assert "spec_linear 75% ar 25%" in text
+
+
+def test_run_cells_replays_at_the_engine_calls_slo_scale_and_keeps_both(base, tmp_path) -> None:  # noqa: ANN001
+    from bench.slo_replay import run_cells
+
+    specs = _specs(base)
+    traced = Profile(base.cost, {LINEAR8: [[(2, 3)] * 30] * 3},
+                     {"base_profile": str(BASE), "workload": "tight", "seeds": [0],
+                      "num_requests": 3, "num_prompts": 200, "slo_scale": 1.0,
+                      "requests": [request_key(0, s) for s in specs]})
+    traced.save(tmp_path / "traces.json")
+    out = tmp_path / "rows.json"
+    rows = {scale: run_cells(tmp_path / "traces.json", ["low"], ["spec_linear"], "own", "fit",
+                             None, out, slo_scale=scale)[0] for scale in (None, 1.38)}
+    assert rows[None]["slo_scale"] == 1.0 and rows[1.38]["slo_scale"] == 1.38
+    assert rows[1.38]["rate_rps"] == pytest.approx(rows[None]["rate_rps"] / 1.38, rel=1e-3)
+    assert len(json.loads(out.read_text())["runs"]) == 2
