@@ -16,6 +16,8 @@ each policy, with one difference to the engine switched at a time:
   --steps fit           step times from the profile's cost fit (the simulator today);
   --steps engine        the fit times the engine run's own median step over it (the cell
                         rows' step_ratio, per load, seed and policy; 1 where it ran none);
+  --steps points --step-points FILE   step times from a fit of the engine's own recorded
+                        steps (bench/engine_steps.py), the same fit the profile's points get;
   --align               acceptance by output position (engine/trace_executor.py): a request
                         that switches to a mode accepts as the trace did at that position.
 The policy always starts from the base profile, as on the engine. Rows keep the variant and
@@ -30,6 +32,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from bench.engine_steps import pooled_points
 from bench.replay_traces import replay_specs, trace_cells
 from bench.slo import _row
 from bench.slo_engine import ScaledCost
@@ -41,6 +44,7 @@ from bench.slo_engine_cells import (
     parse_seeds,
 )
 from engine.simulator import SimConfig, Simulator
+from policies.cost_model import Point
 from policies.metrics import RequestResult
 from policies.modes import ChunkKind
 from policies.policy import SLOPolicy
@@ -48,16 +52,18 @@ from policies.profile import Profile
 from policies.workloads import LOADS, WORKLOADS, RequestSpec
 
 ACCEPTANCE = ("own", "profile")
-STEPS = ("fit", "engine")
+STEPS = ("fit", "engine", "points")
 
 
 def replay(base: Profile, traces: Profile, specs: list[RequestSpec], policy: str, seed: int,
-           step_factor: float = 1.0, align: bool = False
+           step_factor: float = 1.0, align: bool = False, step_points: list[Point] | None = None
            ) -> tuple[list[RequestResult], dict[str, float]]:
     """One simulated run: the policy from `base`, acceptance from `traces` (bound by each
-    spec's prompt_index), step times from base's cost points times step_factor. Returns the
-    results and the share of decoding request-steps (all but prefill chunks) per mode."""
-    executor_profile = Profile([(t, r, s * step_factor) for t, r, s in base.cost], traces.traces)
+    spec's prompt_index), step times from base's cost points times step_factor (or from
+    step_points where given). Returns the results and the share of decoding request-steps
+    (all but prefill chunks) per mode."""
+    points = step_points or [(t, r, s * step_factor) for t, r, s in base.cost]
+    executor_profile = Profile(points, traces.traces)
     sim = Simulator(executor_profile, SLOPolicy(base, engine_policy_config(policy)),
                     SimConfig(seed=seed, record_plans=True, align_traces=align))
     results = sim.run(specs)
@@ -77,7 +83,8 @@ def step_factors(engine_out: Path | None) -> dict[tuple[str, str, int, str], flo
 
 def run_cells(traces_path: Path, loads: list[str], policies: list[str], acceptance: str,
               steps: str, engine_out: Path | None, out: Path, seeds: list[int] | None = None,
-              align: bool = False, slo_scale: float | None = None) -> list[dict]:
+              align: bool = False, slo_scale: float | None = None,
+              step_points: Path | None = None) -> list[dict]:
     traced = Profile.load(traces_path)
     meta = traced.meta
     base = Profile.load(meta["base_profile"])
@@ -86,6 +93,9 @@ def run_cells(traces_path: Path, loads: list[str], policies: list[str], acceptan
     factors = step_factors(engine_out)
     if steps == "engine" and not factors:
         raise ValueError("--steps engine needs --engine (the cell rows' step_ratio)")
+    if (steps == "points") != (step_points is not None):
+        raise ValueError("--steps points goes with --step-points FILE, and only with it")
+    points = pooled_points(step_points) if step_points is not None else None
     workload, rows = meta["workload"], []
     for load in loads:
         for seed in seeds if seeds is not None else meta["seeds"]:
@@ -96,7 +106,8 @@ def run_cells(traces_path: Path, loads: list[str], policies: list[str], acceptan
             for name in policies:
                 factor = factors.get((workload, load, seed, name), 1.0) if steps == "engine" \
                     else 1.0
-                results, modes = replay(base, source, specs, name, seed, factor, align)
+                results, modes = replay(base, source, specs, name, seed, factor, align,
+                                        points)
                 row = _row("sim", workload, load, name, results,
                            cell_rate(workload, load, cost)) | {
                     "seed": seed, "acceptance": acceptance, "steps": steps,
@@ -142,6 +153,8 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--steps", choices=STEPS, default="fit")
     r.add_argument("--engine", type=Path, default=None, help="engine cell rows (step_ratio)")
     r.add_argument("--align", action="store_true", help="acceptance by output position")
+    r.add_argument("--step-points", type=Path, default=None,
+                   help="bench.engine_steps output, for --steps points")
     r.add_argument("--slo-scale", type=float, default=None,
                    help="the engine call's SLO scale (default: the one traced with)")
     r.add_argument("--out", type=Path, required=True)
@@ -159,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         seeds = parse_seeds(args.seeds) if args.seeds else None
         run_cells(args.traces, loads, [x for x in args.policies.split(",") if x],
                   args.acceptance, args.steps, args.engine, args.out, seeds, args.align,
-                  args.slo_scale)
+                  args.slo_scale, args.step_points)
     else:
         print(compare(args.engine, args.out))
 

@@ -102,3 +102,28 @@ def test_run_cells_replays_at_the_engine_calls_slo_scale_and_keeps_both(base, tm
     assert rows[None]["slo_scale"] == 1.0 and rows[1.38]["slo_scale"] == 1.38
     assert rows[1.38]["rate_rps"] == pytest.approx(rows[None]["rate_rps"] / 1.38, rel=1e-3)
     assert len(json.loads(out.read_text())["runs"]) == 2
+
+
+def test_steps_from_recorded_points_set_the_simulators_step_times(base, tmp_path) -> None:  # noqa: ANN001
+    from bench.engine_steps import pooled_points
+
+    steps = tmp_path / "steps.json"  # bench.engine_steps' format: the base's points, 2x slower
+    steps.write_text(json.dumps({"runs": [{"points": [[t, r, 2 * s] for t, r, s in base.cost]}]}))
+    spec = replace(_specs(base, 1)[0], max_tokens=40)
+    traces = Profile(base.cost, {LINEAR8: [[(2, 4)] * 20]})
+    took = {}
+    for label, points in (("fit", None), ("points", pooled_points(steps))):
+        results, _ = replay(base, traces, [spec], "spec_linear", 0, step_points=points)
+        took[label] = results[0].finish_s - results[0].arrival_s
+    assert took["points"] == pytest.approx(2 * took["fit"], rel=0.25)  # (step noise)
+
+
+def test_the_recorder_keeps_every_engine_step_of_each_run(base) -> None:  # noqa: ANN001
+    from bench.engine_steps import record
+
+    # SLOs 3x looser than the profile's: feasible on a machine slower than it
+    rows = record("tight", "low", [0], ["spec_linear"], 2, BASE, 3.0)
+    assert rows[0]["num_requests"] == 2 and rows[0]["num_refused"] == 0
+    points = rows[0]["points"]
+    # a draft and a verify step per iteration, over ~25 output tokens each
+    assert len(points) >= 10 and all(t >= r >= 1 and s > 0 for t, r, s in points)
