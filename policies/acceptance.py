@@ -70,6 +70,7 @@ class AcceptanceEstimator:
         self.decay, self.request_decay, self.default = decay, request_decay, default
         self.factor_bounds = factor_bounds
         self.low_factor, self.low_weight = low_factor, low_weight
+        self.prior = dict(prior)  # the start-up profile's, kept for admission's trials
         self.overall = {o: RatioEstimate(v * prior_forwards, prior_forwards)
                         for o, v in prior.items()}
         self.factors: dict[str, RatioEstimate] = {}  # observed tokens / expected tokens
@@ -85,6 +86,15 @@ class AcceptanceEstimator:
         est = self.overall.get(option)
         if est is not None:
             return est.value
+        return self.prior_value(option)
+
+    def prior_value(self, option: Option) -> float:
+        """The start-up estimate, before any evidence: the profile's value, or the mode's
+        curve for a block it has no trace for."""
+        if option.mode == AR:
+            return 1.0
+        if option in self.prior:
+            return self.prior[option]
         alpha = self.mode_alpha.get(option.mode)
         if alpha is None:
             return self.default

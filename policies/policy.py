@@ -151,6 +151,14 @@ class SLOPolicy:
         if not self.config.slo_aware:
             return None
         best = min(self.time_per_token(v, o, 1, 1) for o in self.options(v))
+        if not running and not waiting:
+            # A trial on an idle engine: judged "infeasible alone" at the learned acceptance
+            # but not at the profile's, it is admitted. Refused requests bring no evidence,
+            # so once a bad patch of prompts pulled the estimate under the bound, every
+            # later arrival was refused and nothing ran to raise it again (CPU engine, tight
+            # low: 185-199 of 200 refused in 19 of 60 fixed-mode runs; BENCHMARKS.md,
+            # "Thirteenth session (engine-tight)").
+            best = min(best, min(self._time_per_token_at_prior(o) for o in self.options(v)))
         # Under load it shares steps with the running requests that cannot wait (those
         # with slack sit steps out for it when it falls behind: policies/deferral.py).
         step = self.cost.predict(sum(self._work(r) for r in running), len(running))
@@ -267,6 +275,10 @@ class SLOPolicy:
         """Seconds per token for v under option in a batch of num_tokens besides it."""
         step = self.cost.predict(num_tokens - 1 + option.work_tokens, num_requests)
         return step / self.acceptance.tokens_per_forward(option, v.id)
+
+    def _time_per_token_at_prior(self, option: Option) -> float:
+        """Seconds per token alone under option at the profile's acceptance."""
+        return self.cost.predict(option.work_tokens, 1) / self.acceptance.prior_value(option)
 
     def _pinned(self, v: RequestView) -> Option:
         if v.is_mid_iteration and v.option is not None:

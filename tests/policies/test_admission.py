@@ -1,4 +1,4 @@
-from policies.option import AR1
+from policies.option import AR1, Option
 from policies.policy import PolicyConfig, SLOPolicy
 from tests.policies.helpers import synthetic_profile, view
 
@@ -81,3 +81,38 @@ def test_a_pace_alone_just_over_the_tpot_bound_is_not_infeasible():
     far = view("far", tpot_ms=best_ms / (1 + 2 * margin), num_output=0, arrival_s=0.0)
     r = p.admit(far, now=0.0)
     assert r is not None and r.status == 503 and "even alone" in r.reason
+
+
+def test_an_idle_engine_admits_a_trial_after_a_bad_patch_of_prompts():
+    # Quadratic B=4 alone: ~5.6 ms a token at the profile's 2.2 tokens a forward. A bad
+    # patch of prompts (1 a forward) pulls the estimate past the 6 ms bound's margin, and
+    # a refused request brings no evidence: with every arrival refused, the estimate never
+    # rose again and the run was over (CPU engine, tight: 185-199 of 200 refused).
+    q4 = Option("spec_quadratic", 4)
+    p = SLOPolicy(synthetic_profile(), PolicyConfig(fixed=q4))
+    for i in range(5):
+        p.observe_request(f"bad{i}", q4, 20, 20)
+        p.finish(f"bad{i}")
+    firm = [view("r", tpot_ms=6.0, max_tokens=40, arrival_s=0.0)]
+    busy = p.admit(view("b", tpot_ms=6.0, num_output=0, arrival_s=0.0), 0.0, firm)
+    assert busy is not None and busy.status == 503  # beside others: the estimate decides
+    admitted = 0
+    for i in range(10):  # later prompts accept well; each arrives to an idle engine
+        if p.admit(view(f"good{i}", tpot_ms=6.0, num_output=0, arrival_s=0.0), 0.0) is None:
+            admitted += 1
+            p.observe_request(f"good{i}", q4, 20, 60)
+            p.finish(f"good{i}")
+    assert admitted == 10
+    # Their evidence raised the estimate: beside others a newcomer is no longer infeasible
+    # alone (at most shed for the load, 429).
+    r = p.admit(view("c", tpot_ms=6.0, num_output=0, arrival_s=0.0), 0.0, firm)
+    assert r is None or r.status == 429
+
+
+def test_a_trial_is_judged_at_the_profile_acceptance_not_at_none():
+    # The trial does not admit what the profile itself says cannot be met: AR alone is
+    # 8.5 ms a token, and quadratic B=4 ~5.6 ms at the profile's acceptance.
+    for config, tpot_ms in ((PolicyConfig(fixed=AR1), 6.0), (PolicyConfig(), 3.0)):
+        p = SLOPolicy(synthetic_profile(), config)
+        r = p.admit(view("x", tpot_ms=tpot_ms, num_output=0, arrival_s=0.0), 0.0)
+        assert r is not None and r.status == 503, config.name
