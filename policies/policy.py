@@ -152,12 +152,12 @@ class SLOPolicy:
             return None
         best = min(self.time_per_token(v, o, 1, 1) for o in self.options(v))
         if not running and not waiting:
-            # A trial on an idle engine: judged "infeasible alone" at the learned acceptance
-            # but not at the profile's, it is admitted. Refused requests bring no evidence,
-            # so once a bad patch of prompts pulled the estimate under the bound, every
-            # later arrival was refused and nothing ran to raise it again (CPU engine, tight
-            # low: 185-199 of 200 refused in 19 of 60 fixed-mode runs; BENCHMARKS.md,
-            # "Thirteenth session (engine-tight)").
+            # A trial on an idle engine: judged "infeasible alone" on what was learned but
+            # not on the profile (its step costs and acceptance), it is admitted. Refused
+            # requests bring no evidence, so once a bad patch of prompts (or of slow steps)
+            # pulled an estimate past the bound, every later arrival was refused and nothing
+            # ran to correct it (CPU engine, tight: 185-199 of 200 refused in 19 of 60
+            # fixed-mode runs; BENCHMARKS.md, "Thirteenth session (engine-tight)").
             best = min(best, min(self._time_per_token_at_prior(o) for o in self.options(v)))
         # Under load it shares steps with the running requests that cannot wait (those
         # with slack sit steps out for it when it falls behind: policies/deferral.py).
@@ -277,8 +277,9 @@ class SLOPolicy:
         return step / self.acceptance.tokens_per_forward(option, v.id)
 
     def _time_per_token_at_prior(self, option: Option) -> float:
-        """Seconds per token alone under option at the profile's acceptance."""
-        return self.cost.predict(option.work_tokens, 1) / self.acceptance.prior_value(option)
+        """Seconds per token alone under option at the profile's step cost and acceptance."""
+        step = self.cost.prior_coef.predict(option.work_tokens, 1)
+        return step / self.acceptance.prior_value(option)
 
     def _pinned(self, v: RequestView) -> Option:
         if v.is_mid_iteration and v.option is not None:

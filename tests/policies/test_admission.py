@@ -1,6 +1,6 @@
 from policies.option import AR1, Option
 from policies.policy import PolicyConfig, SLOPolicy
-from tests.policies.helpers import synthetic_profile, view
+from tests.policies.helpers import step_s, synthetic_profile, view
 
 
 def test_feasible_request_is_admitted():
@@ -116,3 +116,17 @@ def test_a_trial_is_judged_at_the_profile_acceptance_not_at_none():
         p = SLOPolicy(synthetic_profile(), config)
         r = p.admit(view("x", tpot_ms=tpot_ms, num_output=0, arrival_s=0.0), 0.0)
         assert r is not None and r.status == 503, config.name
+
+
+def test_an_idle_engine_admits_a_trial_after_a_patch_of_slow_steps():
+    # Steps measured 1.5x the profile (another job on the machine) put quadratic B=4 alone
+    # past a 6 ms bound's margin; on an idle engine no step runs to find that they are fast
+    # again, so a newcomer there is a trial, judged on the profile.
+    q4 = Option("spec_quadratic", 4)
+    p = SLOPolicy(synthetic_profile(), PolicyConfig(fixed=q4))
+    for _ in range(300):
+        p.observe_step(20, 1, 1.5 * step_s(20, 1))
+    firm = [view("r", tpot_ms=6.0, max_tokens=40, arrival_s=0.0)]
+    busy = p.admit(view("b", tpot_ms=6.0, num_output=0, arrival_s=0.0), 0.0, firm)
+    assert busy is not None and busy.status == 503
+    assert p.admit(view("t", tpot_ms=6.0, num_output=0, arrival_s=0.0), 0.0) is None
