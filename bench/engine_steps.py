@@ -19,8 +19,9 @@ import os
 import time
 from pathlib import Path
 
-from bench.slo import PROFILE, _row
+from bench.slo import _row
 from bench.slo_engine_cells import (
+    add_run_options,
     cell_rate,
     cell_specs,
     check_slowdown,
@@ -31,7 +32,6 @@ from engine.policy import SchedulingPolicy, WatchedPolicy
 from policies.decision import BatchDecision, SchedulerView
 from policies.policy import SLOPolicy
 from policies.profile import Profile
-from policies.workloads import LOADS, WORKLOADS
 
 
 class StepPoints(WatchedPolicy):
@@ -84,14 +84,7 @@ def pooled_points(path: Path) -> list[tuple[int, int, float]]:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.engine_steps",
                                 description=__doc__.split("\n")[0])
-    p.add_argument("--workload", choices=list(WORKLOADS), required=True)
-    p.add_argument("--load", choices=list(LOADS), required=True)
-    p.add_argument("--seeds", default="0")
-    p.add_argument("--policies", default="auto,spec_linear,spec_quadratic")
-    p.add_argument("--requests", type=int, default=200)
-    p.add_argument("--profile", type=Path, default=PROFILE)
-    p.add_argument("--slowdown", type=float, default=None,
-                   help="the SLO and arrival-rate scale (default: probe once)")
+    add_run_options(p, "auto,spec_linear,spec_quadratic")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     check_slowdown(args.slowdown)

@@ -255,6 +255,18 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def add_run_options(p: argparse.ArgumentParser, policies: str) -> None:
+    """The options every per-run engine tool shares (bench.engine_steps, bench.slo_engine_diag)."""
+    p.add_argument("--workload", choices=list(WORKLOADS), required=True)
+    p.add_argument("--load", choices=list(LOADS), required=True)
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--policies", default=policies)
+    p.add_argument("--requests", type=int, default=200)
+    p.add_argument("--profile", type=Path, default=PROFILE)
+    p.add_argument("--slowdown", type=float, default=None,
+                   help="the SLO and arrival-rate scale of every run (default: probe once)")
+
+
 def check_slowdown(value: float | None) -> None:
     if value is not None and not 1.0 <= value <= 10.0:
         sys.exit(f"--slowdown: a factor in [1, 10] (the probe never goes below 1), got {value}")

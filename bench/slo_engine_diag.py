@@ -18,10 +18,14 @@ import os
 import statistics
 import time
 from collections import Counter
-from pathlib import Path
 
-from bench.slo import PROFILE
-from bench.slo_engine_cells import cell_specs, check_slowdown, engine_policy_config, parse_seeds
+from bench.slo_engine_cells import (
+    add_run_options,
+    cell_specs,
+    check_slowdown,
+    engine_policy_config,
+    parse_seeds,
+)
 from bench.step_overhead import TimedPolicy
 from engine.executor import Executor
 from engine.plan import StepOutput, StepPlan
@@ -29,7 +33,6 @@ from policies.metrics import RequestResult, summarize
 from policies.modes import ChunkKind
 from policies.policy import SLOPolicy
 from policies.profile import Profile
-from policies.workloads import LOADS, WORKLOADS
 
 
 class RecordingExecutor(Executor):
@@ -94,14 +97,7 @@ def describe(name: str, results: list[RequestResult], steps: list, policy: Timed
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.slo_engine_diag",
                                 description=__doc__.split("\n")[0])
-    p.add_argument("--workload", choices=list(WORKLOADS), required=True)
-    p.add_argument("--load", choices=list(LOADS), required=True)
-    p.add_argument("--seeds", default="0")
-    p.add_argument("--policies", default="auto,ar")
-    p.add_argument("--requests", type=int, default=200)
-    p.add_argument("--profile", type=Path, default=PROFILE)
-    p.add_argument("--slowdown", type=float, default=None,
-                   help="the SLO and arrival-rate scale of every run (default: probe once)")
+    add_run_options(p, "auto,ar")
     args = p.parse_args(argv)
     check_slowdown(args.slowdown)
     import torch
