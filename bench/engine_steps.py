@@ -21,6 +21,7 @@ from pathlib import Path
 
 from bench.slo import _row
 from bench.slo_engine_cells import (
+    StepPoints,
     add_run_options,
     cell_rate,
     cell_specs,
@@ -28,24 +29,8 @@ from bench.slo_engine_cells import (
     engine_policy_config,
     parse_seeds,
 )
-from engine.policy import SchedulingPolicy, WatchedPolicy
-from policies.decision import BatchDecision, SchedulerView
 from policies.policy import SLOPolicy
 from policies.profile import Profile
-
-
-class StepPoints(WatchedPolicy):
-    """The engine-side policy, with every finished step's (tokens, requests, seconds) kept
-    (the scheduler's record of the step before: wall time of schedule and executor)."""
-
-    def __init__(self, inner: SchedulingPolicy) -> None:
-        super().__init__(inner)
-        self.points: list[tuple[int, int, float]] = []
-
-    def watch(self, view: SchedulerView, decision: BatchDecision, cpu_s: float) -> None:
-        step = view.last_step
-        if step is not None and step.num_tokens > 0:
-            self.points.append((step.num_tokens, step.num_requests, step.seconds))
 
 
 def record(workload: str, load: str, seeds: list[int], policies: list[str],

@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -88,22 +89,33 @@ def cell_rate(workload: str, load: str, cost: CostModelLike) -> float:
     return LOADS[load] * capacity_rps(WORKLOADS[workload], cost)
 
 
-class StepRatios(WatchedPolicy):
-    """The engine-side policy, with each step's wall time (schedule and executor) over what
-    the profile predicts for its batch kept: how much slower than the profile the machine
-    ran during the run itself (the probe times lone AR steps of short prompts before it, and
-    read 1.05 while a mixed run's steps ran 1.3-1.7x; BENCHMARKS.md, "ninth session")."""
+class StepPoints(WatchedPolicy):
+    """The engine-side policy, with every finished step's (tokens, requests, seconds) kept
+    (the scheduler's record of the step before: wall time of schedule and executor)."""
 
-    def __init__(self, inner: SchedulingPolicy, cost: CostModel) -> None:
+    def __init__(self, inner: SchedulingPolicy) -> None:
         super().__init__(inner)
-        self.cost = cost
-        self.ratios: list[float] = []
+        self.points: list[tuple[int, int, float]] = []
 
     def watch(self, view: SchedulerView, decision: BatchDecision, cpu_s: float) -> None:
         step = view.last_step
         if step is not None and step.num_tokens > 0:
-            self.ratios.append(step.seconds / self.cost.predict(step.num_tokens,
-                                                                step.num_requests))
+            self.points.append((step.num_tokens, step.num_requests, step.seconds))
+
+
+class StepRatios(StepPoints):
+    """Each step's wall time over what the profile predicts for its batch: how much slower
+    than the profile the machine ran during the run itself (the probe times lone AR steps of
+    short prompts before it, and read 1.05 while a mixed run's steps ran 1.3-1.7x;
+    BENCHMARKS.md, "ninth session")."""
+
+    def __init__(self, inner: SchedulingPolicy, cost: CostModel) -> None:
+        super().__init__(inner)
+        self.cost = cost
+
+    @property
+    def ratios(self) -> list[float]:
+        return [s / self.cost.predict(t, r) for t, r, s in self.points]
 
 
 def step_ratio(ratios: list[float]) -> float | None:
@@ -150,11 +162,15 @@ def run_cell(workload: str, load: str, seeds: list[int], num_requests: int, out:
                   f"{row['attainment']:.2f} goodput {row['goodput']:.3f} refused "
                   f"{row['num_refused']} ({row['wall_s']} s, load {load_avg:.2f}, steps "
                   f"x{row['step_ratio'] or 0:.2f} the profile)", flush=True)
-    done = {(workload, load, r["seed"], r["policy"]) for r in rows}
-    old = json.loads(out.read_text()) if out.exists() else {"runs": []}
-    keep = [r for r in old["runs"] if (r["workload"], r["load"], r["seed"], r["policy"])
-            not in done]
-    out.write_text(json.dumps({"runs": keep + rows}, indent=1) + "\n")
+    merge_runs(out, rows, lambda r: (r["workload"], r["load"], r["seed"], r["policy"]))
+
+
+def merge_runs(out: Path, rows: list[dict], key: Callable[[dict], tuple]) -> None:
+    """Add rows to out's "runs", replacing the earlier rows with the key of a new one."""
+    done = {key(r) for r in rows}
+    old = json.loads(out.read_text())["runs"] if out.exists() else []
+    out.write_text(json.dumps({"runs": [r for r in old if key(r) not in done] + rows},
+                              indent=1) + "\n")
 
 
 def cell_stats(runs: list[dict]) -> dict:

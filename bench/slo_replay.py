@@ -41,6 +41,7 @@ from bench.slo_engine_cells import (
     cell_rate,
     cell_specs,
     engine_policy_config,
+    merge_runs,
     parse_seeds,
 )
 from engine.simulator import SimConfig, Simulator
@@ -116,19 +117,14 @@ def run_cells(traces_path: Path, loads: list[str], policies: list[str], acceptan
                 print(f"{workload}/{load}/seed {seed} {name} [{acceptance}, {steps}"
                       f"{', aligned' if align else ''}]: "
                       f"goodput {row['goodput']:.3f} refused {row['num_refused']}", flush=True)
-    _merge(out, rows)
+    merge_runs(out, rows, _variant_key)
     return rows
 
 
-def _merge(out: Path, rows: list[dict]) -> None:
-    """Add rows to out, replacing earlier rows of the same variant, cell, seed and policy."""
-    def key(r: dict) -> tuple:
-        return (r["acceptance"], r["steps"], r.get("align", False), r.get("slo_scale", 1.0),
-                r["workload"], r["load"], r["seed"], r["policy"])
-    done = {key(r) for r in rows}
-    old = json.loads(out.read_text())["runs"] if out.exists() else []
-    out.write_text(json.dumps({"runs": [r for r in old if key(r) not in done] + rows},
-                              indent=1) + "\n")
+def _variant_key(r: dict) -> tuple:
+    """Rows of the same variant, cell, seed and policy replace each other."""
+    return (r["acceptance"], r["steps"], r.get("align", False), r.get("slo_scale", 1.0),
+            r["workload"], r["load"], r["seed"], r["policy"])
 
 
 def main(argv: list[str] | None = None) -> None:
