@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from kernels.host_reads import can_read_back
+
 if TYPE_CHECKING:
     from kernels.attention_ref import AttentionPlan
 
@@ -44,7 +46,7 @@ def split_groups(plan: AttentionPlan, group_cost: int | None = None
     and always off the CPU: each cut is a host decision on device values, a sync per forward
     on a GPU (where the reference runs only for sliding windows or when forced).
     group_cost: GROUP_COST_KEY_ROWS when None."""
-    if plan.cu_seqlens.device.type != "cpu":
+    if not can_read_back(plan.cu_seqlens):
         return [(None, plan)]
     lens = plan.cu_seqlens.diff().long()
     single = lens == 1

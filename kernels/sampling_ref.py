@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from kernels.host_reads import can_read_back
+
 MASK32 = 0xFFFFFFFF
 GOLDEN = 0x9E3779B9
 
@@ -61,8 +63,8 @@ def filter_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor
     probs = sorted_vals.softmax(dim=-1)
     mass_before = probs.cumsum(dim=-1) - probs
     # p >= 1 is off: fp32 cumsum can round the mass before the last tokens up to 1.0, which
-    # would drop them, and only when another row of the batch filters (sample_reference
-    # skips this function otherwise): a draw that depends on the batch.
+    # would drop them, and only where this function runs (off the CPU always, on the CPU
+    # when another row of the batch filters): a draw that depends on the batch and device.
     keep_sorted = (mass_before < top_p[:, None]) | (top_p[:, None] >= 1.0)
     num_keep = keep_sorted.sum(dim=-1).clamp(min=1)
     pth = sorted_vals.gather(1, (num_keep - 1)[:, None])
@@ -82,10 +84,16 @@ def sample_reference(
     greedy = temperature <= 0
     t = torch.where(greedy, 1.0, temperature.float())[:, None]
     x = x / t
-    if bool(((top_k > 0) | (top_p < 1.0)).any()):
+    # Filter and noise are skipped when no row needs them only where that check is free (the
+    # CPU: at 64 greedy rows of 4,096 they cost 20x / 12x the rest of the sample, BENCHMARKS.md,
+    # GPU > Fourteenth session). Off the CPU both always run: for a row with top-k and top-p off
+    # the filter keeps every logit, and greedy rows take x, not x + noise, so the tokens and
+    # probabilities are the same bits either way, with no host read to sync on.
+    needs_filter = (top_k > 0) | (top_p < 1.0)
+    if not can_read_back(needs_filter) or bool(needs_filter.any()):
         x = filter_logits(x, top_k, top_p)
     scores = x
-    if not bool(greedy.all()):  # noise only matters off the greedy rows
+    if not can_read_back(greedy) or not bool(greedy.all()):
         noise = gumbel_noise(seeds, positions, x.shape[-1])
         scores = torch.where(greedy[:, None], x, x + noise)
     tokens = scores.argmax(dim=-1)

@@ -8,7 +8,9 @@ On CPU there is no device to catch a sync, so two things stand in for CUDA's
   - a torch function mode fails every host read (.tolist(), .item(), bool()/int() of a
     tensor, .cpu(), nonzero) and every tensor built from Python data (torch.tensor)
     whose caller lives in engine/, models/ or kernels/dispatch.py, outside the seam.
-The CPU reference kernels (kernels/*_ref.py) are not the GPU path and are not checked.
+The CPU reference kernels (kernels/*_ref.py) may read back on the CPU and are not checked
+here; their path off the CPU (TANDEM_KERNELS=torch on a GPU) is, on the meta device, by
+tests/engine/test_sync_free_step_meta.py.
 """
 
 from __future__ import annotations
