@@ -2,7 +2,8 @@
 # One prepared run on a CUDA machine (issues 4 and 13): first bench/gpu.py (an 8B-shaped
 # model with random bf16 weights: forward time of every mode's chunk shape against the HBM
 # bound, each step under the CUDA sync debug mode, speculation efficiency, a measured cost
-# profile into $OUT/profiles/), then the kernel tests on CUDA with Triton forced, per-kernel
+# profile into $OUT/profiles/), every step with the torch reference kernels under the sync
+# debug mode (bench/sync_steps.py), then the kernel tests on CUDA with Triton forced, per-kernel
 # error and time against the best torch baseline (fp16), `bench.modes` on CUDA, TP=1 through
 # the shard-worker path over NCCL, and bench/gpu.py's table last. Installs nothing. Every
 # step has a timeout inside GPU_CHECK_TOTAL_S (460 s: the whole check stays under 8 min).
@@ -74,6 +75,14 @@ TANDEM_KERNELS=torch timeout "$(cap 40 250)" $PY -m bench.step_overhead --steps 
 OVERHEAD_RC=$?
 tail -n 7 "$LOGS/step_overhead.log"
 
+stamp "sync-free step with the torch reference kernels (small random model; CPU: unchecked)"
+SYNC_ARGS=()
+[[ $MODE == cpu ]] && SYNC_ARGS=(--cpu)
+TANDEM_KERNELS=torch timeout "$(cap 40 210)" $PY -m bench.sync_steps "${SYNC_ARGS[@]}" \
+    > "$LOGS/sync_steps.log" 2>&1
+SYNC_RC=$?
+tail -n 8 "$LOGS/sync_steps.log"
+
 stamp "kernel tests (TANDEM_KERNELS=triton, TRITON_INTERPRET=$TRITON_INTERPRET)"
 TESTS_TIMEOUT=$(cap 150 150)
 timeout "$TESTS_TIMEOUT" $PY -m pytest -rfE -p no:cacheprovider "${TEST_ARGS[@]}" > "$LOGS/tests.log" 2>&1
@@ -123,6 +132,7 @@ stamp "summary"
 echo "device:        $(cat "$LOGS/device.txt")"
 echo "bench.gpu:     rc=$GPU_RC  (log: $LOGS/gpu.log; profile: $LOGS/profiles/)"
 echo "step overhead: rc=$OVERHEAD_RC  (log: $LOGS/step_overhead.log)"
+echo "torch sync:    rc=$SYNC_RC  (log: $LOGS/sync_steps.log; every shape ok = no host sync)"
 echo "kernel tests:  rc=$TESTS_RC  $TESTS_LINE"
 echo "kernel bench:  rc=$BENCH_RC  (table above; err <= 1e-3 fp16; attention speedup >= 0.9)"
 echo "bench.modes:   rc=$MODES_RC  (log: $LOGS/modes.log)"
@@ -132,4 +142,5 @@ if [[ -s "$LOGS/gpu_table.txt" ]]; then
 else
     echo "(no bench.gpu table: see $LOGS/gpu.log)"; tail -n 15 "$LOGS/gpu.log"
 fi
-[[ $GPU_RC == 0 && $TESTS_RC == 0 && $BENCH_RC == 0 && ($MODES_RC == 0 || $MODES_RC == skipped) ]]
+[[ $GPU_RC == 0 && $SYNC_RC == 0 && $TESTS_RC == 0 && $BENCH_RC == 0 &&
+   ($MODES_RC == 0 || $MODES_RC == skipped) ]]

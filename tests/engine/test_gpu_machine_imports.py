@@ -15,7 +15,8 @@ class Block:
         if name.split('.')[0] in ('ray', 'pydantic', 'fastapi', 'starlette', 'uvicorn'):
             raise ImportError('not on the GPU machine: ' + name)
 sys.meta_path.insert(0, Block())
-import bench.gpu, bench.kernels, bench.modes, bench.step_overhead, actors.gpu_smoke
+import bench.gpu, bench.kernels, bench.modes, bench.step_overhead, bench.sync_steps
+import actors.gpu_smoke
 import engine.engine, engine.cost_profile, kernels.dispatch, models.fuse
 """
 
