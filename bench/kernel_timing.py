@@ -37,9 +37,12 @@ class Rounds:
 
 
 def time_side_by_side(fns: dict[K, Callable[[], object]], sample: Sample, rounds: Rounds,
+                      sync: Callable[[], None],
                       clock: Callable[[], float] = time.monotonic) -> dict[K, float]:
     """Median microseconds per callable. Each must have been called once already, so that no
-    compile falls inside the warm-up of another or a timed round."""
+    compile falls inside the warm-up of another or a timed round. sync drains the device
+    after each warm-up round: launches are asynchronous, and a loop on the host's clock alone
+    would queue far more device work than its wall time (up to the launch queue's depth)."""
     names = list(fns)
     if not names:
         return {}
@@ -47,6 +50,7 @@ def time_side_by_side(fns: dict[K, Callable[[], object]], sample: Sample, rounds
     while clock() < end:
         for name in names:
             fns[name]()
+        sync()
     samples: dict[K, list[float]] = {name: [] for name in names}
     for r in range(rounds.rounds):
         # Rotated: no callable is always the first after another one's work.

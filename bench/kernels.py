@@ -125,7 +125,7 @@ def run_case(case: Case, timing: CaseTiming, deadline: float) -> Row:
     if skipped:
         note.append(f"skipped (time): {' '.join(skipped)}")
     timing.sync()
-    times = time_side_by_side(fns, timing.sample, timing.rounds)
+    times = time_side_by_side(fns, timing.sample, timing.rounds, timing.sync)
     launch = launch_us(case.triton, timing.sync, timing.launch_calls)
     variants = {name: t for (kind, name), t in times.items() if kind == "variant"}
     if variants:

@@ -17,6 +17,7 @@ from bench.kernels import CaseTiming, run_case
 def test_every_callable_is_warmed_and_sampled_alike_in_rotated_rounds() -> None:
     log: list[tuple[str, str]] = []
     fns = {n: (lambda n=n: log.append(("call", n))) for n in "abc"}
+    sync = lambda: log.append(("sync", ""))  # noqa: E731
     figures = iter([5.0, 1.0, 3.0] * 3)
 
     def sample(fn) -> float:  # noqa: ANN001
@@ -25,10 +26,11 @@ def test_every_callable_is_warmed_and_sampled_alike_in_rotated_rounds() -> None:
         return next(figures)
 
     ticks = itertools.count()  # the clock advances 1 s per read: two warm-up rounds of 2.5 s
-    got = time_side_by_side(fns, sample, Rounds(warmup_s=2.5, rounds=3), lambda: next(ticks))
+    got = time_side_by_side(fns, sample, Rounds(warmup_s=2.5, rounds=3), sync,
+                            lambda: next(ticks))
     first_sample = next(i for i, e in enumerate(log) if e[0] == "sample")
     warm = [n for kind, n in log[:first_sample - 1]]  # the last call is the sample's own
-    assert warm == list("abc") * 2
+    assert warm == list("abc") + [""] + list("abc") + [""]  # the device drained each round
     sampled = [n for kind, n in log if kind == "sample"]
     rounds = [sampled[i:i + 3] for i in range(0, 9, 3)]
     assert all(sorted(r) == list("abc") for r in rounds)  # each callable once per round
@@ -42,7 +44,7 @@ def test_every_callable_is_warmed_and_sampled_alike_in_rotated_rounds() -> None:
 def test_no_warm_up_round_when_warmup_is_zero() -> None:
     calls = []
     got = time_side_by_side({"a": lambda: calls.append("a")}, lambda fn: 7.0,
-                            Rounds(warmup_s=0.0, rounds=1))
+                            Rounds(warmup_s=0.0, rounds=1), lambda: None)
     assert calls == [] and got == {"a": 7.0}
 
 
