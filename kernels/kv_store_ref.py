@@ -20,9 +20,9 @@ def store_kv_reference(
     k_flat, v_flat = k_cache.view(-1, kvh, d), v_cache.view(-1, kvh, d)
     slots = slots.long()
     k, v = k.to(k_cache.dtype), v.to(v_cache.dtype)
-    # On the CPU the host check is free: the store takes 17 us at T = 64 with it and 60 us
-    # through stand_in_skipped (tandem-tiny's cache, one thread: BENCHMARKS.md, GPU >
-    # Fourteenth session).
+    # On the CPU the host check is free, and the store takes 18 us at T = 64 with it against
+    # 58 us through stand_in_skipped (tandem-tiny's cache, one thread: bench/sync_free_cost.py,
+    # 2026-12-04).
     if not can_read_back(slots):
         slots, k, v = stand_in_skipped(k_flat, v_flat, k, v, slots)
     elif bool((slots < 0).any()):
