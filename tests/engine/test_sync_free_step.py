@@ -47,8 +47,9 @@ def _caller() -> Path | None:
 
 
 class HostReadGuard(TorchFunctionMode):
-    def __init__(self) -> None:
+    def __init__(self, checked: list[Path] = CHECKED) -> None:
         super().__init__()
+        self.checked = checked
         self.violations: list[str] = []
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
@@ -56,7 +57,7 @@ class HostReadGuard(TorchFunctionMode):
         if name in HOST_READS:
             path = _caller()
             if path is not None and path != SEAM and any(
-                    path == c or c in path.parents for c in CHECKED):
+                    path == c or c in path.parents for c in self.checked):
                 self.violations.append(f"{name} from {path.relative_to(ROOT)}")
         return func(*args, **(kwargs or {}))
 

@@ -6,6 +6,8 @@ real engine run is replayed by a second executor whose model, cache and inputs l
 meta device, where every read-back (bool(), .item(), .tolist(), nonzero, indexing with a 0-d
 tensor) raises, as a sync would on a GPU and as it would break CUDA-graph capture: the whole
 reference path of a step, forward, KV store, sampling and acceptance, must run without one.
+A tensor built from Python data (a blocking host->device copy on a GPU, allowed on meta) is
+caught by the CPU test's guard, here over kernels/ too.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from engine.plan import StepOutput, StepPlan
 from models.checkpoint import load_checkpoint
 from models.fuse import fuse_projections
 from tests.engine.helpers import make_engine
+from tests.engine.test_sync_free_step import CHECKED, ROOT, HostReadGuard
 
 
 class MetaIO(DeviceIO):
@@ -44,9 +47,11 @@ class ShadowExecutor(ModelExecutor):
     def __init__(self, cpu: ModelExecutor, meta: ModelExecutor) -> None:
         self.cpu, self.meta = cpu, meta
         self.device, self.num_meta_steps = cpu.device, 0
+        self.guard = HostReadGuard(CHECKED + [ROOT / "kernels"])
 
     def step(self, plan: StepPlan) -> StepOutput:
-        self.meta.step(plan)
+        with self.guard:
+            self.meta.step(plan)
         self.num_meta_steps += 1
         return self.cpu.step(plan)
 
@@ -81,3 +86,4 @@ def test_a_reference_step_has_no_host_read_off_the_cpu(codec, monkeypatch: pytes
     assert modes_seen >= set(modes)
     assert shadow.num_meta_steps > 4
     assert shadow.meta.io.num_downloads == shadow.num_meta_steps
+    assert shadow.guard.violations == [], sorted(set(shadow.guard.violations))
