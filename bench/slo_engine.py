@@ -12,13 +12,16 @@ import statistics
 import time
 import zlib
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TypeVar
 
 from engine.engine import EngineConfig, LLMEngine
-from engine.executor import ModelExecutor
+from engine.executor import Executor, ModelExecutor
 from engine.params import DecodeParams, Mode, SamplingParams
+from engine.plan import StepOutput, StepPlan
 from engine.policy import AdmissionError, SchedulingPolicy
 from engine.slo_policy import SLOSchedulingPolicy
+from engine.trace_executor import SimClock
 from models.checkpoint import DEFAULT_MODEL_DIR, load_checkpoint
 from models.heldout import load_prompts
 from models.tokenizer import TextCodec
@@ -26,6 +29,7 @@ from policies.cost_model import CostModel
 from policies.metrics import RequestResult
 from policies.policy import PolicyConfig, SLOPolicy
 from policies.profile import Profile
+from policies.step_clock import StepClock
 from policies.workloads import RequestSpec
 
 W = TypeVar("W", bound=SchedulingPolicy)
@@ -62,8 +66,10 @@ class EngineBench:
         self.executor = ModelExecutor(self.model, config.num_blocks, config.block_size)
         self.prompts = [self.codec.encode(p) for p in load_prompts()]
 
-    def engine(self, policy: SchedulingPolicy | None) -> LLMEngine:
-        return LLMEngine(self.executor, self.model.config, self.codec, self.config, policy)
+    def engine(self, policy: SchedulingPolicy | None, executor: Executor | None = None,
+               clock: Callable[[], float] = time.monotonic) -> LLMEngine:
+        return LLMEngine(executor or self.executor, self.model.config, self.codec, self.config,
+                         policy, clock)
 
     def prompt_ids(self, spec: RequestSpec) -> list[int]:
         return prompt_ids(self.prompts, spec)
@@ -98,29 +104,40 @@ class EngineBench:
         return scaled, probe
 
     def run(self, specs: Sequence[RequestSpec], profile: Profile, config: PolicyConfig,
-            wrap: Callable[[SchedulingPolicy], SchedulingPolicy] | None = None
-            ) -> list[RequestResult]:
-        """wrap: around the engine-side policy (bench/slo_engine_diag.py times it)."""
-        policy: SchedulingPolicy = SLOSchedulingPolicy(SLOPolicy(profile, config))
+            wrap: Callable[[SchedulingPolicy], SchedulingPolicy] | None = None,
+            timing: StepClock | None = None) -> list[RequestResult]:
+        """wrap: around the engine-side policy (bench/slo_engine_diag.py times it). timing:
+        run in the profile's time instead of the wall's (ProfileTimed); None: wall time."""
+        clock: Callable[[], float] = time.monotonic
+        executor = self.executor
+        if timing is not None:
+            clock = sim_clock = SimClock()
+            executor = ProfileTimed(self.executor, timing, sim_clock)
+        policy: SchedulingPolicy = SLOSchedulingPolicy(SLOPolicy(profile, config), clock)
         if wrap is not None:
             policy = wrap(policy)
-        eng = self.engine(policy)
+        eng = self.engine(policy, executor, clock)
         arrivals = sorted(specs, key=lambda s: s.arrival_s)
         results = {s.id: RequestResult(s.id, s.kind, s.arrival_s, s.slo) for s in arrivals}
         live: dict[str, object] = {}
-        t0, k = time.monotonic(), 0
+        t0, k = clock(), 0
         while k < len(arrivals) or eng.has_unfinished():
-            now = time.monotonic() - t0
+            now = clock() - t0
             while k < len(arrivals) and arrivals[k].arrival_s <= now:
                 self._add(eng, arrivals[k], t0, results, live)
                 k += 1
             if not eng.has_unfinished():
                 if k < len(arrivals):  # else the last arrivals were all refused: done
-                    time.sleep(max(0.0, arrivals[k].arrival_s - (time.monotonic() - t0)))
+                    wait = max(0.0, arrivals[k].arrival_s - (clock() - t0))
+                    if timing is None:
+                        time.sleep(wait)
+                    else:
+                        sim_clock.now += wait
                 continue
             for out in eng.step():
                 if out.finished:
-                    self._finish(live.pop(out.request_id), t0, results[out.request_id])
+                    self._finish(live.pop(out.request_id), t0, results[out.request_id],
+                                 clock())
         return [results[s.id] for s in arrivals]
 
     def _add(self, eng: LLMEngine, spec: RequestSpec, t0: float,
@@ -133,17 +150,34 @@ class EngineBench:
         except AdmissionError as err:
             res = results[spec.id]
             res.refused, res.status = err.reason, err.status
-            res.finish_s = time.monotonic() - t0
+            res.finish_s = eng.clock() - t0
             return
         req.arrival_time = t0 + spec.arrival_s  # measure from the scheduled arrival
         live[spec.id] = req
 
     @staticmethod
-    def _finish(req, t0: float, res: RequestResult) -> None:  # noqa: ANN001
+    def _finish(req, t0: float, res: RequestResult, now: float) -> None:  # noqa: ANN001
         st = req.stats
         res.num_output = len(req.output_ids)
         res.first_token_s = st.first_token_time - t0 if st.first_token_time else None
-        res.finish_s = (st.token_times[-1] if st.token_times else time.monotonic()) - t0
+        res.finish_s = (st.token_times[-1] if st.token_times else now) - t0
+
+
+class ProfileTimed(Executor):
+    """The real model's steps on a simulated clock: each step lasts what the profile's
+    StepClock draws for its batch (the simulator's step times), whatever the wall took. The
+    engine, its scheduler and policy, the requests and their acceptance are the real ones;
+    only time is the simulator's, so a run is the same on a busy machine as on a quiet one
+    and sets the simulator's time beside the engine's mechanics (BENCHMARKS.md, #18)."""
+
+    def __init__(self, inner: Executor, timing: StepClock, clock: SimClock) -> None:
+        self.inner, self.timing, self.clock = inner, timing, clock
+
+    def step(self, plan: StepPlan) -> StepOutput:
+        out = self.inner.step(plan)
+        seconds = self.timing.step_s(plan.num_tokens, len(plan.works))
+        self.clock.now += seconds
+        return replace(out, elapsed_s=seconds)
 
 
 class ScaledCost:

@@ -21,10 +21,12 @@ from collections import Counter
 
 from bench.slo_engine_cells import (
     add_run_options,
+    call_cost,
     cell_specs,
     check_slowdown,
     engine_policy_config,
     parse_seeds,
+    run_timing,
 )
 from bench.step_overhead import TimedPolicy
 from engine.executor import Executor
@@ -86,11 +88,13 @@ def describe(name: str, results: list[RequestResult], steps: list, policy: Timed
     modes = Counter(m for _, ms in steps for m in ms)
     total = sum(modes.values()) or 1
     mix = " ".join(f"{m} {n / total:.0%}" for m, n in modes.most_common())
-    return (f"{name:<14} good {s.num_good:>3} goodput {s.goodput:6.2f}  fail "
+    head = (f"{name:<14} good {s.num_good:>3} goodput {s.goodput:6.2f}  fail "
             f"{dict(failures(results))}  refused by {dict(refusals(results))}  deferred "
-            f"{sum(policy.num_deferred)} preempted {num_preemptions}  steps {len(steps)}  "
-            f"decoders/step {statistics.fmean(len(ms) for _, ms in steps):.1f}  modes [{mix}]  "
-            f"plan {1e3 * statistics.fmean(policy.plan_s):.2f} ms  executor "
+            f"{sum(policy.num_deferred)} preempted {num_preemptions}  steps {len(steps)}")
+    if not steps:  # every request refused
+        return head
+    return (f"{head}  decoders/step {statistics.fmean(len(ms) for _, ms in steps):.1f}  "
+            f"modes [{mix}]  plan {1e3 * statistics.fmean(policy.plan_s):.2f} ms  executor "
             f"{1e3 * statistics.fmean(t for t, _ in steps):.2f} ms")
 
 
@@ -110,8 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     recorder = bench.executor = RecordingExecutor(bench.executor)
     engines: list = []  # the last run's engine, for its scheduler's preemption count
     make_engine = bench.engine
-    bench.engine = lambda policy: engines.append(make_engine(policy)) or engines[-1]
-    cost, _ = bench.call_scale(SLOPolicy(profile).cost, args.slowdown)
+    bench.engine = lambda *a, **k: engines.append(make_engine(*a, **k)) or engines[-1]
+    cost, _ = call_cost(bench, SLOPolicy(profile).cost, args.clock, args.slowdown)
     for seed in parse_seeds(args.seeds):
         specs = cell_specs(args.workload, args.load, seed, args.requests, cost,
                            len(bench.prompts))
@@ -120,7 +124,8 @@ def main(argv: list[str] | None = None) -> None:
             timed: list[TimedPolicy] = []
             load = os.getloadavg()[0]
             results = bench.run(specs, profile, engine_policy_config(name),
-                                kept_into(timed, TimedPolicy))
+                                kept_into(timed, TimedPolicy),
+                                run_timing(profile, args.clock, seed))
             print(f"seed {seed} load {load:4.1f} x{cost.factor:.2f} "
                   + describe(name, results, recorder.steps, timed[-1],
                              engines[-1].scheduler.num_preemptions), flush=True)

@@ -72,7 +72,7 @@ def test_bad_arguments_exit_with_a_message(capsys):
     with pytest.raises(SystemExit, match="--seeds"):
         main(["run", "--workload", "mixed", "--load", "high", "--seeds", "a"])
     with pytest.raises(SystemExit, match="--slowdown: a factor in"):
-        main(["run", "--workload", "mixed", "--load", "high", "--slowdown", "0.5"])
+        main(["run", "--workload", "mixed", "--load", "high", "--slowdown", "0.4"])
 
 
 def test_diag_sorts_failures_into_refused_late_first_token_and_missed_pace():
