@@ -194,7 +194,9 @@ def cell_stats(runs: list[dict]) -> dict:
     auto_seeds = sorted(means.get("auto", {}))
     per_seed = []
     for s in auto_seeds:
-        best = max((means[p][s] for p in fixed if s in means[p]), default=0.0)
+        if not any(s in means[p] for p in fixed):
+            continue  # no fixed mode ran this seed: nothing to compare (not "inf")
+        best = max(means[p][s] for p in fixed if s in means[p])
         per_seed.append(means["auto"][s] / best if best > 0 else float("inf"))
     mean_of = {p: statistics.fmean(v.values()) for p, v in means.items()}
     best_fixed = max((mean_of[p] for p in fixed), default=0.0)

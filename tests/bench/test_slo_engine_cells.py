@@ -31,6 +31,14 @@ def test_cell_stats_pairs_each_seed_with_its_own_best_fixed_mode():
     assert st["noise"] == pytest.approx(4.0 / 10.0)  # ar seed 1: 8 and 12
 
 
+def test_a_seed_no_fixed_mode_ran_has_no_per_seed_ratio():
+    rows = [{"policy": "auto", "seed": 0, "goodput": 1.0},
+            {"policy": "auto", "seed": 1, "goodput": 2.0},
+            {"policy": "spec_linear", "seed": 1, "goodput": 1.0}]
+    assert cell_stats(rows)["per_seed"] == [2.0]
+    assert cell_stats(rows[:1])["per_seed"] == [] and cell_stats(rows[:1])["ratio"] is None
+
+
 def test_summary_marks_policies_on_fewer_seeds(tmp_path):
     out = tmp_path / "grid.json"
     rows = [_row("auto", s, 10.0) for s in (0, 1, 2)] + [_row("ar", s, 10.0) for s in (0, 1, 2)]
