@@ -109,10 +109,14 @@ class EngineBench:
         """wrap: around the engine-side policy (bench/slo_engine_diag.py times it). timing:
         run in the profile's time instead of the wall's (ProfileTimed); None: wall time."""
         clock: Callable[[], float] = time.monotonic
+        wait: Callable[[float], None] = time.sleep  # until the next arrival, engine idle
         executor = self.executor
         if timing is not None:
-            clock = sim_clock = SimClock()
-            executor = ProfileTimed(self.executor, timing, sim_clock)
+            sim = SimClock()
+            clock, executor = sim, ProfileTimed(self.executor, timing, sim)
+
+            def wait(seconds: float) -> None:
+                sim.now += seconds
         policy: SchedulingPolicy = SLOSchedulingPolicy(SLOPolicy(profile, config), clock)
         if wrap is not None:
             policy = wrap(policy)
@@ -128,11 +132,7 @@ class EngineBench:
                 k += 1
             if not eng.has_unfinished():
                 if k < len(arrivals):  # else the last arrivals were all refused: done
-                    wait = max(0.0, arrivals[k].arrival_s - (clock() - t0))
-                    if timing is None:
-                        time.sleep(wait)
-                    else:
-                        sim_clock.now += wait
+                    wait(max(0.0, arrivals[k].arrival_s - (clock() - t0)))
                 continue
             for out in eng.step():
                 if out.finished:
