@@ -314,11 +314,14 @@ def run_timing(profile: Profile, clock: str, seed: int) -> StepClock | None:
     return StepClock(profile.cost, seed=seed) if clock == "profile" else None
 
 
-def check_slowdown(value: float | None) -> None:
+def check_slowdown(value: float | None, clock: str = "wall") -> None:
     # Below 1 only when asked: the probe never reads below 1 (bench/slo_engine.py), but a
     # machine faster than its profile makes "tight" loose there (AR alone met it: #18).
     if value is not None and not 0.5 <= value <= 10.0:
         sys.exit(f"--slowdown: a factor in [0.5, 10], got {value}")
+    if value is not None and clock == "profile":
+        sys.exit("--slowdown: the profile's clock runs at the profile's speed (SLO scale 1); "
+                 "drop --slowdown or use --clock wall")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -340,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "run":
         if args.requests < 1 or args.repeats < 1:
             sys.exit("--requests and --repeats must be >= 1")
-        check_slowdown(args.slowdown)
+        check_slowdown(args.slowdown, args.clock)
         policies = tuple(x for x in args.policies.split(",") if x)
         for name in policies:
             try:

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
                                 description=__doc__.split("\n")[0])
     add_run_options(p, "auto,ar")
     args = p.parse_args(argv)
-    check_slowdown(args.slowdown)
+    check_slowdown(args.slowdown, args.clock)
     import torch
 
     from bench.slo_engine import EngineBench, kept_into

@@ -81,6 +81,9 @@ def test_bad_arguments_exit_with_a_message(capsys):
         main(["run", "--workload", "mixed", "--load", "high", "--seeds", "a"])
     with pytest.raises(SystemExit, match="--slowdown: a factor in"):
         main(["run", "--workload", "mixed", "--load", "high", "--slowdown", "0.4"])
+    with pytest.raises(SystemExit, match="--slowdown: the profile's clock"):
+        main(["run", "--workload", "tight", "--load", "low", "--clock", "profile",
+              "--slowdown", "1.2"])
 
 
 def test_diag_sorts_failures_into_refused_late_first_token_and_missed_pace():
