@@ -175,8 +175,7 @@ class ProfileTimed(Executor):
 
     def step(self, plan: StepPlan) -> StepOutput:
         out = self.inner.step(plan)
-        seconds = self.timing.step_s(plan.num_tokens, len(plan.works))
-        self.clock.now += seconds
+        seconds = self.clock.pass_step(plan, self.timing)
         return replace(out, elapsed_s=seconds)
 
 

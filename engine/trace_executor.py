@@ -46,6 +46,13 @@ class SimClock:
     def __call__(self) -> float:
         return self.now
 
+    def pass_step(self, plan: StepPlan, step_clock: StepClock) -> float:
+        """Move past one step of plan: it lasts what step_clock draws for its tokens and
+        requests. Returns those seconds (TraceExecutor; bench/slo_engine.py's ProfileTimed)."""
+        seconds = step_clock.step_s(plan.num_tokens, len(plan.works))
+        self.now += seconds
+        return seconds
+
 
 class TraceExecutor(Executor):
     def __init__(self, profile: Profile, step_clock: StepClock,
@@ -70,8 +77,7 @@ class TraceExecutor(Executor):
 
     def step(self, plan: StepPlan) -> StepOutput:
         results = [self._result(w) for w in plan.works]
-        seconds = self.step_clock.step_s(plan.num_tokens, len(plan.works))
-        self.clock.now += seconds
+        seconds = self.clock.pass_step(plan, self.step_clock)
         if self.on_step is not None:
             self.on_step(plan, seconds)
         return StepOutput(results, seconds)
