@@ -4,17 +4,13 @@ busy this machine is."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from bench.slo_engine import EngineBench, ScaledCost, kept_into
-from bench.slo_engine_cells import StepPoints, cell_specs, engine_policy_config
+from bench.slo_engine_cells import ENGINE_PROFILE, StepPoints, cell_specs, engine_policy_config
 from policies.policy import SLOPolicy
 from policies.profile import Profile
 from policies.step_clock import StepClock
-
-PROFILE = Path(__file__).parents[2] / "bench" / "profiles" / "cpu-tiny-2026-12-04.json"
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +28,7 @@ def _run(bench: EngineBench, profile: Profile, name: str, seed: int = 0):  # noq
 
 
 def test_every_step_lasts_what_the_profiles_step_clock_draws(bench: EngineBench) -> None:
-    profile = Profile.load(PROFILE)
+    profile = Profile.load(ENGINE_PROFILE)
     results, points = _run(bench, profile, "spec_linear")
     assert len(points) > 20 and any(r.refused is None for r in results)
     clock = StepClock(profile.cost, seed=0)  # the same draws, step by step
@@ -42,7 +38,7 @@ def test_every_step_lasts_what_the_profiles_step_clock_draws(bench: EngineBench)
 def test_a_profile_clock_run_repeats_exactly(bench: EngineBench) -> None:
     """auto's decisions read the clock (paces, deadlines): on the profile's clock they are
     the same every run, whatever the machine's load."""
-    profile = Profile.load(PROFILE)
+    profile = Profile.load(ENGINE_PROFILE)
     first, _ = _run(bench, profile, "auto", seed=1)
     again, _ = _run(bench, profile, "auto", seed=1)
     assert [(r.refused, r.first_token_s, r.finish_s) for r in first] == [

@@ -5,26 +5,24 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
 from bench.replay_traces import replay_specs, request_key, trace_requests
-from bench.slo_engine_cells import cell_specs
+from bench.slo_engine_cells import ENGINE_PROFILE, cell_specs
 from bench.slo_replay import replay
 from bench.slo_replay_compare import compare
 from policies.option import LINEAR, Option, default_option
 from policies.policy import SLOPolicy
 from policies.profile import Profile
 
-BASE = Path(__file__).parents[2] / "bench" / "profiles" / "cpu-tiny-2026-12-04.json"
 LINEAR4 = Option(LINEAR, 4)
 LINEAR8 = default_option(LINEAR)  # what fixed spec_linear runs
 
 
 @pytest.fixture(scope="module")
 def base() -> Profile:
-    return Profile.load(BASE)
+    return Profile.load(ENGINE_PROFILE)
 
 
 def _specs(base: Profile, n: int = 3, seed: int = 0):  # noqa: ANN202
@@ -92,7 +90,7 @@ def test_run_cells_replays_at_the_engine_calls_slo_scale_and_keeps_both(base, tm
 
     specs = _specs(base)
     traced = Profile(base.cost, {LINEAR8: [[(2, 3)] * 30] * 3},
-                     {"base_profile": str(BASE), "workload": "tight", "seeds": [0],
+                     {"base_profile": str(ENGINE_PROFILE), "workload": "tight", "seeds": [0],
                       "num_requests": 3, "num_prompts": 200, "slo_scale": 1.0,
                       "requests": [request_key(0, s) for s in specs]})
     traced.save(tmp_path / "traces.json")
@@ -122,7 +120,7 @@ def test_the_recorder_keeps_every_engine_step_of_each_run(base) -> None:  # noqa
     from bench.engine_steps import record
 
     # SLOs 3x looser than the profile's: feasible on a machine slower than it
-    rows = record("tight", "low", [0], ["spec_linear"], 2, BASE, 3.0)
+    rows = record("tight", "low", [0], ["spec_linear"], 2, ENGINE_PROFILE, 3.0)
     assert rows[0]["num_requests"] == 2 and rows[0]["num_refused"] == 0
     points = rows[0]["points"]
     # a draft and a verify step per iteration, over ~25 output tokens each
