@@ -104,12 +104,12 @@ def measure_warm(engine: LLMEngine, prompts: list[str], batch: int, decode: Deco
     return measure(engine, prompts, batch, decode, max_tokens)
 
 
-def run_modes(engine: LLMEngine, prompts: list[str], args: argparse.Namespace) -> list[Row]:
+def run_modes(engine: LLMEngine, prompts: list[str], args: argparse.Namespace,
+              warmup_runs: int) -> list[Row]:
     rows: list[Row] = []
-    warm = args.warmup_runs
 
     def timed(batch: int, decode: DecodeParams) -> tuple[Row, list[list[int]]]:
-        return measure_warm(engine, prompts, batch, decode, args.max_tokens, warm)
+        return measure_warm(engine, prompts, batch, decode, args.max_tokens, warmup_runs)
 
     for batch in args.batches:
         ar, ar_tokens = timed(batch, DecodeParams(mode="ar"))
@@ -135,9 +135,10 @@ def run(args: argparse.Namespace) -> list[Row]:
     engine = LLMEngine.from_checkpoint(args.model, config, args.device)
     prompts = load_prompts(args.model, num=args.prompts)
     engine.generate(prompts[:1], SamplingParams(max_tokens=8))  # first touch (all devices)
-    if args.warmup_runs is None:  # on CUDA the first runs compile; the CPU has nothing to warm
-        args.warmup_runs = 1 if torch.device(args.device).type == "cuda" else 0
-    return run_modes(engine, prompts, args)
+    warmup_runs = args.warmup_runs
+    if warmup_runs is None:  # on CUDA the first runs compile; the CPU has nothing to warm
+        warmup_runs = 1 if torch.device(args.device).type == "cuda" else 0
+    return run_modes(engine, prompts, args, warmup_runs)
 
 
 def table(rows: list[Row]) -> str:
