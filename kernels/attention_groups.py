@@ -72,6 +72,8 @@ def _sub_plan(plan: AttentionPlan, chunks: torch.Tensor, lens: torch.Tensor,
               starts: torch.Tensor, seq_idx: torch.Tensor
               ) -> tuple[torch.Tensor, AttentionPlan]:
     """The plan of the chosen chunks (in the given order) and their token rows."""
+    # Local: attention_ref imports split_groups from here at its top; either import at the
+    # top of both modules fails (a cycle), whichever is imported first.
     from kernels.attention_ref import AttentionPlan
 
     sub_lens = lens[chunks]
