@@ -21,26 +21,9 @@ from collections.abc import Callable
 
 import torch
 
-from kernels import attention_groups, dispatch
-from kernels.attention_ref import AttentionPlan, attention_reference
-
-
-def decode_plan(contexts: list[int], page: int, num_blocks: int) -> AttentionPlan:
-    """One-token causal chunks with the given contexts, distinct random blocks."""
-    n = len(contexts)
-    need = [-(-c // page) for c in contexts]
-    perm = (torch.randperm(num_blocks - 1) + 1).tolist()
-    width = max(need)
-    tables = torch.full((n, width), -1, dtype=torch.int32)
-    at = 0
-    for i, m in enumerate(need):
-        tables[i, :m] = torch.tensor(perm[at:at + m], dtype=torch.int32)
-        at += m
-    cu = torch.arange(n + 1, dtype=torch.int32)
-    zeros = torch.zeros(n, dtype=torch.int32)
-    return dispatch.prepare_attention(cu, zeros, zeros, zeros.clone(),
-                                      torch.tensor(contexts, dtype=torch.int32), tables, 1,
-                                      max(contexts))
+from kernels import attention_groups
+from kernels.attention_ref import attention_reference
+from kernels.random_batch import causal, paged_plan
 
 
 def reference_at(rev: str) -> types.ModuleType:
@@ -62,7 +45,7 @@ def forward_ms(contexts: list[int], variant: Callable, args: argparse.Namespace,
     q = torch.randn(n, args.heads, args.head_dim)
     k = torch.randn(n, args.kv_heads, args.head_dim)
     v = torch.randn(n, args.kv_heads, args.head_dim)
-    plan = decode_plan(contexts, args.page, caches[0].shape[0])
+    plan = paged_plan([causal(1)] * n, contexts, args.page, caches[0].shape[0])  # decodes
     t0 = time.perf_counter()
     groups = variant(q, k, v, caches, plan, args)
     return (time.perf_counter() - t0) * 1e3, groups

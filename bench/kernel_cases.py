@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from kernels import attention_ref, dispatch
+from kernels import attention_ref, random_batch
 from kernels.accept_ref import accept_reference
 from kernels.kv_store_ref import store_kv_reference
 from kernels.norm_ref import rmsnorm_reference
@@ -84,21 +84,12 @@ def _attention(m: ModelShape, s: Sizes, layout: str, dev: torch.device, dtype: t
     ctx = 0 if layout == "prefill" else ctx
     b = max(1, b // 8) if layout == "prefill" else b
     t, h, kvh, d = b * n, m.num_heads, m.num_kv_heads, m.head_dim
-    pages = -(-ctx // s.page)
-    cu = torch.arange(0, t + 1, n, dtype=torch.int32, device=dev)
-    local = torch.arange(n, dtype=torch.int32, device=dev).repeat(b)
-    limit = local if layout != "denoise" else torch.full_like(local, -1)
-    hi = torch.full_like(local, n if layout == "denoise" else 0)
-    if pages:
-        tables = torch.randperm(b * pages, device=dev).view(b, pages).int()
-    else:
-        tables = torch.full((b, 1), -1, dtype=torch.int32, device=dev)
-    plan = dispatch.prepare_attention(cu, limit, torch.zeros_like(local), hi,
-                                      torch.full((b,), ctx, dtype=torch.int32, device=dev),
-                                      tables, n, ctx)
+    nb = b * -(-ctx // s.page) + 1  # every request's blocks and block 0, which none holds
+    chunk = random_batch.bidirectional(n) if layout == "denoise" else random_batch.causal(n)
+    plan = random_batch.paged_plan([chunk] * b, [ctx] * b, s.page, nb, device=dev)
+    tables = plan.block_tables
     q = torch.randn(t, h, d, device=dev, dtype=dtype)
     k, v = (torch.randn(t, kvh, d, device=dev, dtype=dtype) for _ in range(2))
-    nb = max(1, b * pages)
     kc, vc = (torch.randn(nb, s.page, kvh, d, device=dev, dtype=dtype) for _ in range(2))
     scale = d ** -0.5
     # Dense baselines: every query sees all cached keys and (denoise) the whole chunk or

@@ -12,20 +12,13 @@ import torch
 
 from kernels import dispatch
 from kernels.attention_ref import AttentionPlan
+from kernels.random_batch import Layout, random_block_tables
+from kernels.random_batch import bidirectional as bidirectional  # layouts of every mode here
+from kernels.random_batch import causal as causal
 from models.batch import Chunk, ChunkBatch
 
 
-def causal(n: int) -> tuple[list[int], list[int], list[int]]:
-    """AR prefill / decode / verify: causal_limit = q, no block."""
-    return list(range(n)), [0] * n, [0] * n
-
-
-def bidirectional(n: int) -> tuple[list[int], list[int], list[int]]:
-    """Diffusion / draft: nothing causal, one block over the whole chunk."""
-    return [-1] * n, [0] * n, [n] * n
-
-
-def quadratic(b: int) -> tuple[list[int], list[int], list[int]]:
+def quadratic(b: int) -> Layout:
     """[d_0 .. d_{b-1} | b masks after d_0 | ... ]: drafts causal, sub-block i sees d_0..d_i."""
     limit, lo, hi = list(range(b)), [0] * b, [0] * b
     for i in range(b):
@@ -36,7 +29,7 @@ def quadratic(b: int) -> tuple[list[int], list[int], list[int]]:
     return limit, lo, hi
 
 
-def scattered(n: int, gen: torch.Generator) -> tuple[list[int], list[int], list[int]]:
+def scattered(n: int, gen: torch.Generator) -> Layout:
     """Blocks not aligned to anything, some reaching the chunk end; every row sees key 0."""
     limit = torch.randint(0, n, (n,), generator=gen).tolist()
     lo = torch.randint(0, n, (n,), generator=gen).tolist()
@@ -45,22 +38,17 @@ def scattered(n: int, gen: torch.Generator) -> tuple[list[int], list[int], list[
     return limit, lo, hi
 
 
-def make_batch(layouts: Sequence[tuple[list[int], list[int], list[int]]],
-               contexts: Sequence[int], page: int, num_blocks: int, gen: torch.Generator,
-               extra_cols: int = 2) -> tuple[ChunkBatch, list[list[int]]]:
-    """Chunks with the given visibility and context lengths; block tables are random
-    distinct blocks (never block 0, never shared), padded with -1 holes."""
-    perm = (torch.randperm(num_blocks - 1, generator=gen) + 1).tolist()
-    chunks, tables = [], []
-    for (limit, lo, hi), ctx in zip(layouts, contexts, strict=True):
-        need = -(-ctx // page)
-        table, perm = perm[:need], perm[need:]
-        n = len(limit)
-        chunks.append(Chunk([5] * n, list(range(ctx, ctx + n)), limit, lo, hi, ctx, table))
-        tables.append(table)
+def make_batch(layouts: Sequence[Layout], contexts: Sequence[int], page: int, num_blocks: int,
+               gen: torch.Generator, extra_cols: int = 2) -> tuple[ChunkBatch, list[list[int]]]:
+    """Chunks with the given visibility and context lengths over random_block_tables (extra
+    -1 holes past the longest); also each chunk's own blocks."""
+    padded = random_block_tables(contexts, page, num_blocks, gen, extra_cols)
+    tables = [row[:-(-ctx // page)].tolist() for row, ctx in zip(padded, contexts, strict=True)]
+    chunks = [Chunk([5] * len(limit), list(range(ctx, ctx + len(limit))), limit, lo, hi, ctx,
+                    table)
+              for (limit, lo, hi), ctx, table in zip(layouts, contexts, tables, strict=True)]
     batch = ChunkBatch.from_chunks(chunks)
-    pad = torch.full((batch.num_chunks, extra_cols), -1, dtype=torch.int32)
-    batch.block_tables = torch.cat([batch.block_tables, pad], dim=1)
+    batch.block_tables = padded  # the chunks' tables, then the extra holes
     return batch, tables
 
 
@@ -92,11 +80,11 @@ def randn(shape: Sequence[int], dtype: torch.dtype, device: str | torch.device,
     return torch.randn(tuple(shape), generator=gen).to(device, dtype)
 
 
-def make_inputs(layouts: Sequence[tuple[list[int], list[int], list[int]]],
-                contexts: Sequence[int], page: int, num_blocks: int, heads: int,
-                kv_heads: int, head_dim: int, dtype: torch.dtype, device: str | torch.device,
-                gen: torch.Generator) -> tuple[ChunkBatch, torch.Tensor, torch.Tensor,
-                                               torch.Tensor, torch.Tensor, torch.Tensor]:
+def make_inputs(layouts: Sequence[Layout], contexts: Sequence[int], page: int, num_blocks: int,
+                heads: int, kv_heads: int, head_dim: int, dtype: torch.dtype,
+                device: str | torch.device, gen: torch.Generator
+                ) -> tuple[ChunkBatch, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                           torch.Tensor]:
     """(batch, q, k, v, k_cache, v_cache) of one attention call: make_batch, make_cache, then
     q, k and v, drawn from gen in that order."""
     batch, tables = make_batch(layouts, contexts, page, num_blocks, gen)
