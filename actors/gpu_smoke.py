@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
+from actors.free_port import free_port
 from actors.shard_worker import ShardWorker
 from engine.engine import EngineConfig, LLMEngine
 from engine.executor import ModelExecutor
@@ -110,17 +110,11 @@ def _rank_main(rank: int, spec: SmokeSpec, port: int, out_dir: str) -> None:
     worker.shutdown()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def check_sharded(spec: SmokeSpec) -> SmokeResult:
     """Run spec.tp ranks in processes and one unsharded model here; compare."""
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tandem-smoke-") as out_dir:
-        mp.start_processes(_rank_main, args=(spec, _free_port(), out_dir), nprocs=spec.tp,
+        mp.start_processes(_rank_main, args=(spec, free_port(), out_dir), nprocs=spec.tp,
                            join=True, start_method="spawn")
         sharded_logits = load_file(f"{out_dir}/logits.safetensors")["logits"]
         sharded_tokens = json.loads(Path(out_dir, "tokens.json").read_text())

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from actors.free_port import free_port
 from engine.executor import ModelExecutor
 from engine.plan import StepOutput, StepPlan
 from models.batch import Chunk, ChunkBatch
@@ -80,11 +80,10 @@ class ShardWorker:
     # --- setup ---------------------------------------------------------------------------
 
     def rendezvous_address(self) -> tuple[str, int]:
-        """This node's address and a port free on it now (called on rank 0 only)."""
+        """This node's address and a port free on it now that no process on it can be
+        handed before rank 0's store binds it (actors/free_port.py; called on rank 0 only)."""
         host = node_ip()
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((host, 0))
-            return host, s.getsockname()[1]
+        return host, free_port(host)
 
     def setup(self, host: str, port: int, timeout_s: float = 60.0) -> ShardStats:
         """Join the process group at tcp://host:port, then load this rank's shard."""

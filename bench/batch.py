@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from actors.free_port import free_port
 from cluster import cpu_placement
 from cluster.config import load_config
 from models.heldout import load_prompts
@@ -188,9 +188,7 @@ def online_bench(args: argparse.Namespace) -> dict[str, Any]:
     from cluster.app import make_app
 
     ray = init_ray()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(make_app(load_config(yaml_args("local.yaml", args.threads))), name="tandem",
               route_prefix="/")

@@ -30,13 +30,13 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from actors.free_port import free_port
 from bench.proc_cpu import serve_groups
 from bench.serve_clients import CLIENTS, engine_run, http_run
 from bench.serve_level import Placement, measure_level
@@ -151,9 +151,7 @@ def start_serve(controller_options: dict[str, Any], worker_nice: int) -> int:
 
     ray.init(address="local", include_dashboard=False, ignore_reinit_error=True,
              log_to_driver=False)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port},
                 controller_options=controller_options)
     return port
