@@ -1,19 +1,22 @@
 """Deploy a tandem Serve app from a ray_configs YAML for the reliability benchmarks: a local
-Ray (or a given one), a free port on 127.0.0.1, and a count of running replicas."""
+Ray (or a given one), a free port on 127.0.0.1 (actors/free_port.py), a count of running
+replicas, and a shutdown that leaves no Serve behind."""
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from actors.free_port import free_port
 from cluster import cpu_placement, stream_guard
 from cluster.config import TandemConfig, load_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "ray_configs"
+SERVE_SYSTEM = ("ServeController", "ProxyActor")
+SERVE_GONE_S = 120.0  # a replica's graceful shutdown (60 s in autoscale.yaml), with room
 
 
 def yaml_args(name: str) -> tuple[str, dict[str, Any]]:
@@ -21,12 +24,6 @@ def yaml_args(name: str) -> tuple[str, dict[str, Any]]:
     doc = yaml.safe_load((CONFIGS / name).read_text())
     app = doc["applications"][0]
     return app["name"], app["args"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_ray(num_cpus: int = 4) -> None:
@@ -100,6 +97,32 @@ def wait_for_replicas(app: str, want: int, timeout_s: float,
             return time.monotonic() - t0
         time.sleep(0.5)
     return None
+
+
+def serve_actors() -> list[str]:
+    """Class names of this Ray's Serve actors not dead yet: controller, proxies, replicas."""
+    import ray._private.state as state
+
+    return sorted(a["ActorClassName"] for a in state.actors().values()
+                  if a["State"] != "DEAD" and (a["ActorClassName"] in SERVE_SYSTEM
+                                               or a["ActorClassName"].startswith("ServeReplica:")))
+
+
+def shutdown_serve(timeout_s: float = SERVE_GONE_S) -> None:
+    """serve.shutdown(), then wait until no Serve actor is left. serve.shutdown() finds a
+    controller whose serve.start failed (no client was kept) but gives up after 30 s, while
+    a replica may drain its streams for graceful_shutdown_timeout_s (60 s in
+    autoscale.yaml); the next serve.start would join what is left, on its old HTTP port,
+    with a log line only."""
+    from ray import serve
+
+    serve.shutdown()
+    t0 = time.monotonic()
+    while left := serve_actors():
+        if time.monotonic() - t0 > timeout_s:
+            raise RuntimeError(f"Serve actors still alive {timeout_s:.0f} s after "
+                               f"serve.shutdown(): {left}")
+        time.sleep(0.2)
 
 
 def live_actors() -> list[tuple[str, int, str]]:

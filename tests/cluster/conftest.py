@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +11,8 @@ import httpx
 import openai
 import yaml
 
+from actors.free_port import free_port
+from bench import deploy
 from cluster import stream_guard
 from cluster.config import TandemConfig
 from engine.engine import LLMEngine
@@ -26,43 +27,40 @@ def yaml_app(name: str) -> dict[str, Any]:
     return doc["applications"][0]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@contextmanager
+def serving(app: Any, name: str, route_prefix: str, port: int | None = None) -> Iterator[str]:
+    """serve.start on a free port (actors/free_port.py: one no Ray process can be handed
+    meanwhile) and serve.run `app`; yields the base URL. Needs the ray_session fixture.
+    Serve must not be running already (serve.start would join it, on its port). On the way
+    out Serve is shut down even when serve.start failed, and gone before the next test."""
+    from ray import serve
+
+    left = deploy.serve_actors()
+    assert not left, f"Serve already running in this Ray (an earlier test's?): {left}"
+    port = free_port() if port is None else port
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port},
+                    controller_options=stream_guard.controller_options())
+        serve.run(app, name=name, route_prefix=route_prefix)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        deploy.shutdown_serve()
 
 
 @contextmanager
 def running_app(config: TandemConfig, name: str) -> Iterator[str]:
-    """serve.run the app on a fresh port; yields its base URL. Needs the ray_session fixture."""
-    from ray import serve
-
+    """The tandem app of `config`, served at / (see serving)."""
     from cluster.app import make_app
 
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port},
-                controller_options=stream_guard.controller_options())
-    try:
-        serve.run(make_app(config), name=name, route_prefix="/")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        serve.shutdown()
+    with serving(make_app(config), name, "/") as url:
+        yield url
 
 
 @contextmanager
 def running_probe(app: Any, route_prefix: str) -> Iterator[str]:
-    """serve.run any bound app behind the proxy tandem serves with (the stream guard);
-    yields the proxy's base URL. Needs the ray_session fixture."""
-    from ray import serve
-
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port},
-                controller_options=stream_guard.controller_options())
-    try:
-        serve.run(app, name="probe", route_prefix=route_prefix)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        serve.shutdown()
+    """Any bound app behind the proxy tandem serves with (the stream guard), as "probe"."""
+    with serving(app, "probe", route_prefix) as url:
+        yield url
 
 
 def metric_values(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -32,8 +32,7 @@ CONFIG = str(ROOT / "ray_configs" / "batch.yaml")
 
 @pytest.fixture(scope="module")
 def address(ray_session) -> str:
-    from ray import serve
-
+    from bench import deploy
     from cluster.batch import replicas
     from cluster.batch.job import BatchJob  # noqa: F401 - the module the tests drive
     from cluster.config import load_config
@@ -42,7 +41,7 @@ def address(ray_session) -> str:
     config = load_config(read_yaml(Path(CONFIG), None)[0]["args"])
     replicas.start_own(config, app=APP)
     yield ray_session.get_runtime_context().gcs_address
-    serve.shutdown()  # the jobs' Serve runs without HTTP: later modules start their own
+    deploy.shutdown_serve()  # the jobs' Serve runs without HTTP: later modules start their own
 
 
 def cli(*args: str, address: str) -> list[str]:
