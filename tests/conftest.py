@@ -33,9 +33,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def ray_session():
     """One Ray instance for the whole session (a per-test init costs ~7 s). Four logical
-    CPUs so that a TP=2 placement group still leaves room for Serve replicas."""
+    CPUs so that a TP=2 placement group still leaves room for Serve replicas. Its workers
+    at nice 0, as `tandem serve` starts them (cluster/cpu_placement.py), not at Ray's 15:
+    beside two CPU-bound processes at nice 0, a replica at 15 took 65 s to start and its
+    replacement after a kill was not serving 60 s later (flaky session, 2026-12-04)."""
     import ray
 
+    from cluster import cpu_placement
+
+    cpu_placement.ray_start_env(auth_off=True)
     ray.init(num_cpus=4, include_dashboard=False, object_store_memory=200 * 1024**2,
              ignore_reinit_error=True, log_to_driver=False)
     yield ray

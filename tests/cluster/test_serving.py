@@ -33,3 +33,16 @@ def test_a_serve_start_that_fails_leaves_no_serve_behind(ray_session) -> None:
                                                                         "/", port=port):
             pass
     assert deploy.serve_actors() == []
+
+
+def test_the_sessions_ray_workers_run_at_the_niceness_tandem_serve_gives_them(
+        ray_session) -> None:
+    import os
+
+    from cluster.cpu_placement import SERVING_WORKER_NICE
+
+    @ray_session.remote(num_cpus=0)
+    def niceness() -> int:
+        return os.nice(0)
+
+    assert ray_session.get(niceness.remote(), timeout=120) == SERVING_WORKER_NICE
