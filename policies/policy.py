@@ -83,6 +83,9 @@ class SLOPolicy:
             [v.num_pending for v in view.waiting], view.max_num_seqs - len(view.running),
             view.max_prefill_chunk, view.max_batch_tokens)
         options, deferred = self.choose(running, now, budget)
+        if (self.config.selector.lost_keeps_option and self.config.fixed is None
+                and not view.waiting and len(running) == len(view.running)):
+            self._keep_lost_options(running, options, budget)
         # The rest are to prefill first, but may decode at once (a one-token prompt, or one
         # whose prompt is cached when it starts): their own or the pinned option then.
         options.update({v.id: self._pinned(v) for v in view.requests if v.id not in options})
@@ -146,6 +149,27 @@ class SLOPolicy:
             return {v.id: self._pinned(v) for v in decoders}
         return self.decisions.select(decoders, now, max_tokens)
 
+    def _keep_lost_options(self, decoders: Sequence[RequestView],
+                           options: dict[str, Option], max_tokens: int | None) -> None:
+        """Where every decoder is lost and nobody waits or prefills, each free one that the
+        selector moves from speculation to AR keeps the option it runs. One bad first
+        iteration judged most tight requests lost (CPU engine, tight medium: 49 of 58
+        admitted); pass 3 then moved them to AR as their factor fell, where each missed for
+        certain, while a fixed speculative mode met some of the same requests on later good
+        runs of drafts (BENCHMARKS.md, #18 fourteenth session). Only where nobody hopeful
+        shares the step: one kept at speculation beside hopeful requests took their compute
+        (decision_cache.py). Admission counts them at AR's work while every one is lost
+        (admit)."""
+        if not decoders or not all(self._is_lost(v) for v in decoders):
+            return
+        chosen = dict(options)
+        for v in decoders:
+            if (options.get(v.id) == AR1 and v.fixed is None and v.option is not None
+                    and v.option != AR1 and v.option in self._selectable(v)):
+                chosen[v.id] = v.option
+        if max_tokens is None or sum(o.work_tokens for o in chosen.values()) <= max_tokens:
+            options.update(chosen)
+
     def admit(self, v: RequestView, now: float, running: Sequence[RequestView] = (),
               waiting: Sequence[RequestView] = ()) -> Refusal | None:
         if not self.config.slo_aware:
@@ -170,8 +194,16 @@ class SLOPolicy:
         # high load and most missed; counting all at their option's work refused
         # interactive newcomers at low load, where spare compute buys speculation).
         decoding = [r for r in firm if not r.is_prefilling]
-        tokens = sum(self._work(r) if self._is_pinned(r) or self._needs_speculation(r) else 1
-                     for r in decoding)
+        # Where every one is lost, each keeps its option only until a newcomer runs
+        # (_keep_lost_options); then the selector may move it to AR: counted at AR's work.
+        # Beside a hopeful one the selector runs lost ones as before: counted as they run
+        # (at AR's work there too, NLD-8B tight overload admitted what then missed: 0.946x
+        # against 0.974x, BENCHMARKS.md #18 fifteenth session).
+        if decoding and all(self._is_lost(r) for r in decoding):
+            tokens, decoding = len(decoding), []
+        else:
+            tokens = sum(self._work(r) if self._is_pinned(r) or self._needs_speculation(r)
+                         else 1 for r in decoding)
         # Speculation-only auto requests, counted at the newcomer's option when it is paced
         # at one: they run one option together (the selector's uniform start), so pacing a
         # newcomer at a long block beside the others' short ones admitted what the batch
@@ -198,6 +230,11 @@ class SLOPolicy:
                     len(firm) + 1) for o in options)
 
         return self.admission.check(v, now, best, firm, waiting, self._work, pace)
+
+    def _is_lost(self, v: RequestView) -> bool:
+        """No option met v even alone when it was last chosen for (decision_cache.py)."""
+        kept = self.decisions.kept.get(v.id)
+        return kept is not None and kept.is_lost and self.config.selector.lost_keeps_option
 
     def _needs_speculation(self, v: RequestView) -> bool:
         return v.slo.tpot_below(self.cost.predict(1, 1))
@@ -269,6 +306,10 @@ class SLOPolicy:
         if self.config.fixed is not None:
             return [self.config.fixed]
         return candidates(v.allow_lossy, self.config.selector.pool)
+
+    def _selectable(self, v: RequestView) -> list[Option]:
+        """v's options in the selector's pool (within its block bounds)."""
+        return candidates(v.allow_lossy, self.selector.pool)
 
     def time_per_token(self, v: RequestView, option: Option, num_tokens: int,
                        num_requests: int) -> float:

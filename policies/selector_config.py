@@ -85,6 +85,11 @@ class SelectorConfig:
     # Pass 2 also takes a request whose TPOT bound AR meets alone but that fell behind
     # (off: the rescue pass has it, with no loss budget: TightSearch._late_rescue).
     late_in_search: bool = False
+    # When every decoder is lost (no option meets it even alone) and nobody waits, one that
+    # the selector would move from speculation to AR keeps its option: nobody else's bound
+    # is at stake, and at AR it misses for certain (policies/policy.py
+    # SLOPolicy._keep_lost_options).
+    lost_keeps_option: bool = True
 
     def __post_init__(self) -> None:
         check_block_bounds(self.block_bounds, "SelectorConfig.block_bounds")
