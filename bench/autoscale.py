@@ -100,14 +100,12 @@ async def drive(url: str, app: str, args: argparse.Namespace
 
 
 def run_policy(policy: str, args: argparse.Namespace) -> dict[str, Any]:
-    from ray import serve
-
     app = f"autoscale-{policy}"
-    url = deploy.deploy(app_config(policy, args), app)
-    try:
+    try:  # a serve.start that fails still leaves its controller: shut it down too
+        url = deploy.deploy(app_config(policy, args), app)
         outcomes, replicas = asyncio.run(drive(url, app, args))
-    finally:
-        serve.shutdown()
+    finally:  # replicas drain for up to 60 s; the next policy's serve.start must not join them
+        deploy.shutdown_serve()
     load_end = args.up + args.plateau + args.down + args.tail
     res = {"policy": policy, **summary(outcomes), "replicas": replicas,
            "max_replicas": max(n for _, n in replicas),

@@ -165,18 +165,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from ray import serve
-
     args = parse_args(argv)
     cluster = deploy.start_cluster(2, 3, HEAD_NODE, WORKER_NODE)  # 3 CPUs: a tp2 group fits
     results = {}
     for fault in args.faults.split(","):
         name, cfg = app_args(fault)
-        url = deploy.deploy(cfg, name)
         kill = KILLS[fault]
-        results[fault] = asyncio.run(under_load(url, lambda k=kill: k(cluster), args.clients,
-                                                args.kill_at, args.duration, args.timeout))
-        serve.shutdown()
+        try:  # a serve.start that fails still leaves its controller: shut it down too
+            url = deploy.deploy(cfg, name)
+            results[fault] = asyncio.run(under_load(url, lambda k=kill: k(cluster),
+                                                    args.clients, args.kill_at, args.duration,
+                                                    args.timeout))
+        finally:  # gone before the next app's serve.start, which would join what is left
+            deploy.shutdown_serve()
     args.json.write_text(json.dumps(results, indent=1))
     good = all(ok(r) for r in results.values())
     print(f"faults {'PASS' if good else 'FAIL'} | "

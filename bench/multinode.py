@@ -67,16 +67,14 @@ def check_gpu_layout() -> dict[str, Any]:
 
 def _deploy_and_place(app: str, args: dict[str, Any], want_replicas: int,
                       key: str | None = None) -> dict[str, Any]:
-    from ray import serve
-
-    url = deploy.deploy(args, app)
-    try:
+    try:  # a serve.start that fails still leaves its controller: shut it down too
+        url = deploy.deploy(args, app)
         headers = {"authorization": f"Bearer {key}"} if key else {}
         r = httpx.post(f"{url}/v1/completions", headers=headers, timeout=120,
                        json={"prompt": "def f(", "max_tokens": 4})
         where = placement(app)
-    finally:
-        serve.shutdown()
+    finally:  # gone before the next app's serve.start, which would join what is left
+        deploy.shutdown_serve()
     replicas = {n: c.count("ModelServer") for n, c in where.items()}
     ranks = {n: c.count("ShardWorker") for n, c in where.items()}
     tp = args["model"]["tp"]
@@ -88,16 +86,14 @@ def _deploy_and_place(app: str, args: dict[str, Any], want_replicas: int,
 
 
 def check_node_loss(cluster: Any, clients: int, duration: float) -> dict[str, Any]:
-    from ray import serve
-
     name, args = faults.app_args("node")
-    url = deploy.deploy(args, name)
-    try:
+    try:  # a serve.start that fails still leaves its controller: shut it down too
+        url = deploy.deploy(args, name)
         res = asyncio.run(faults.under_load(url, lambda: faults.kill_node(cluster), clients,
                                             duration / 4, duration, 60.0))
         res["after"] = placement(name)
     finally:
-        serve.shutdown()
+        deploy.shutdown_serve()
     res["ok"] = faults.ok(res)
     return res
 
