@@ -43,6 +43,14 @@ PROXY_ENV = "TANDEM_PROXY_AVOID_CPUS"
 # default is 15; Ray's job manager sets 0 for job drivers).
 RAY_NICE_ENV = "RAY_worker_niceness"
 SERVING_WORKER_NICE = 0
+# Read by Serve's controller: how long the proxy's ready call may take before it counts as a
+# miss (Ray's 5 s; three misses in a row and the controller kills the proxy, and serve.start,
+# which waits on that first proxy, raises ActorDiedError: seen in the tests under two CPU
+# hogs, fifteenth session; ray-project/ray#39739). 20 s x 3 misses = serve.start's own 60 s
+# wait for the proxy (Serve's HTTP_PROXY_TIMEOUT), so a slow proxy start is given all the
+# time serve.start gives it (tests/cluster/test_proxy_ready_check.py checks the sum).
+PROXY_READY_ENV = "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"
+PROXY_READY_CHECK_S = 20.0
 
 
 def ray_start_env(*, auth_off: bool = False) -> None:
@@ -50,10 +58,12 @@ def ray_start_env(*, auth_off: bool = False) -> None:
     workers (Serve's proxy, the replicas, the engine cores they spawn) at nice 0, level with
     the load they serve and with Ray's daemons, instead of Ray's 15, which ranked the step
     loop below every ordinary process on a CPU node (BENCHMARKS.md > Serving, seventh
-    session); no usage stats; and with auth_off, no token auth (benches' Rays of their own on
-    this machine). A value the caller set in the environment wins; a Ray already running
-    keeps its own."""
+    session); Serve's proxy given serve.start's whole wait to answer its first ready check
+    (PROXY_READY_ENV); no usage stats; and with auth_off, no token auth (benches' Rays of
+    their own on this machine). A value the caller set in the environment wins; a Ray
+    already running keeps its own."""
     os.environ.setdefault(RAY_NICE_ENV, str(SERVING_WORKER_NICE))
+    os.environ.setdefault(PROXY_READY_ENV, str(PROXY_READY_CHECK_S))
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if auth_off:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
