@@ -196,9 +196,13 @@ class OptionPrices:
                  if o.mode != AR), default=INF)
         return least
 
+    def selectable(self, v: RequestView, option: Option | None) -> bool:
+        """option is one of v's options in this pool (within the block bounds)."""
+        return option is not None and option in self._candidate_sets[v.allow_lossy]
+
     def _alone_at(self, v: RequestView, option: Option | None) -> float:
         """v's time per token alone under option if it is one of v's options, else inf."""
-        if option is None or option not in self._candidate_sets[v.allow_lossy]:
+        if not self.selectable(v, option):
             return INF
         return self._alone_step(option) / self._rate(v, option)
 

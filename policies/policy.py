@@ -164,8 +164,8 @@ class SLOPolicy:
             return
         chosen = dict(options)
         for v in decoders:
-            if (options.get(v.id) == AR1 and v.fixed is None and v.option is not None
-                    and v.option != AR1 and v.option in self._selectable(v)):
+            if (options.get(v.id) == AR1 and v.fixed is None and v.option != AR1
+                    and self.selector.selectable(v, v.option)):
                 chosen[v.id] = v.option
         if max_tokens is None or sum(o.work_tokens for o in chosen.values()) <= max_tokens:
             options.update(chosen)
@@ -306,10 +306,6 @@ class SLOPolicy:
         if self.config.fixed is not None:
             return [self.config.fixed]
         return candidates(v.allow_lossy, self.config.selector.pool)
-
-    def _selectable(self, v: RequestView) -> list[Option]:
-        """v's options in the selector's pool (within its block bounds)."""
-        return candidates(v.allow_lossy, self.selector.pool)
 
     def time_per_token(self, v: RequestView, option: Option, num_tokens: int,
                        num_requests: int) -> float:
